@@ -1,0 +1,39 @@
+"""Compiled core of the catalog API: the product image index and the product-page serializer.
+
+The Cython build is used unless ``CORE_EXT_NO_EXTENSIONS`` is set to a non-empty value other than ``"0"``
+or the compiled modules cannot be imported; then the pure-Python twins, which give identical results, are
+used. ``USING_COMPILED`` says which one is live.
+"""
+
+from __future__ import annotations
+
+import os
+
+from core_ext._columns import PRODUCT_COLUMNS
+from core_ext.errors import CoreExtError, SerializationError
+
+__all__ = [
+    "PRODUCT_COLUMNS",
+    "USING_COMPILED",
+    "CoreExtError",
+    "ImageIndex",
+    "SerializationError",
+    "serialize_page",
+]
+
+USING_COMPILED: bool
+if os.environ.get("CORE_EXT_NO_EXTENSIONS", "") in ("", "0"):
+    try:
+        # Both or neither: a compiled serializer must pair with the compiled index for its fast path.
+        from core_ext._images import ImageIndex
+        from core_ext._pages import serialize_page
+    except ImportError:
+        USING_COMPILED = False
+    else:
+        USING_COMPILED = True
+else:
+    USING_COMPILED = False
+
+if not USING_COMPILED:
+    from core_ext._images_py import ImageIndex  # type: ignore[assignment]
+    from core_ext._pages_py import serialize_page

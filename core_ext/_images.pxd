@@ -1,0 +1,28 @@
+# Declarations shared with _pages.pyx, which tests image bits without any Python call.
+
+cdef class _Bitset:
+    cdef unsigned char* data
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t count
+    cdef str fingerprint
+
+    cdef void seal(self)
+
+
+cdef class ImageIndex:
+    cdef str _folder
+    cdef bytes _folder_b
+    cdef double _interval
+    cdef _Bitset _bits
+    cdef dict _catalog
+    cdef Py_ssize_t _nbits
+    cdef double _last_check
+    cdef object _scan_mtime
+    cdef bint _racy
+
+    cdef object _stat_mtime(self)
+    cdef bint _rescan(self, object wall, object mtime) except -1
+
+
+cdef inline bint bitset_test(_Bitset bits, long long i) noexcept:
+    return 0 <= i < bits.nbytes * 8 and (bits.data[i >> 3] >> (i & 7)) & 1

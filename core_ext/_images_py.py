@@ -1,0 +1,170 @@
+"""Pure-Python ``ImageIndex``: the twin of ``_images.pyx`` with the same API, results and fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+__all__ = ["MAX_DENSE_ID", "RACY_WINDOW_NS", "ImageIndex"]
+
+# products.id is a PostgreSQL serial (int4); a larger id is a caller bug and would allocate a huge bitset.
+MAX_DENSE_ID: Final = 2**31 - 1
+# Coarsest directory mtime granularity we guard against (FAT/exFAT); see ImageIndex.refresh.
+RACY_WINDOW_NS: Final = 2_000_000_000
+_SUFFIX: Final = ".jpg"
+
+
+class _Snapshot:
+    """One immutable scan result, swapped in with a single assignment so readers never see a mix."""
+
+    __slots__ = ("bits", "count", "fingerprint")
+
+    def __init__(self, bits: bytes, count: int) -> None:
+        self.bits = bits
+        self.count = count
+        self.fingerprint = _fingerprint(bits)
+
+
+def _fingerprint(bits: bytes) -> str:
+    # Trailing zero bytes are trimmed so the value depends on the set, not on the catalog's largest id.
+    return hashlib.blake2b(bits.rstrip(b"\0"), digest_size=16).hexdigest()
+
+
+def _validated_catalog(mapping: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    catalog: dict[str, int] = {}
+    nbits = 0
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise TypeError(f"catalog key {key!r}: expected str, got {type(key).__name__}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"catalog[{key!r}]: expected int, got {type(value).__name__}")
+        if value < 0 or value > MAX_DENSE_ID:
+            raise ValueError(f"catalog[{key!r}] = {value}: dense id must be in 0..{MAX_DENSE_ID}")
+        catalog[key] = int(value)
+        nbits = max(nbits, value + 1)
+    return catalog, nbits
+
+
+class ImageIndex:
+    """Which products have an image, as a bitset over dense product ids, rebuilt from the uploads folder."""
+
+    __slots__ = ("_catalog", "_folder", "_interval", "_last_check", "_nbits", "_racy", "_scan_mtime", "_snap")
+
+    def __init__(self, folder: str | os.PathLike[str], refresh_interval_s: float = 1.0) -> None:
+        path = os.fspath(folder)
+        if not isinstance(path, str):
+            raise TypeError("folder must be a str path")
+        interval = float(refresh_interval_s)
+        if not (interval >= 0.0 and math.isfinite(interval)):
+            raise ValueError(f"refresh_interval_s must be a finite number >= 0, got {refresh_interval_s!r}")
+        self._folder = path
+        self._interval = interval
+        self._catalog: dict[str, int] = {}
+        self._nbits = 0
+        self._snap = _Snapshot(b"", 0)
+        self._last_check: float | None = None
+        self._scan_mtime: int | None = None
+        self._racy = False
+
+    @property
+    def folder(self) -> str:
+        """The uploads folder scanned for ``{zoho_item_id}.jpg``."""
+        return self._folder
+
+    @property
+    def refresh_interval_s(self) -> float:
+        """Minimum seconds between two stats of the folder in ``refresh()``."""
+        return self._interval
+
+    @property
+    def count(self) -> int:
+        """Number of catalog products that have an image."""
+        return self._snap.count
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex digest of the set of image-bearing dense ids; equal across processes seeing the same set."""
+        return self._snap.fingerprint
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes used by the bitset."""
+        return len(self._snap.bits)
+
+    def set_catalog(self, mapping: Mapping[str, int]) -> None:
+        """Replace the ``{zoho_item_id: dense_id}`` map and rescan the folder now."""
+        catalog, nbits = _validated_catalog(mapping)
+        self._catalog = catalog
+        self._nbits = nbits
+        self._last_check = time.monotonic()
+        self._rescan(*self._probe())
+
+    def has(self, dense_id: int) -> bool:
+        """Whether the product with this dense id has an image (False when unknown); no file-system access."""
+        i = dense_id if type(dense_id) is int else operator.index(dense_id)
+        bits = self._snap.bits
+        return 0 <= i < len(bits) * 8 and bool(bits[i >> 3] >> (i & 7) & 1)
+
+    def has_many(self, dense_ids: Sequence[int]) -> list[bool]:
+        """``has()`` for each id, in order; no file-system access."""
+        bits = self._snap.bits
+        limit = len(bits) * 8
+        out: list[bool] = []
+        append = out.append
+        for raw in dense_ids:
+            i = raw if type(raw) is int else operator.index(raw)
+            append(0 <= i < limit and bool(bits[i >> 3] >> (i & 7) & 1))
+        return out
+
+    def refresh(self, force: bool = False) -> bool:
+        """Rescan if due and the folder changed; True only when a rescan ran and the image set changed."""
+        now = time.monotonic()
+        if not force and self._last_check is not None and now - self._last_check < self._interval:
+            return False
+        self._last_check = now
+        wall, mtime = self._probe()
+        if not force and not self._racy and mtime == self._scan_mtime:
+            return False
+        return self._rescan(wall, mtime)
+
+    def _probe(self) -> tuple[int, int | None]:
+        # The wall clock is read before the stat: any later change to the folder gets an mtime after this
+        # instant, unless the file system's timestamp tick is coarse, which is what the racy flag covers.
+        wall = time.time_ns()
+        try:
+            return wall, os.stat(self._folder).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return wall, None
+
+    def _rescan(self, wall: int, mtime: int | None) -> bool:
+        bits = bytearray((self._nbits + 7) >> 3)
+        count = 0
+        catalog = self._catalog
+        try:
+            entries = os.scandir(self._folder)
+        except (FileNotFoundError, NotADirectoryError):
+            mtime = None
+        else:
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if len(name) <= 4 or not name.endswith(_SUFFIX):
+                        continue
+                    i = catalog.get(name[:-4])
+                    if i is None or not (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+                        continue
+                    mask = 1 << (i & 7)
+                    if not bits[i >> 3] & mask:
+                        bits[i >> 3] |= mask
+                        count += 1
+        snap = _Snapshot(bytes(bits), count)
+        changed = snap.fingerprint != self._snap.fingerprint
+        self._snap = snap
+        self._scan_mtime = mtime
+        self._racy = mtime is not None and wall - mtime < RACY_WINDOW_NS
+        return changed

@@ -1,0 +1,1 @@
+"""Consumer catalog API service (Robyn + core_ext + asyncpg + Redis)."""

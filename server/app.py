@@ -1,0 +1,131 @@
+"""create_app(settings): the Robyn app with every route wrapped once, and per-process start-up/shutdown.
+
+No I/O happens here at import or build time; the start-up handler (which Robyn runs in every process)
+makes this process's pool, Redis client, LISTEN connection and image index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from robyn import Request, Response, Robyn
+from robyn.argument_parser import Config
+
+from server import openapi
+from server.catalog import router as catalog_router
+from server.errors import MethodNotAllowed, NotFound
+from server.health import router as health_router
+from server.http import HttpConfig, Reply, Route, client_request_id, problem_response, wrap
+from server.images import router as images_router
+from server.images.service import ImageStore
+from server.resources import Resources
+from server.settings import Settings
+from server.state import AppState
+
+log = logging.getLogger("server.app")
+VERSION = "0.1.0"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def api_routes(state: AppState) -> list[Route]:
+    """Every public route, in OpenAPI order."""
+    return [*catalog_router.routes(state), *images_router.routes(state), *health_router.routes(state)]
+
+
+def robyn_config(processes: int) -> Config:
+    """Robyn's own config, set from our settings rather than from its command-line parser."""
+    config = Config()
+    config.processes = processes
+    config.workers = 1
+    config.dev = False
+    config.disable_openapi = True  # we serve our own, complete document
+    config.log_level = "WARNING"
+    config.open_browser = False
+    return config
+
+
+def create_app(settings: Settings) -> tuple[Robyn, AppState]:
+    """Build the app; nothing is connected until Robyn's start-up handler runs in each process."""
+    state = AppState(settings)
+    app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
+    http_config = HttpConfig(
+        max_body_bytes=settings.MAX_BODY_BYTES, slow_request_ms=settings.SLOW_REQUEST_MS,
+        server_timing=settings.SERVER_TIMING,
+    )
+    spec_holder: list[bytes] = []
+    routes = [*api_routes(state), *_docs_routes(spec_holder)]
+    spec = openapi.build_spec(routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL)
+    spec_holder.append(openapi.spec_bytes(spec))
+
+    allowed: dict[str, set[str]] = {}
+    for route in routes:
+        app.add_route(route.method, route.path, wrap(route, http_config))
+        allowed.setdefault(route.path, {"OPTIONS"}).add(route.method)
+        if route.head and route.method == "GET":
+            app.add_route("HEAD", route.path, wrap(route, http_config, head=True))
+            allowed[route.path].add("HEAD")
+    for path, methods in allowed.items():
+        for method in METHODS:
+            if method not in methods:
+                app.add_route(method, path, _method_not_allowed(sorted(methods)))
+
+    for method in METHODS:
+        app.add_route(method, "/*path", not_found)
+        if "/" not in allowed:
+            app.add_route(method, "/", not_found)
+
+    async def startup() -> None:
+        res = Resources(settings)
+        await res.start()
+        state.attach(res, ImageStore(settings.UPLOADS_DIR, recheck_s=settings.IMAGE_REFRESH_INTERVAL_S))
+        log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
+
+    async def shutdown() -> None:
+        res = state.detach()
+        if res is not None:
+            await res.close()
+        log.info("process stopped")
+
+    app.startup_handler(startup)
+    app.shutdown_handler(shutdown)
+    return app, state
+
+
+def _method_not_allowed(methods: list[str]) -> Callable[[Request], Response]:
+    allow = ", ".join(methods)
+
+    def handler(request: Request) -> Response:
+        return problem_response(MethodNotAllowed(), client_request_id(request), {"Allow": allow})
+
+    return handler
+
+
+def not_found(request: Request) -> Response:
+    """The problem+json 404 for paths no route matches."""
+    return problem_response(NotFound(), client_request_id(request))
+
+
+def _docs_routes(spec: list[bytes]) -> list[Route]:
+    async def spec_handler(_call: object) -> Reply:
+        return Reply(spec[0], cache_control="no-cache")
+
+    def asset(body: bytes, content_type: str) -> Callable[[object], object]:
+        async def handler(_call: object) -> Reply:
+            return Reply(body, content_type=content_type, cache_control="public, max-age=3600",
+                         headers={"Content-Security-Policy": openapi.DOCS_CSP})
+        return handler
+
+    return [
+        Route("GET", "/openapi.json", spec_handler, summary="This document", tag="docs", errors=()),
+        Route("GET", "/docs", asset(openapi.DOCS_HTML, "text/html; charset=utf-8"), summary="Swagger UI",
+              tag="docs", content_type="text/html", errors=()),
+        Route("GET", "/docs/init.js", asset(openapi.DOCS_INIT_JS, "text/javascript"), tag="docs",
+              content_type="text/javascript", errors=()),
+        Route("GET", "/docs/swagger-ui.css", asset(openapi.swagger_asset("swagger-ui.css"), "text/css"),
+              tag="docs", content_type="text/css", errors=()),
+        Route("GET", "/docs/swagger-ui-bundle.js",
+              asset(openapi.swagger_asset("swagger-ui-bundle.js"), "text/javascript"), tag="docs",
+              content_type="text/javascript", errors=()),
+    ]
+

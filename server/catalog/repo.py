@@ -1,0 +1,192 @@
+"""Catalog SQL. Every endpoint is one query, whatever the page size; inputs are always $n parameters.
+
+Filters and sorts are chosen from the constant fragments below (never built from input text), so each
+combination is one stable statement that asyncpg prepares once per connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+# The consumer list shows one price list's price; which one is a setting (CONSUMER_PRICE_LIST).
+_BASE = """
+WITH base AS NOT MATERIALIZED (
+    SELECT p.id, p.name, p.created_at, pp.price
+    FROM products p
+    LEFT JOIN product_prices pp
+           ON pp.product_id = p.id
+          AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
+    WHERE p.is_active{filters}
+)
+SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+       c.id, c.name, c.name_ar,
+       page.price, pl.currency, p.stock_on_hand, p.unit,
+       t.total
+FROM (SELECT count(*) AS total FROM base) t
+LEFT JOIN LATERAL (
+    SELECT b.id, b.name, b.created_at, b.price FROM base b ORDER BY {order} LIMIT $2 OFFSET $3
+) page ON true
+LEFT JOIN products p ON p.id = page.id
+LEFT JOIN categories c ON c.id = p.category_id
+LEFT JOIN price_lists pl ON pl.code = $1
+ORDER BY {outer_order}
+"""
+
+# name -> (inner ORDER BY over `b`, outer ORDER BY over `page`)
+SORTS: dict[str, tuple[str, str]] = {
+    "name": ("b.name, b.id", "page.name, page.id"),
+    "-name": ("b.name DESC, b.id DESC", "page.name DESC, page.id DESC"),
+    "price": ("b.price ASC NULLS LAST, b.id", "page.price ASC NULLS LAST, page.id"),
+    "-price": ("b.price DESC NULLS LAST, b.id DESC", "page.price DESC NULLS LAST, page.id DESC"),
+    "newest": ("b.created_at DESC, b.id DESC", "page.created_at DESC, page.id DESC"),
+}
+
+# filter name -> SQL with {n} for its parameter number
+_FILTERS: dict[str, str] = {
+    "category_id": (
+        " AND p.category_id IN (WITH RECURSIVE sub(id) AS ("
+        "SELECT ${n}::int UNION SELECT c.id FROM categories c JOIN sub ON c.parent_id = sub.id"
+        ") SELECT id FROM sub)"
+    ),
+    "q": (
+        " AND (lower(p.name) LIKE ${n} OR lower(p.sku) LIKE ${n} OR lower(p.name_ar) LIKE ${n})"
+    ),
+    "min_price": " AND pp.price >= ${n}",
+    "max_price": " AND pp.price <= ${n}",
+    "in_stock_true": " AND p.stock_on_hand > 0",
+    "in_stock_false": " AND p.stock_on_hand <= 0",
+}
+
+TOTAL_COLUMN = 12  # index of `total` in the list rows, after core_ext.PRODUCT_COLUMNS
+
+_statements: dict[tuple[str, ...], str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ProductFilter:
+    """Validated list inputs."""
+
+    category_id: int | None = None
+    q: str | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    in_stock: bool | None = None
+    sort: str = "name"
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def list_statement(flt: ProductFilter) -> tuple[str, list[Any]]:
+    """The SQL (from constant fragments) and the extra parameters for this filter combination."""
+    keys: list[str] = []
+    args: list[Any] = []
+    for name in ("category_id", "q", "min_price", "max_price"):
+        value = getattr(flt, name)
+        if value is not None:
+            keys.append(name)
+            args.append(_like_pattern(value) if name == "q" else value)
+    if flt.in_stock is not None:
+        keys.append("in_stock_true" if flt.in_stock else "in_stock_false")
+    cache_key = (*keys, flt.sort)
+    sql = _statements.get(cache_key)
+    if sql is None:
+        parts, n = [], 4
+        for key in keys:
+            if key.startswith("in_stock"):
+                parts.append(_FILTERS[key])
+            else:
+                parts.append(_FILTERS[key].replace("${n}", f"${n}"))
+                n += 1
+        inner, outer = SORTS[flt.sort]
+        sql = _BASE.format(filters="".join(parts), order=inner, outer_order=outer)
+        _statements[cache_key] = sql
+    return sql, args
+
+
+async def list_products(
+    conn: asyncpg.Connection, *, price_list: str, flt: ProductFilter, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    """One page of active products and the total matching count (one query)."""
+    sql, args = list_statement(flt)
+    rows = await conn.fetch(sql, price_list, limit, offset, *args)
+    total = rows[0][TOTAL_COLUMN] if rows else 0
+    return [r for r in rows if r[0] is not None], total
+
+
+PRODUCT_DETAIL = """
+SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar, p.description, p.description_ar, p.unit,
+       p.stock_on_hand, p.created_at, p.updated_at,
+       c.id AS category_id, c.name AS category_name, c.name_ar AS category_name_ar,
+       ARRAY(
+           SELECT ROW(pl.code, pl.name, pl.name_ar, pl.currency, pp.price)
+           FROM product_prices pp JOIN price_lists pl ON pl.id = pp.price_list_id
+           WHERE pp.product_id = p.id AND pl.consumer_visible
+           ORDER BY pl.sort_order, pl.id
+       ) AS prices
+FROM products p
+LEFT JOIN categories c ON c.id = p.category_id
+WHERE p.id = $1 AND p.is_active
+"""
+
+
+async def get_product(conn: asyncpg.Connection, product_id: int) -> asyncpg.Record | None:
+    """One active product with its category and every consumer-visible price (one query)."""
+    return await conn.fetchrow(PRODUCT_DETAIL, product_id)
+
+
+CATEGORIES = """
+WITH RECURSIVE tree(id, root) AS (
+    SELECT id, id FROM categories WHERE is_active
+    UNION
+    SELECT c.id, t.root FROM categories c JOIN tree t ON c.parent_id = t.id WHERE c.is_active
+),
+counts AS (
+    SELECT t.root, count(p.id) AS n
+    FROM tree t JOIN products p ON p.category_id = t.id AND p.is_active
+    GROUP BY t.root
+),
+visible AS NOT MATERIALIZED (
+    SELECT c.* FROM categories c
+    WHERE c.is_active AND ($1::int IS NULL OR c.parent_id = $1)
+)
+SELECT page.id, page.zoho_category_id, page.name, page.name_ar, page.parent_id, page.sort_order,
+       coalesce(counts.n, 0) AS product_count, t.total
+FROM (SELECT count(*) AS total FROM visible) t
+LEFT JOIN LATERAL (
+    SELECT v.* FROM visible v ORDER BY v.sort_order, v.name, v.id LIMIT $2 OFFSET $3
+) page ON true
+LEFT JOIN counts ON counts.root = page.id
+ORDER BY page.sort_order, page.name, page.id
+"""
+
+
+async def list_categories(
+    conn: asyncpg.Connection, *, parent_id: int | None, limit: int, offset: int
+) -> tuple[list[asyncpg.Record], int]:
+    """One page of active categories with product counts (own and descendants'), and the total."""
+    rows = await conn.fetch(CATEGORIES, parent_id, limit, offset)
+    total = rows[0]["total"] if rows else 0
+    return [r for r in rows if r["id"] is not None], total
+
+
+CATALOG_MAP = "SELECT zoho_item_id, id FROM products WHERE is_active"
+CATALOG_STATE = "SELECT epoch::text, version FROM catalog_state"
+
+
+async def catalog_map(conn: asyncpg.Connection) -> dict[str, int]:
+    """{zoho_item_id: id} of active products, for the image index."""
+    return {r[0]: r[1] for r in await conn.fetch(CATALOG_MAP)}
+
+
+async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
+    """(epoch, version) of the catalog; the version grows with every committed change."""
+    row = await conn.fetchrow(CATALOG_STATE)
+    assert row is not None
+    return row[0], row[1]

@@ -1,0 +1,122 @@
+"""Catalog inputs (declared once: validated by server.params and documented in OpenAPI) and output shapes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from server.catalog.repo import SORTS
+from server.params import PAGE, PAGE_SIZE, Param
+
+PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
+    PAGE,
+    PAGE_SIZE,
+    Param("category_id", "int", minimum=1, maximum=2_147_483_647,
+          description="only this category and its sub-categories"),
+    Param("q", "str", max_length=100, description="case-insensitive substring of the name, Arabic name or SKU"),
+    Param("min_price", "decimal", minimum=Decimal(0), description="minimum consumer price, e.g. 10.50"),
+    Param("max_price", "decimal", minimum=Decimal(0), description="maximum consumer price"),
+    Param("in_stock", "bool", description="true: only products in stock; false: only out of stock"),
+    Param("sort", "enum", default="name", choices=tuple(SORTS), description="sort order"),
+)
+
+PRODUCT_ID = Param("id", "int", location="path", minimum=1, maximum=2_147_483_647, description="product id")
+
+CATEGORY_LIST_PARAMS: tuple[Param, ...] = (
+    PAGE,
+    PAGE_SIZE,
+    Param("parent_id", "int", minimum=1, maximum=2_147_483_647, description="only direct children of this category"),
+)
+
+_CATEGORY = {
+    "type": "object",
+    "nullable": True,
+    "required": ["id", "name", "name_ar"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "name_ar": {"type": "string", "nullable": True},
+    },
+}
+_NULLABLE_STR = {"type": "string", "nullable": True}
+_PRICE = {"type": "string", "nullable": True, "pattern": r"^[0-9]+\.[0-9]{2}$",
+          "description": "exact decimal as a string"}
+
+PRODUCT_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "zoho_item_id", "name", "price", "stock", "in_stock", "has_image", "image_url"],
+    "properties": {
+        "id": {"type": "integer"},
+        "zoho_item_id": {"type": "string"},
+        "sku": _NULLABLE_STR,
+        "name": {"type": "string"},
+        "name_ar": _NULLABLE_STR,
+        "category": _CATEGORY,
+        "price": _PRICE,
+        "currency": _NULLABLE_STR,
+        "stock": {"type": "integer"},
+        "in_stock": {"type": "boolean"},
+        "unit": _NULLABLE_STR,
+        "has_image": {"type": "boolean"},
+        "image_url": {"type": "string", "nullable": True, "format": "uri"},
+    },
+}
+
+PRODUCT_DETAIL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [*PRODUCT_ITEM_SCHEMA["required"], "description", "description_ar", "prices", "updated_at"],
+    "properties": {
+        **PRODUCT_ITEM_SCHEMA["properties"],
+        "description": _NULLABLE_STR,
+        "description_ar": _NULLABLE_STR,
+        "updated_at": {"type": "string", "format": "date-time"},
+        "prices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["price_list", "name", "currency", "price"],
+                "properties": {
+                    "price_list": {"type": "string"},
+                    "name": {"type": "string"},
+                    "name_ar": _NULLABLE_STR,
+                    "currency": {"type": "string"},
+                    "price": {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$"},
+                },
+            },
+        },
+    },
+}
+
+CATEGORY_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "zoho_category_id", "name", "parent_id", "product_count"],
+    "properties": {
+        "id": {"type": "integer"},
+        "zoho_category_id": {"type": "string"},
+        "name": {"type": "string"},
+        "name_ar": _NULLABLE_STR,
+        "parent_id": {"type": "integer", "nullable": True},
+        "sort_order": {"type": "integer"},
+        "product_count": {"type": "integer", "description": "active products here and in sub-categories"},
+    },
+}
+
+
+def page_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """The envelope of every list endpoint."""
+    return {
+        "type": "object",
+        "required": ["items", "page", "page_size", "total", "pages"],
+        "properties": {
+            "items": {"type": "array", "items": item},
+            "page": {"type": "integer", "minimum": 1},
+            "page_size": {"type": "integer", "minimum": 1, "maximum": 200},
+            "total": {"type": "integer", "minimum": 0},
+            "pages": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def page_meta(page: int, page_size: int, total: int) -> dict[str, int]:
+    """The page fields that follow `items`."""
+    return {"page": page, "page_size": page_size, "total": total, "pages": -(-total // page_size)}

@@ -1,0 +1,87 @@
+"""Catalog logic: fetch with one query, serialize with core_ext (list) or orjson (detail, categories)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from core_ext import serialize_page
+from server.catalog import repo
+from server.catalog.schemas import page_meta
+from server.errors import NotFound
+from server.resources import Resources
+
+
+async def product_page(res: Resources, params: dict[str, Any]) -> bytes:
+    """JSON bytes of one page of the product list."""
+    flt = repo.ProductFilter(
+        category_id=params["category_id"], q=params["q"], min_price=params["min_price"],
+        max_price=params["max_price"], in_stock=params["in_stock"], sort=params["sort"],
+    )
+    page, size = params["page"], params["page_size"]
+    async with res.pool.acquire() as conn:
+        rows, total = await repo.list_products(
+            conn, price_list=res.settings.CONSUMER_PRICE_LIST, flt=flt, limit=size, offset=(page - 1) * size
+        )
+    return serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, page_meta(page, size, total))
+
+
+async def product_detail(res: Resources, product_id: int) -> bytes:
+    """JSON bytes of one product with all consumer-visible prices; NotFound if absent or inactive."""
+    async with res.pool.acquire() as conn:
+        row = await repo.get_product(conn, product_id)
+    if row is None:
+        raise NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
+    has_image = res.images.has(row["id"])
+    prices = [
+        {"price_list": code, "name": name, "name_ar": name_ar, "currency": currency, "price": format(price, "f")}
+        for code, name, name_ar, currency, price in row["prices"]
+    ]
+    main = next((p for p in prices if p["price_list"] == res.settings.CONSUMER_PRICE_LIST), None)
+    category = (
+        {"id": row["category_id"], "name": row["category_name"], "name_ar": row["category_name_ar"]}
+        if row["category_id"] is not None else None
+    )
+    doc = {
+        "id": row["id"],
+        "zoho_item_id": row["zoho_item_id"],
+        "sku": row["sku"],
+        "name": row["name"],
+        "name_ar": row["name_ar"],
+        "category": category,
+        "price": main["price"] if main else None,
+        "currency": main["currency"] if main else None,
+        "stock": row["stock_on_hand"],
+        "in_stock": row["stock_on_hand"] > 0,
+        "unit": row["unit"],
+        "has_image": has_image,
+        "image_url": image_url(res, row["zoho_item_id"]) if has_image else None,
+        "description": row["description"],
+        "description_ar": row["description_ar"],
+        "prices": prices,
+        "updated_at": row["updated_at"],
+    }
+    return orjson.dumps(doc)
+
+
+def image_url(res: Resources, zoho_item_id: str) -> str:
+    """Public URL of a product's image (the same form core_ext.serialize_page writes)."""
+    return f"{res.settings.PUBLIC_BASE_URL}/product-images/{zoho_item_id}.jpg"
+
+
+async def category_page(res: Resources, params: dict[str, Any]) -> bytes:
+    """JSON bytes of one page of categories with product counts."""
+    page, size = params["page"], params["page_size"]
+    async with res.pool.acquire() as conn:
+        rows, total = await repo.list_categories(
+            conn, parent_id=params["parent_id"], limit=size, offset=(page - 1) * size
+        )
+    items = [
+        {
+            "id": r["id"], "zoho_category_id": r["zoho_category_id"], "name": r["name"], "name_ar": r["name_ar"],
+            "parent_id": r["parent_id"], "sort_order": r["sort_order"], "product_count": r["product_count"],
+        }
+        for r in rows
+    ]
+    return orjson.dumps({"items": items, **page_meta(page, size, total)})

@@ -1,0 +1,287 @@
+"""The one per-route wrapper: request id, input validation, errors, conditional GET, gzip, headers, logging.
+
+Robyn middlewares cost a Python round trip each (DESIGN.md: 15k -> 12.6k req/s for one pair), so every
+cross-cutting concern lives in this single wrapper, and bodies stay `bytes` end to end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import unquote, unquote_plus
+
+from robyn import Headers, Request, Response
+
+from server.db.pool import QueryStats, query_stats_var
+from server.errors import AppError, PayloadTooLarge
+from server.log import request_id_var
+from server.params import Param, parse_inputs
+
+log = logging.getLogger("server.http")
+
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+GZIP_MIN_BYTES = 1024
+JSON = "application/json"
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+@dataclass(slots=True)
+class Reply:
+    """What a handler returns: bytes and how to deliver them."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None  # computed from the body when None and `conditional`
+    conditional: bool = True  # honour If-None-Match with 304
+    cache_control: str | None = None
+    compressible: bool = True
+
+
+@dataclass(slots=True)
+class Call:
+    """The validated request as handlers see it."""
+
+    params: dict[str, Any]
+    headers: Headers
+    request_id: str
+    client_ip: str
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: method and path (Robyn syntax), handler, declared inputs, and OpenAPI facts."""
+
+    method: str
+    path: str
+    handler: Handler
+    params: Sequence[Param] = ()
+    summary: str = ""
+    tag: str = "catalog"
+    response_schema: dict[str, Any] | None = None
+    content_type: str = JSON
+    errors: tuple[int, ...] = (422,)
+    head: bool = True
+
+
+class HttpConfig:
+    """The settings the wrapper reads on every request, copied once into plain attributes."""
+
+    def __init__(self, *, max_body_bytes: int, slow_request_ms: float, server_timing: bool) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.slow_request_s = slow_request_ms / 1000
+        self.server_timing = server_timing
+
+
+def new_request_id() -> str:
+    """A fresh 128-bit request id (hex)."""
+    return secrets.token_hex(16)
+
+
+def strong_etag(body: bytes) -> str:
+    """A strong ETag from the body's content."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list (or `*`) against our ETag."""
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        if candidate.strip().removeprefix("W/") == ours:
+            return True
+    return False
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """True if `gzip` is acceptable with q > 0 (explicitly or through `*`)."""
+    if not accept_encoding:
+        return False
+    star: float | None = None
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        q = 1.0
+        for p in params.split(";"):
+            key, _, value = p.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip()
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q
+    return star is not None and star > 0
+
+
+def gzip_bytes(body: bytes, level: int = 6) -> bytes:
+    """gzip member with mtime 0, so equal inputs give equal outputs in every process."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return comp.compress(body) + comp.flush()
+
+
+def check_body_size(request: Request, limit: int) -> None:
+    """413 when the declared or received body exceeds the limit (a proxy must stop it earlier: see docs)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge()
+    body = request.body
+    # Robyn hands over str for UTF-8 bodies: its UTF-8 length is at least its character count.
+    if body and (len(body) > limit or (isinstance(body, str) and len(body.encode()) > limit)):
+        raise PayloadTooLarge()
+
+
+def decoded_query(request: Request) -> dict[str, list[str]]:
+    """Query parameters, percent-decoded (Robyn passes them through raw)."""
+    raw = request.query_params.to_dict()
+    if not raw:
+        return raw
+    out: dict[str, list[str]] = {}
+    for key, values in raw.items():
+        out.setdefault(unquote_plus(key), []).extend(unquote_plus(v) for v in values)
+    return out
+
+
+def decoded_path(request: Request) -> dict[str, str]:
+    """Path parameters, percent-decoded."""
+    return {k: unquote(v) for k, v in dict(request.path_params).items()}
+
+
+def _not_modified_since(last_modified: str, if_modified_since: str) -> bool:
+    try:
+        return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+
+
+def client_request_id(request: Request) -> str:
+    """The client's X-Request-ID when well-formed, else a new id."""
+    given = request.headers.get("x-request-id")
+    if given and REQUEST_ID_RE.fullmatch(given):
+        return given
+    return new_request_id()
+
+
+def _response(status: int, headers: dict[str, str], body: bytes) -> Response:
+    return Response(status_code=status, headers=Headers(headers), description=body)
+
+
+def problem_response(exc: AppError, request_id: str, extra: dict[str, str] | None = None) -> Response:
+    """Render an AppError as application/problem+json with the standard headers."""
+    headers = {
+        "Content-Type": "application/problem+json",
+        "X-Request-ID": request_id,
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": API_CSP,
+        **SECURITY_HEADERS,
+        **exc.headers,
+        **(extra or {}),
+    }
+    return _response(exc.status, headers, exc.body(request_id))
+
+
+def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
+    specs = tuple(route.params)
+    handler = route.handler
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = client_request_id(request)
+        rid_token = request_id_var.set(request_id)
+        stats = QueryStats()
+        stats_token = query_stats_var.set(stats)
+        status = 500
+        try:
+            check_body_size(request, config.max_body_bytes)
+            params = parse_inputs(specs, decoded_query(request), decoded_path(request))
+            call = Call(params, request.headers, request_id, request.ip_addr or "")
+            reply = await handler(call)
+            response = _finish(reply, request, request_id, head, config, stats, started)
+            status = reply.status
+            return response
+        except AppError as exc:
+            status = exc.status
+            return problem_response(exc, request_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", route.method, route.path)
+            return problem_response(AppError(), request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            if elapsed >= config.slow_request_s:
+                log.warning(
+                    "slow request %s %s -> %d in %.1f ms (%d queries, %.1f ms in db)",
+                    request.method, request.url.path, status, elapsed * 1000, stats.count, stats.seconds * 1000,
+                )
+            query_stats_var.reset(stats_token)
+            request_id_var.reset(rid_token)
+
+    endpoint.__name__ = f"{'head' if head else route.method.lower()}_{route.path.strip('/').replace('/', '_')}"
+    return endpoint
+
+
+def _finish(
+    reply: Reply, request: Request, request_id: str, head: bool, config: HttpConfig, stats: QueryStats,
+    started: float,
+) -> Response:
+    headers = {
+        "Content-Type": reply.content_type,
+        "X-Request-ID": request_id,
+        **SECURITY_HEADERS,
+        **reply.headers,
+    }
+    if reply.content_type == JSON:
+        headers["Content-Security-Policy"] = API_CSP
+    if config.server_timing:
+        total_ms = (time.perf_counter() - started) * 1000
+        headers["Server-Timing"] = (
+            f'db;dur={stats.seconds * 1000:.2f};desc="{stats.count} queries", app;dur={total_ms:.2f}'
+        )
+    if reply.cache_control:
+        headers["Cache-Control"] = reply.cache_control
+    body = reply.body
+    status = reply.status
+    if reply.conditional and status == 200:
+        etag = reply.etag or strong_etag(body)
+        headers["ETag"] = etag
+        inm = request.headers.get("if-none-match")
+        if inm is not None:
+            if etag_matches(inm, etag):
+                headers.pop("Content-Type", None)
+                return _response(304, headers, b"")
+        elif "Last-Modified" in headers:
+            ims = request.headers.get("if-modified-since")
+            if ims and _not_modified_since(headers["Last-Modified"], ims):
+                headers.pop("Content-Type", None)
+                return _response(304, headers, b"")
+    if reply.compressible:
+        headers["Vary"] = "Accept-Encoding"
+        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
+            body = gzip_bytes(body)
+            headers["Content-Encoding"] = "gzip"
+    if head:
+        headers["Content-Length"] = str(len(body))
+        body = b""
+    return _response(status, headers, body)

@@ -1,0 +1,52 @@
+"""Logging with the request id on every line (a context variable set by the per-route wrapper)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+
+import orjson
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, pid, logger, request_id, message, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "pid": record.process,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s rid=%(request_id)s %(message)s"
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """Route every logger to stderr with the request id; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Robyn logs every request at INFO; our wrapper logs what matters (slow requests, errors).
+    for noisy in ("robyn", "actix_server", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

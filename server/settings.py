@@ -1,0 +1,155 @@
+"""Typed, validated settings from the environment and `.env`; built once in `__main__`."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ZohoDataCentre = Literal["com", "eu", "in", "com.au", "jp", "ca", "sa", "com.cn"]
+
+
+class SettingsError(Exception):
+    """Raised with a message naming each bad variable (never its secret value)."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", case_sensitive=True, extra="ignore", frozen=True
+    )
+
+    # Connections. Unset URL -> embedded server under DATA_DIR (see server.embedded).
+    DATABASE_URL: SecretStr | None = None
+    REDIS_URL: SecretStr | None = None
+    DATA_DIR: Path = Path(".data")
+
+    # HTTP server.
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(8000, ge=1, le=65535)
+    PROCESSES: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    PUBLIC_BASE_URL: str = ""  # default: http://HOST:PORT
+    MAX_BODY_BYTES: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = []
+    TRUSTED_PROXIES: Annotated[list[IPNetwork], NoDecode] = []
+    SHUTDOWN_GRACE_S: float = Field(3.0, gt=0, le=30)
+    ALLOW_PURE_PYTHON: bool = False
+
+    # Database pool.
+    DB_POOL_MIN: int = Field(2, ge=1, le=100)
+    DB_POOL_MAX: int = Field(10, ge=1, le=200)
+    DB_COMMAND_TIMEOUT_S: float = Field(10.0, gt=0, le=300)
+
+    CONSUMER_PRICE_LIST: str = Field("consumer", pattern=r"^[a-z0-9_]{1,32}$")
+
+    # Images.
+    UPLOADS_DIR: Path = Path(".data/uploads")
+    IMAGE_REFRESH_INTERVAL_S: float = Field(1.0, ge=0.01, le=3600)
+    IMAGE_MAX_AGE_S: int = Field(86_400, ge=0, le=31_536_000)
+
+    # Observability.
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    SERVER_TIMING: bool = False  # Server-Timing header with query count and DB time (debug, tests)
+    SLOW_REQUEST_MS: float = Field(250.0, gt=0)
+    SLOW_QUERY_MS: float = Field(100.0, gt=0)
+
+    # Zoho Inventory (used by the sync job; secrets are never printed).
+    ZOHO_CLIENT_ID: str = ""
+    ZOHO_CLIENT_SECRET: SecretStr = SecretStr("")
+    ZOHO_REFRESH_TOKEN: SecretStr = SecretStr("")
+    ZOHO_ORGANIZATION_ID: str = ""
+    ZOHO_DATA_CENTRE: ZohoDataCentre = "com"
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must start with http:// or https://")
+        return value
+
+    @field_validator("TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("PUBLIC_BASE_URL")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value:
+            return value
+        if not value.startswith(("http://", "https://")) or any(c in value for c in " \"'<>\\"):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _check_db_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> Settings:
+        if self.DB_POOL_MIN > self.DB_POOL_MAX:
+            raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        if not self.PUBLIC_BASE_URL:
+            host = f"[{self.HOST}]" if ":" in self.HOST else self.HOST
+            object.__setattr__(self, "PUBLIC_BASE_URL", f"http://{host}:{self.PORT}")
+        return self
+
+    def public_view(self) -> dict[str, str]:
+        """Settings as printable strings, secrets and URL passwords masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                value = mask_url(raw) if name.endswith("_URL") else ("***" if raw else "")
+            out[name] = str(value)
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password part of a connection URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings once; on error raise SettingsError naming each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

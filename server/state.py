@@ -1,0 +1,39 @@
+"""The per-process holder that route handlers close over; filled by the start-up handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.images.service import ImageStore
+from server.resources import Resources
+from server.settings import Settings
+
+
+@dataclass(slots=True)
+class AppState:
+    """Settings (known at build time) and the resources made in this process at start-up."""
+
+    settings: Settings
+    _res: Resources | None = None
+    _images: ImageStore | None = None
+
+    @property
+    def res(self) -> Resources:
+        """This process's resources; only valid after start-up."""
+        assert self._res is not None, "resources are created in the start-up handler"
+        return self._res
+
+    @property
+    def image_store(self) -> ImageStore:
+        """This process's image file cache."""
+        assert self._images is not None
+        return self._images
+
+    def attach(self, res: Resources, images: ImageStore) -> None:
+        """Install the resources made by the start-up handler."""
+        self._res, self._images = res, images
+
+    def detach(self) -> Resources | None:
+        """Take the resources back for shutdown."""
+        res, self._res = self._res, None
+        return res

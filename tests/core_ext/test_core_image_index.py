@@ -1,0 +1,266 @@
+"""ImageIndex behaviour, run against both builds through the ``impl`` fixture."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core_ext_testlib import Impl, make_entry, set_mtime
+
+CATALOG = {"1001": 1, "1002": 2, "1003": 3, "1004": 4, "1005": 5, "ABC": 6, "x": 7}
+
+
+def index_for(impl: Impl, folder: Path, interval: float = 0.0, catalog: dict[str, int] | None = None) -> Any:
+    ix = impl.ImageIndex(folder, interval)
+    ix.set_catalog(CATALOG if catalog is None else catalog)
+    return ix
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "uploads"
+    path.mkdir()
+    return path
+
+
+def test_properties(impl: Impl, folder: Path) -> None:
+    ix = impl.ImageIndex(folder, 2)
+    assert ix.folder == str(folder)
+    assert isinstance(ix.folder, str)
+    assert ix.refresh_interval_s == 2.0
+    assert isinstance(ix.refresh_interval_s, float)
+    assert ix.count == 0
+    assert ix.nbytes == 0
+    assert ix.has_many([0, 1, 2]) == [False, False, False]
+
+
+@pytest.mark.parametrize("interval", [-1, float("nan"), float("inf")])
+def test_bad_interval(impl: Impl, folder: Path, interval: float) -> None:
+    with pytest.raises(ValueError, match="refresh_interval_s"):
+        impl.ImageIndex(folder, interval)
+
+
+def test_entry_kinds_and_junk_names(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    make_entry(folder, "1002.jpg", "symlink")
+    make_entry(folder, "1003.jpg", "dangling")
+    make_entry(folder, "1004.jpg", "dir")
+    make_entry(folder, "1005.jpg", "fifo")
+    for junk in ("x.jpeg", ".jpg", "ABC.JPG", "1001.jpg.tmp", "999.jpg", "1001.JPG", "1001jpg", "1001.jpg "):
+        make_entry(folder, junk, "file")
+    ix = index_for(impl, folder)
+    assert ix.has_many([0, 1, 2, 3, 4, 5, 6, 7, 8]) == [False, True, True, True] + [False] * 5
+    assert ix.count == 3
+    assert [ix.has(i) for i in range(9)] == ix.has_many(range(9))
+
+
+def test_has_out_of_range(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    ix = index_for(impl, folder)
+    assert ix.has(1)
+    for i in (-1, -(2**70), 8, 10**6, 2**63, 2**200):
+        assert ix.has(i) is False
+    assert ix.has_many([-1, 2**64, 1, 10**9]) == [False, False, True, False]
+    assert ix.has_many((1,)) == [True]
+    assert ix.has_many([]) == []
+    with pytest.raises(TypeError):
+        ix.has("1")
+    with pytest.raises(TypeError):
+        ix.has_many(["1"])
+
+
+def test_set_catalog_validation(impl: Impl, folder: Path) -> None:
+    ix = impl.ImageIndex(folder, 0)
+    with pytest.raises(ValueError, match="1001"):
+        ix.set_catalog({"1001": -1})
+    with pytest.raises(ValueError, match="dense id"):
+        ix.set_catalog({"1001": 2**31})
+    with pytest.raises(TypeError):
+        ix.set_catalog({"1001": "1"})
+    with pytest.raises(TypeError):
+        ix.set_catalog({"1001": True})
+    with pytest.raises(TypeError):
+        ix.set_catalog({1001: 1})
+
+
+def test_set_catalog_rescans_and_remaps(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    make_entry(folder, "1002.jpg", "file")
+    ix = index_for(impl, folder, interval=3600)
+    assert ix.has_many([1, 2]) == [True, True]
+    ix.set_catalog({"1001": 10, "1002": 2, "new": 3})
+    assert ix.has_many([1, 2, 3, 10]) == [False, True, False, True]
+    make_entry(folder, "new.jpg", "file")
+    ix.set_catalog({"1001": 10, "1002": 2, "new": 3})  # rescans now, even inside the refresh interval
+    assert ix.has(3)
+    assert ix.count == 3
+
+
+def test_shared_dense_id_counts_once(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "a.jpg", "file")
+    make_entry(folder, "b.jpg", "file")
+    ix = index_for(impl, folder, catalog={"a": 4, "b": 4})
+    assert ix.count == 1
+
+
+def test_fingerprint(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    make_entry(folder, "1003.jpg", "symlink")
+    first = index_for(impl, folder)
+    second = index_for(impl, folder)  # another "process" seeing the same folder and catalog
+    assert first.fingerprint == second.fingerprint
+    assert len(first.fingerprint) == 32
+    int(first.fingerprint, 16)
+    # Not tied to the bitset's size: a bigger catalog with the same image set gives the same value.
+    bigger = index_for(impl, folder, catalog={**CATALOG, "zzz": 100_000})
+    assert bigger.nbytes > first.nbytes
+    assert bigger.fingerprint == first.fingerprint
+    make_entry(folder, "1002.jpg", "file")
+    assert second.refresh(force=True) is True
+    assert second.fingerprint != first.fingerprint
+    assert first.refresh(force=True) is True
+    assert second.fingerprint == first.fingerprint
+
+
+def test_empty_fingerprint_is_stable(impl: Impl, folder: Path) -> None:
+    assert impl.ImageIndex(folder, 0).fingerprint == index_for(impl, folder).fingerprint
+
+
+def test_refresh_add_remove_rename_symlink(impl: Impl, folder: Path) -> None:
+    ix = index_for(impl, folder)
+    assert ix.refresh() is False
+    make_entry(folder, "1001.jpg", "file")
+    assert ix.refresh() is True
+    assert ix.has(1)
+    assert ix.refresh() is False  # nothing changed since
+    (folder / "1001.jpg").rename(folder / "1002.jpg")
+    assert ix.refresh() is True
+    assert ix.has_many([1, 2]) == [False, True]
+    make_entry(folder, "1003.jpg", "dangling")
+    assert ix.refresh() is True
+    assert ix.has(3)
+    (folder / "1002.jpg").unlink()
+    assert ix.refresh() is True
+    assert ix.has_many([1, 2, 3]) == [False, False, True]
+    make_entry(folder, "1004.jpg.tmp", "file")  # an upload in progress does not count
+    assert ix.refresh() is False
+    assert ix.count == 1
+
+
+def test_folder_deleted_and_recreated(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    ix = index_for(impl, folder)
+    assert ix.count == 1
+    shutil.rmtree(folder)
+    assert ix.refresh() is True
+    assert ix.count == 0
+    assert ix.refresh() is False
+    folder.mkdir()
+    make_entry(folder, "1002.jpg", "file")
+    assert ix.refresh() is True
+    assert ix.has_many([1, 2]) == [False, True]
+
+
+def test_missing_folder_then_created(impl: Impl, tmp_path: Path) -> None:
+    folder = tmp_path / "later"
+    ix = index_for(impl, folder)
+    assert ix.count == 0
+    assert ix.refresh() is False
+    folder.mkdir()
+    assert ix.refresh() is False  # appeared, rescanned, still no images
+    make_entry(folder, "1001.jpg", "file")
+    assert ix.refresh() is True
+    assert ix.has(1)
+
+
+def test_folder_is_a_file(impl: Impl, tmp_path: Path) -> None:
+    path = tmp_path / "plain-file"
+    path.write_text("not a folder")
+    ix = index_for(impl, path)
+    assert ix.count == 0
+    assert ix.refresh(force=True) is False
+
+
+def test_unreadable_folder_raises(impl: Impl, folder: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any folder")
+    folder.chmod(0)
+    try:
+        with pytest.raises(PermissionError):
+            index_for(impl, folder)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_interval_respected(impl: Impl, folder: Path) -> None:
+    ix = index_for(impl, folder, interval=0.5)
+    started = time.monotonic()
+    make_entry(folder, "1001.jpg", "file")
+    # Within the interval the folder is not looked at: no rescan, no change.
+    assert ix.refresh() is False
+    assert ix.has(1) is False
+    if time.monotonic() - started < 0.4:  # on a badly stalled machine the interval may already be over
+        assert ix.refresh() is False
+        assert ix.has(1) is False
+    time.sleep(0.55)
+    assert ix.refresh() is True
+    assert ix.has(1)
+    assert ix.refresh() is False  # the successful check restarted the interval
+
+
+def test_force_ignores_interval(impl: Impl, folder: Path) -> None:
+    ix = index_for(impl, folder, interval=3600)
+    make_entry(folder, "1001.jpg", "file")
+    assert ix.refresh() is False
+    assert ix.refresh(force=True) is True
+    assert ix.has(1)
+    assert ix.refresh(force=True) is False  # rescanned again, same set
+
+
+def test_unchanged_mtime_skips_rescan(impl: Impl, folder: Path) -> None:
+    # An mtime far in the past makes the scan non-racy, so only an mtime change triggers a rescan.
+    old = time.time_ns() - 3600 * 10**9
+    set_mtime(folder, old)
+    ix = index_for(impl, folder)
+    make_entry(folder, "1001.jpg", "file")
+    set_mtime(folder, old)
+    assert ix.refresh() is False
+    assert ix.has(1) is False  # proves the folder was only stat'ed, not read
+    assert ix.refresh(force=True) is True
+    assert ix.has(1)
+
+
+def test_racy_mtime_rescans_even_if_unchanged(impl: Impl, folder: Path) -> None:
+    # The folder was just modified, so the scan is racy: a file added within the same timestamp tick on a
+    # coarse file system leaves the mtime as it was, and must still be found at the next refresh.
+    make_entry(folder, "1001.jpg", "file")
+    mtime = folder.stat().st_mtime_ns
+    ix = index_for(impl, folder)
+    make_entry(folder, "1002.jpg", "file")
+    set_mtime(folder, mtime)
+    assert ix.refresh() is True
+    assert ix.has_many([1, 2]) == [True, True]
+
+
+def test_memory_for_a_million_products(impl: Impl, folder: Path) -> None:
+    catalog = {str(i): i for i in range(1_000_000)}
+    make_entry(folder, "999999.jpg", "file")
+    ix = index_for(impl, folder, catalog=catalog)
+    assert ix.nbytes <= 1 << 20
+    assert ix.nbytes == 125_000
+    assert ix.has(999_999)
+    assert ix.count == 1
+
+
+def test_pathlike_folder(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    ix = impl.ImageIndex(folder)
+    ix.set_catalog(CATALOG)
+    assert ix.has(1)
+    assert ix.refresh_interval_s == 1.0
+    with pytest.raises(TypeError):
+        impl.ImageIndex(os.fsencode(folder))
