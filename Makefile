@@ -52,8 +52,7 @@ test-pure:
 		$(TVENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 stubtest:
-	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages \
-		--allowlist "$(CURDIR)/core_ext/stubtest-allowlist.txt"
+	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages
 
 lint: venv
 	$(VENV)/bin/ruff check core_ext server tests loadtests setup.py
@@ -63,6 +62,9 @@ lint: venv
 ## Micro-benchmarks of core_ext, compiled vs pure vs the old way, in one run.
 bench: venv
 	$(PY) loadtests/bench_core.py
+
+## Load tests and the HTTP ceiling benchmark (Locust, wrk): see loadtests/load.mk.
+-include loadtests/load.mk
 
 clean:
 	rm -rf $(VENV) $(TVENV) build dist *.egg-info core_ext/*.c core_ext/*.so

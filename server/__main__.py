@@ -56,7 +56,9 @@ async def _migrate_and_seed(dsn: str, seed_products: int | None, seed_value: int
         if applied:
             log.info("migrations applied: %s", ", ".join(applied))
         if seed_products is not None:
-            made = await seed(conn, products=seed_products, seed_value=seed_value, uploads=uploads, if_empty=True)
+            made = await seed(
+                conn, products=seed_products, seed_value=seed_value, uploads=uploads, if_empty=True
+            )
             if made:
                 log.info("seeded %d demo products", made)
     finally:
@@ -77,7 +79,8 @@ def _wait_and_announce(host: str, port: int, base_url: str) -> None:
     print(
         f"\n  catalog API  {shown}/api/consumer/products\n  docs         {shown}/docs\n"
         f"  readiness    {shown}/ready\n  public base  {base_url}\n",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -103,11 +106,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.REDIS_URL is None:
             redis = EmbeddedRedis(settings.DATA_DIR / "redis")
             env["REDIS_URL"] = redis.start()
-        asyncio.run(_migrate_and_seed(env["DATABASE_URL"], args.seed_if_empty, args.seed, settings.UPLOADS_DIR))
+        asyncio.run(
+            _migrate_and_seed(env["DATABASE_URL"], args.seed_if_empty, args.seed, settings.UPLOADS_DIR)
+        )
         log.info("starting %d Robyn process(es) on %s:%d", settings.PROCESSES, settings.HOST, settings.PORT)
         supervisor = Supervisor(worker_command(), env, settings.SHUTDOWN_GRACE_S)
         announce = threading.Thread(
-            target=_wait_and_announce, args=(settings.HOST, settings.PORT, settings.PUBLIC_BASE_URL), daemon=True
+            target=_wait_and_announce,
+            args=(settings.HOST, settings.PORT, settings.PUBLIC_BASE_URL),
+            daemon=True,
         )
         code = supervisor.run(on_ready=announce.start)
         return 0 if code in (0, -2, 130) else code
@@ -178,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="catalog-api", description="Consumer catalog API")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service")
-    serve.add_argument("--seed-if-empty", type=int, metavar="N", default=None,
-                       help="seed N demo products when the catalog is empty")
+    serve.add_argument(
+        "--seed-if-empty",
+        type=int,
+        metavar="N",
+        default=None,
+        help="seed N demo products when the catalog is empty",
+    )
     serve.add_argument("--seed", type=int, default=42, help="random seed of the demo data")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("_robyn", help=argparse.SUPPRESS).set_defaults(func=cmd_robyn)
@@ -188,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--products", type=int, default=10_000)
     seed.add_argument("--seed", type=int, default=42)
     seed.set_defaults(func=cmd_seed)
-    sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(func=cmd_settings)
+    sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
+        func=cmd_settings
+    )
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -16,7 +16,7 @@ from server import openapi
 from server.catalog import router as catalog_router
 from server.errors import MethodNotAllowed, NotFound
 from server.health import router as health_router
-from server.http import HttpConfig, Reply, Route, client_request_id, problem_response, wrap
+from server.http import Call, Handler, HttpConfig, Reply, Route, client_request_id, problem_response, wrap
 from server.images import router as images_router
 from server.images.service import ImageStore
 from server.resources import Resources
@@ -50,12 +50,15 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     state = AppState(settings)
     app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
     http_config = HttpConfig(
-        max_body_bytes=settings.MAX_BODY_BYTES, slow_request_ms=settings.SLOW_REQUEST_MS,
+        max_body_bytes=settings.MAX_BODY_BYTES,
+        slow_request_ms=settings.SLOW_REQUEST_MS,
         server_timing=settings.SERVER_TIMING,
     )
     spec_holder: list[bytes] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
-    spec = openapi.build_spec(routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL)
+    spec = openapi.build_spec(
+        routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL
+    )
     spec_holder.append(openapi.spec_bytes(spec))
 
     allowed: dict[str, set[str]] = {}
@@ -107,25 +110,53 @@ def not_found(request: Request) -> Response:
 
 
 def _docs_routes(spec: list[bytes]) -> list[Route]:
-    async def spec_handler(_call: object) -> Reply:
+    async def spec_handler(_call: Call) -> Reply:
         return Reply(spec[0], cache_control="no-cache")
 
-    def asset(body: bytes, content_type: str) -> Callable[[object], object]:
-        async def handler(_call: object) -> Reply:
-            return Reply(body, content_type=content_type, cache_control="public, max-age=3600",
-                         headers={"Content-Security-Policy": openapi.DOCS_CSP})
+    def asset(body: bytes, content_type: str) -> Handler:
+        async def handler(_call: Call) -> Reply:
+            return Reply(
+                body,
+                content_type=content_type,
+                cache_control="public, max-age=3600",
+                headers={"Content-Security-Policy": openapi.DOCS_CSP},
+            )
+
         return handler
 
     return [
         Route("GET", "/openapi.json", spec_handler, summary="This document", tag="docs", errors=()),
-        Route("GET", "/docs", asset(openapi.DOCS_HTML, "text/html; charset=utf-8"), summary="Swagger UI",
-              tag="docs", content_type="text/html", errors=()),
-        Route("GET", "/docs/init.js", asset(openapi.DOCS_INIT_JS, "text/javascript"), tag="docs",
-              content_type="text/javascript", errors=()),
-        Route("GET", "/docs/swagger-ui.css", asset(openapi.swagger_asset("swagger-ui.css"), "text/css"),
-              tag="docs", content_type="text/css", errors=()),
-        Route("GET", "/docs/swagger-ui-bundle.js",
-              asset(openapi.swagger_asset("swagger-ui-bundle.js"), "text/javascript"), tag="docs",
-              content_type="text/javascript", errors=()),
+        Route(
+            "GET",
+            "/docs",
+            asset(openapi.DOCS_HTML, "text/html; charset=utf-8"),
+            summary="Swagger UI",
+            tag="docs",
+            content_type="text/html",
+            errors=(),
+        ),
+        Route(
+            "GET",
+            "/docs/init.js",
+            asset(openapi.DOCS_INIT_JS, "text/javascript"),
+            tag="docs",
+            content_type="text/javascript",
+            errors=(),
+        ),
+        Route(
+            "GET",
+            "/docs/swagger-ui.css",
+            asset(openapi.swagger_asset("swagger-ui.css"), "text/css"),
+            tag="docs",
+            content_type="text/css",
+            errors=(),
+        ),
+        Route(
+            "GET",
+            "/docs/swagger-ui-bundle.js",
+            asset(openapi.swagger_asset("swagger-ui-bundle.js"), "text/javascript"),
+            tag="docs",
+            content_type="text/javascript",
+            errors=(),
+        ),
     ]
-

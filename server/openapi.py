@@ -42,8 +42,13 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 _ERROR_TEXT = {
-    400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Body too large",
-    422: "Validation failed (names each field)", 429: "Rate limited", 500: "Internal error (no internals)",
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Body too large",
+    422: "Validation failed (names each field)",
+    429: "Rate limited",
+    500: "Internal error (no internals)",
     503: "Not ready or a dependency is down",
 }
 _REQUEST_ID_HEADER = {
@@ -56,6 +61,10 @@ _REQUEST_ID_HEADER = {
 
 def _openapi_path(path: str) -> str:
     return "/".join("{" + part[1:] + "}" if part.startswith(":") else part for part in path.split("/"))
+
+
+def _operation_id(route: Route) -> str:
+    return f"{route.method.lower()}_{route.path.strip('/').replace('/', '_').replace(':', '')}"
 
 
 def _problem(status: int) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def build_spec(routes: Sequence[Route], *, title: str, version: str, server_url:
             responses[str(status)] = _problem(status)
         op: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{route.path.strip('/').replace('/', '_').replace(':', '')}",
+            "operationId": _operation_id(route),
             "tags": [route.tag],
             "parameters": [p.openapi() for p in route.params],
             "responses": responses,

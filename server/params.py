@@ -96,20 +96,21 @@ class Param:
         return value
 
     def openapi(self) -> dict[str, Any]:
-        """This parameter as an OpenAPI 3.1 Parameter Object."""
-        schema: dict[str, Any] = {
+        """This parameter as an OpenAPI 3.0 Parameter Object."""
+        schemas: dict[str, dict[str, Any]] = {
             "int": {"type": "integer"},
             "str": {"type": "string"},
             "bool": {"type": "boolean"},
             "decimal": {"type": "string", "pattern": _DECIMAL_RE.pattern},
             "enum": {"type": "string", "enum": list(self.choices)},
             "raw": {"type": "string"},
-        }[self.kind]
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum if self.kind == "int" else None
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum if self.kind == "int" else None
-        schema = {k: v for k, v in schema.items() if v is not None}
+        }
+        schema = dict(schemas[self.kind])
+        if self.kind == "int":  # decimal bounds are enforced, but a string schema cannot state them
+            if self.minimum is not None:
+                schema["minimum"] = self.minimum
+            if self.maximum is not None:
+                schema["maximum"] = self.maximum
         if self.max_length is not None:
             schema["maxLength"] = self.max_length
         if self.pattern is not None:
@@ -146,9 +147,7 @@ def parse_inputs(
     known = {s.name for s in specs if s.location == "query"}
     for name in query:
         if name not in known:
-            errors.append(
-                FieldError(f"query.{name}", "unknown parameter", "معامل غير معروف")
-            )
+            errors.append(FieldError(f"query.{name}", "unknown parameter", "معامل غير معروف"))
     for spec in specs:
         raw: str | None
         if spec.location == "path":

@@ -20,6 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from core_ext import USING_COMPILED, ImageIndex
+from server.cache import CacheConfig, PageCache
 from server.catalog import repo
 from server.db.pool import create_pool
 from server.settings import Settings
@@ -46,17 +47,24 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool: asyncpg.Pool = None  # type: ignore[assignment] - set in start()
+        self.pool: asyncpg.Pool = None  # set in start()
         self.redis: aioredis.Redis | None = None
         self.images = ImageIndex(str(settings.UPLOADS_DIR), settings.IMAGE_REFRESH_INTERVAL_S)
         self.catalog = CatalogState()
         self.started_at = time.time()
         self.pid = os.getpid()
         self.using_compiled = USING_COMPILED
+        self.cache = PageCache(CacheConfig(enabled=False), None)  # replaced in start()
         self._listen_conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._map_dirty = asyncio.Event()
         self._closing = False
+
+    @property
+    def generation(self) -> str:
+        """What every cached page depends on: database epoch, catalog version, set of images."""
+        c = self.catalog
+        return f"{c.epoch}:{c.version}:{self.images.fingerprint}"
 
     @property
     def dsn(self) -> str:
@@ -68,14 +76,29 @@ class Resources:
         """Open the pool, Redis, the listener; load the catalog map and the image index."""
         s = self.settings
         self.pool = await create_pool(
-            self.dsn, min_size=s.DB_POOL_MIN, max_size=s.DB_POOL_MAX,
-            command_timeout=s.DB_COMMAND_TIMEOUT_S, slow_query_ms=s.SLOW_QUERY_MS,
+            self.dsn,
+            min_size=s.DB_POOL_MIN,
+            max_size=s.DB_POOL_MAX,
+            command_timeout=s.DB_COMMAND_TIMEOUT_S,
+            slow_query_ms=s.SLOW_QUERY_MS,
         )
         if s.REDIS_URL is not None:
             self.redis = aioredis.Redis.from_url(
-                s.REDIS_URL.get_secret_value(), socket_timeout=0.5, socket_connect_timeout=0.5,
+                s.REDIS_URL.get_secret_value(),
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
                 health_check_interval=10,
             )
+        self.cache = PageCache(
+            CacheConfig(
+                enabled=s.CACHE_ENABLED,
+                l1_max_entries=s.CACHE_L1_MAX_ENTRIES,
+                l1_max_bytes=s.CACHE_L1_MAX_MB * 1024 * 1024,
+                l2_ttl_s=s.CACHE_L2_TTL_S,
+                key_prefix=s.REDIS_KEY_PREFIX,
+            ),
+            self.redis,
+        )
         await self._connect_listener()
         await self._load_map()
         self._tasks = [
@@ -118,7 +141,9 @@ class Resources:
         self.catalog.listening = False
 
     async def _connect_listener(self) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=5, server_settings={"application_name": "catalog-listen"})
+        conn = await asyncpg.connect(
+            self.dsn, timeout=5, server_settings={"application_name": "catalog-listen"}
+        )
         await conn.add_listener(CHANNEL, self._on_notify)
         conn.add_termination_listener(self._on_terminated)
         # Read the state only after LISTEN is active: a change committed in between is then either in
@@ -139,7 +164,7 @@ class Resources:
                 continue
             try:
                 await self._connect_listener()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("LISTEN connection lost, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -164,7 +189,7 @@ class Resources:
             self._map_dirty.clear()
             try:
                 await self._load_map()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("catalog map reload failed, will retry: %s", exc)
                 await asyncio.sleep(0.5)
                 self._map_dirty.set()

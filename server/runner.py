@@ -71,7 +71,7 @@ def install_robyn_signal_handling(grace_s: float) -> None:
 
     signal.signal(signal.SIGTERM, _interrupt_once)
     signal.signal(signal.SIGINT, _interrupt_once)
-    robyn.processpool.signal = _SignalShim(grace_s)  # type: ignore[assignment]
+    robyn.processpool.signal = _SignalShim(grace_s)  # type: ignore[attr-defined,assignment]
 
 
 def port_free(host: str, port: int) -> bool:

@@ -19,21 +19,50 @@ import asyncpg
 
 # (English, Arabic) word pairs for names.
 _DEPARTMENTS = [
-    ("Beverages", "مشروبات"), ("Bakery", "مخبوزات"), ("Dairy", "ألبان"), ("Snacks", "وجبات خفيفة"),
-    ("Household", "أدوات منزلية"), ("Personal Care", "عناية شخصية"), ("Electronics", "إلكترونيات"),
+    ("Beverages", "مشروبات"),
+    ("Bakery", "مخبوزات"),
+    ("Dairy", "ألبان"),
+    ("Snacks", "وجبات خفيفة"),
+    ("Household", "أدوات منزلية"),
+    ("Personal Care", "عناية شخصية"),
+    ("Electronics", "إلكترونيات"),
     ("Stationery", "قرطاسية"),
 ]
 _SUBS = [
-    ("Classic", "كلاسيكي"), ("Premium", "فاخر"), ("Organic", "عضوي"), ("Family", "عائلي"), ("Value", "اقتصادي"),
+    ("Classic", "كلاسيكي"),
+    ("Premium", "فاخر"),
+    ("Organic", "عضوي"),
+    ("Family", "عائلي"),
+    ("Value", "اقتصادي"),
 ]
 _ADJECTIVES = [
-    ("Fresh", "طازج"), ("Golden", "ذهبي"), ("Crispy", "مقرمش"), ("Smooth", "ناعم"), ("Royal", "ملكي"),
-    ("Light", "خفيف"), ("Rich", "غني"), ("Pure", "نقي"), ("Sparkling", "فوّار"), ("Natural", "طبيعي"),
+    ("Fresh", "طازج"),
+    ("Golden", "ذهبي"),
+    ("Crispy", "مقرمش"),
+    ("Smooth", "ناعم"),
+    ("Royal", "ملكي"),
+    ("Light", "خفيف"),
+    ("Rich", "غني"),
+    ("Pure", "نقي"),
+    ("Sparkling", "فوّار"),
+    ("Natural", "طبيعي"),
 ]
 _NOUNS = [
-    ("Juice", "عصير"), ("Bread", "خبز"), ("Milk", "حليب"), ("Chips", "رقائق"), ("Soap", "صابون"),
-    ("Cable", "كابل"), ("Notebook", "دفتر"), ("Tea", "شاي"), ("Coffee", "قهوة"), ("Dates", "تمر"),
-    ("Honey", "عسل"), ("Rice", "أرز"), ("Cheese", "جبن"), ("Shampoo", "شامبو"), ("Charger", "شاحن"),
+    ("Juice", "عصير"),
+    ("Bread", "خبز"),
+    ("Milk", "حليب"),
+    ("Chips", "رقائق"),
+    ("Soap", "صابون"),
+    ("Cable", "كابل"),
+    ("Notebook", "دفتر"),
+    ("Tea", "شاي"),
+    ("Coffee", "قهوة"),
+    ("Dates", "تمر"),
+    ("Honey", "عسل"),
+    ("Rice", "أرز"),
+    ("Cheese", "جبن"),
+    ("Shampoo", "شامبو"),
+    ("Charger", "شاحن"),
 ]
 _UNITS = ["pcs", "box", "kg", "pack", "bottle"]
 _IMAGE_VARIANTS = 24
@@ -102,21 +131,42 @@ async def seed(
                 adj, noun = rng.choice(_ADJECTIVES), rng.choice(_NOUNS)
                 size = rng.choice([250, 500, 750, 1000, 2000])
                 stock = 0 if rng.random() < 0.15 else rng.randrange(1, 500)
-                rows.append((
-                    pid, zoho_item_id(i), f"SKU-{pid:07d}", f"{adj[0]} {noun[0]} {size}",
-                    f"{noun[1]} {adj[1]} {size}",
-                    f"{adj[0]} {noun[0].lower()}, {size} units. Item {pid}.",
-                    f"{noun[1]} {adj[1]}، {size} وحدة. المنتج رقم {pid}.",
-                    rng.choice(category_ids), rng.choice(_UNITS), stock, rng.random() > 0.02,
-                    now - timedelta(minutes=rng.randrange(0, 525_600)),
-                ))
+                rows.append(
+                    (
+                        pid,
+                        zoho_item_id(i),
+                        f"SKU-{pid:07d}",
+                        f"{adj[0]} {noun[0]} {size}",
+                        f"{noun[1]} {adj[1]} {size}",
+                        f"{adj[0]} {noun[0].lower()}, {size} units. Item {pid}.",
+                        f"{noun[1]} {adj[1]}، {size} وحدة. المنتج رقم {pid}.",
+                        rng.choice(category_ids),
+                        rng.choice(_UNITS),
+                        stock,
+                        rng.random() > 0.02,
+                        now - timedelta(minutes=rng.randrange(0, 525_600)),
+                    )
+                )
                 consumer = Decimal(rng.randrange(100, 500_000)) / 100
                 for list_id, factor in zip(list_ids, ("1", "0.95", "0.80"), strict=True):
                     prices.append((pid, list_id, (consumer * Decimal(factor)).quantize(Decimal("0.01"))))
             await conn.copy_records_to_table(
-                "products", records=rows,
-                columns=["id", "zoho_item_id", "sku", "name", "name_ar", "description", "description_ar",
-                         "category_id", "unit", "stock_on_hand", "is_active", "created_at"],
+                "products",
+                records=rows,
+                columns=[
+                    "id",
+                    "zoho_item_id",
+                    "sku",
+                    "name",
+                    "name_ar",
+                    "description",
+                    "description_ar",
+                    "category_id",
+                    "unit",
+                    "stock_on_hand",
+                    "is_active",
+                    "created_at",
+                ],
             )
             await conn.copy_records_to_table(
                 "product_prices", records=prices, columns=["product_id", "price_list_id", "price"]
@@ -134,14 +184,24 @@ async def _seed_categories(conn: asyncpg.Connection) -> list[int]:
     for d, (name, name_ar) in enumerate(_DEPARTMENTS):
         parent = await conn.fetchval(
             "INSERT INTO categories (zoho_category_id, name, name_ar, sort_order) "
-            "VALUES ($1, $2, $3, $4) RETURNING id", f"cat-{d}", name, name_ar, d,
+            "VALUES ($1, $2, $3, $4) RETURNING id",
+            f"cat-{d}",
+            name,
+            name_ar,
+            d,
         )
         for s, (sub, sub_ar) in enumerate(_SUBS):
-            leaf_ids.append(await conn.fetchval(
-                "INSERT INTO categories (zoho_category_id, name, name_ar, parent_id, sort_order) "
-                "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                f"cat-{d}-{s}", f"{sub} {name}", f"{name_ar} {sub_ar}", parent, s,
-            ))
+            leaf_ids.append(
+                await conn.fetchval(
+                    "INSERT INTO categories (zoho_category_id, name, name_ar, parent_id, sort_order) "
+                    "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    f"cat-{d}-{s}",
+                    f"{sub} {name}",
+                    f"{name_ar} {sub_ar}",
+                    parent,
+                    s,
+                )
+            )
     return leaf_ids
 
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
 
     CONSUMER_PRICE_LIST: str = Field("consumer", pattern=r"^[a-z0-9_]{1,32}$")
 
+    # Page cache (L1 per process, L2 in Redis) and Redis keys.
+    CACHE_ENABLED: bool = True
+    CACHE_L1_MAX_ENTRIES: int = Field(4096, ge=16, le=1_000_000)
+    CACHE_L1_MAX_MB: int = Field(128, ge=1, le=16_384)
+    CACHE_L2_TTL_S: int = Field(600, ge=1, le=86_400)
+    REDIS_KEY_PREFIX: str = Field("catalog:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
+
     # Images.
     UPLOADS_DIR: Path = Path(".data/uploads")
     IMAGE_REFRESH_INTERVAL_S: float = Field(1.0, ge=0.01, le=3600)
@@ -108,7 +115,9 @@ class Settings(BaseSettings):
     @field_validator("REDIS_URL")
     @classmethod
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 

@@ -52,9 +52,7 @@ _FILTERS: dict[str, str] = {
         "SELECT ${n}::int UNION SELECT c.id FROM categories c JOIN sub ON c.parent_id = sub.id"
         ") SELECT id FROM sub)"
     ),
-    "q": (
-        " AND (lower(p.name) LIKE ${n} OR lower(p.sku) LIKE ${n} OR lower(p.name_ar) LIKE ${n})"
-    ),
+    "q": (" AND (lower(p.name) LIKE ${n} OR lower(p.sku) LIKE ${n} OR lower(p.name_ar) LIKE ${n})"),
     "min_price": " AND pp.price >= ${n}",
     "max_price": " AND pp.price <= ${n}",
     "in_stock_true": " AND p.stock_on_hand > 0",

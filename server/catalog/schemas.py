@@ -11,9 +11,16 @@ from server.params import PAGE, PAGE_SIZE, Param
 PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
     PAGE,
     PAGE_SIZE,
-    Param("category_id", "int", minimum=1, maximum=2_147_483_647,
-          description="only this category and its sub-categories"),
-    Param("q", "str", max_length=100, description="case-insensitive substring of the name, Arabic name or SKU"),
+    Param(
+        "category_id",
+        "int",
+        minimum=1,
+        maximum=2_147_483_647,
+        description="only this category and its sub-categories",
+    ),
+    Param(
+        "q", "str", max_length=100, description="case-insensitive substring of the name, Arabic name or SKU"
+    ),
     Param("min_price", "decimal", minimum=Decimal(0), description="minimum consumer price, e.g. 10.50"),
     Param("max_price", "decimal", minimum=Decimal(0), description="maximum consumer price"),
     Param("in_stock", "bool", description="true: only products in stock; false: only out of stock"),
@@ -25,7 +32,13 @@ PRODUCT_ID = Param("id", "int", location="path", minimum=1, maximum=2_147_483_64
 CATEGORY_LIST_PARAMS: tuple[Param, ...] = (
     PAGE,
     PAGE_SIZE,
-    Param("parent_id", "int", minimum=1, maximum=2_147_483_647, description="only direct children of this category"),
+    Param(
+        "parent_id",
+        "int",
+        minimum=1,
+        maximum=2_147_483_647,
+        description="only direct children of this category",
+    ),
 )
 
 _CATEGORY = {
@@ -39,8 +52,12 @@ _CATEGORY = {
     },
 }
 _NULLABLE_STR = {"type": "string", "nullable": True}
-_PRICE = {"type": "string", "nullable": True, "pattern": r"^[0-9]+\.[0-9]{2}$",
-          "description": "exact decimal as a string"}
+_PRICE = {
+    "type": "string",
+    "nullable": True,
+    "pattern": r"^[0-9]+\.[0-9]{2}$",
+    "description": "exact decimal as a string",
+}
 
 PRODUCT_ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",

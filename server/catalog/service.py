@@ -16,8 +16,12 @@ from server.resources import Resources
 async def product_page(res: Resources, params: dict[str, Any]) -> bytes:
     """JSON bytes of one page of the product list."""
     flt = repo.ProductFilter(
-        category_id=params["category_id"], q=params["q"], min_price=params["min_price"],
-        max_price=params["max_price"], in_stock=params["in_stock"], sort=params["sort"],
+        category_id=params["category_id"],
+        q=params["q"],
+        min_price=params["min_price"],
+        max_price=params["max_price"],
+        in_stock=params["in_stock"],
+        sort=params["sort"],
     )
     page, size = params["page"], params["page_size"]
     async with res.pool.acquire() as conn:
@@ -35,13 +39,20 @@ async def product_detail(res: Resources, product_id: int) -> bytes:
         raise NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
     has_image = res.images.has(row["id"])
     prices = [
-        {"price_list": code, "name": name, "name_ar": name_ar, "currency": currency, "price": format(price, "f")}
+        {
+            "price_list": code,
+            "name": name,
+            "name_ar": name_ar,
+            "currency": currency,
+            "price": format(price, "f"),
+        }
         for code, name, name_ar, currency, price in row["prices"]
     ]
     main = next((p for p in prices if p["price_list"] == res.settings.CONSUMER_PRICE_LIST), None)
     category = (
         {"id": row["category_id"], "name": row["category_name"], "name_ar": row["category_name_ar"]}
-        if row["category_id"] is not None else None
+        if row["category_id"] is not None
+        else None
     )
     doc = {
         "id": row["id"],
@@ -79,8 +90,13 @@ async def category_page(res: Resources, params: dict[str, Any]) -> bytes:
         )
     items = [
         {
-            "id": r["id"], "zoho_category_id": r["zoho_category_id"], "name": r["name"], "name_ar": r["name_ar"],
-            "parent_id": r["parent_id"], "sort_order": r["sort_order"], "product_count": r["product_count"],
+            "id": r["id"],
+            "zoho_category_id": r["zoho_category_id"],
+            "name": r["name"],
+            "name_ar": r["name_ar"],
+            "parent_id": r["parent_id"],
+            "sort_order": r["sort_order"],
+            "product_count": r["product_count"],
         }
         for r in rows
     ]

@@ -25,12 +25,32 @@ class QueryStats:
 query_stats_var: ContextVar[QueryStats | None] = ContextVar("query_stats", default=None)
 
 
+# Driver errors that mean "the database cannot be reached right now" (answered 503 + Retry-After), as
+# opposed to bugs (answered 500).
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
 class _Thresholds:
     slow_query_s = 0.1
 
 
-class TrackedConnection(asyncpg.Connection):
+class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
     """A connection that counts every query against the current request and logs slow ones."""
+
+    def get_reset_query(self) -> str:
+        """No reset round trip on release: pool connections never change session state (no SET,
+        LISTEN or advisory locks; those use dedicated connections), so the default
+        `RESET ALL; UNLISTEN *; ...` would only add a round trip to every request."""
+        return ""
 
     def _track(self, query: str, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -69,7 +89,7 @@ class TrackedConnection(asyncpg.Connection):
         """asyncpg's execute, counted and timed."""
         started = time.perf_counter()
         try:
-            return await super().execute(query, *args, timeout=timeout)
+            return str(await super().execute(query, *args, timeout=timeout))
         finally:
             self._track(query, started)
 

@@ -43,21 +43,37 @@ def routes(state: AppState) -> list[Route]:
                 redis_state["error"] = type(exc).__name__
         doc["redis"] = redis_state
         doc["catalog"] = {
-            "epoch": res.catalog.epoch, "version": res.catalog.version, "listening": res.catalog.listening,
-            "reconnects": res.catalog.reconnects, "map_loads": res.catalog.map_loads,
+            "epoch": res.catalog.epoch,
+            "version": res.catalog.version,
+            "listening": res.catalog.listening,
+            "reconnects": res.catalog.reconnects,
+            "map_loads": res.catalog.map_loads,
         }
         doc["images"] = {
-            "count": res.images.count, "fingerprint": res.images.fingerprint, "compiled": res.using_compiled,
-            "files_cache_hits": state.image_store.hits, "files_cache_misses": state.image_store.misses,
+            "count": res.images.count,
+            "fingerprint": res.images.fingerprint,
+            "compiled": res.using_compiled,
+            "files_cache_hits": state.image_store.hits,
+            "files_cache_misses": state.image_store.misses,
         }
+        doc["cache"] = res.cache.stats.as_dict()
+        doc["cache"]["l1_entries"], doc["cache"]["l1_bytes"] = len(res.cache._l1), res.cache._l1_bytes
         doc["status"] = "ready" if db_ok and res.catalog.listening else "unavailable"
         return Reply(
-            orjson.dumps(doc), status=200 if doc["status"] == "ready" else 503, conditional=False,
+            orjson.dumps(doc),
+            status=200 if doc["status"] == "ready" else 503,
+            conditional=False,
             cache_control="no-store",
         )
 
     return [
         Route("GET", "/health", health, summary="Liveness", tag="health", errors=()),
-        Route("GET", "/ready", ready, summary="Readiness: database, Redis, catalog listener, image index",
-              tag="health", errors=(503,)),
+        Route(
+            "GET",
+            "/ready",
+            ready,
+            summary="Readiness: database, Redis, catalog listener, image index",
+            tag="health",
+            errors=(503,),
+        ),
     ]

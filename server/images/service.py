@@ -82,7 +82,7 @@ class ImageStore:
             return None
         try:
             st = os.fstat(fd)
-            if not (st.st_mode & 0o170000 == 0o100000):  # a regular file (after following a symlink)
+            if st.st_mode & 61440 != 32768:  # a regular file (after following a symlink)
                 return None
             identity = (st.st_ino, st.st_size, st.st_mtime_ns)
             if cached is not None and cached.identity == identity:

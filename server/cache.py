@@ -1,0 +1,272 @@
+"""Page cache that is never stale: L1 per process, L2 in Redis, keys that embed the catalog version.
+
+A key is `route | normalised inputs | catalog epoch:version | image fingerprint`. A committed change bumps
+the version (database triggers + LISTEN/NOTIFY, see resources.py), so old entries become unreachable; nothing
+is ever scanned or deleted by pattern. L1 is simply emptied when the generation changes.
+
+Each entry holds the JSON bytes, their gzip bytes (compressed once per fill, never per request) and a strong
+ETag. Concurrent misses on one key are filled once: per process with a shared future, across processes and
+instances with a short Redis lock that the others wait on (polling L2). Redis trouble never fails a request:
+L2 is skipped (logged once, reported on /ready) and retried after a pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from server.http import GZIP_MIN_BYTES, gzip_bytes, strong_etag
+
+log = logging.getLogger("server.cache")
+
+_HEADER = struct.Struct("!BII")  # format version, len(body), len(gzip)
+_FORMAT = 1
+_REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """One cached response body in both encodings, with its ETag."""
+
+    body: bytes
+    gzip: bytes | None
+    etag: str
+
+    @classmethod
+    def build(cls, body: bytes) -> Page:
+        """Compress (when worth it) and tag a freshly made body."""
+        gz = gzip_bytes(body) if len(body) >= GZIP_MIN_BYTES else None
+        return cls(body, gz, strong_etag(body))
+
+    def pack(self) -> bytes:
+        """Bytes for Redis: header, body, gzip, etag."""
+        gz = self.gzip or b""
+        return _HEADER.pack(_FORMAT, len(self.body), len(gz)) + self.body + gz + self.etag.encode()
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Page | None:
+        """Inverse of pack; None for anything malformed (treated as a miss)."""
+        if len(raw) < _HEADER.size:
+            return None
+        version, n_body, n_gz = _HEADER.unpack_from(raw)
+        start = _HEADER.size
+        if version != _FORMAT or len(raw) < start + n_body + n_gz + 2:
+            return None
+        body = raw[start : start + n_body]
+        gz = raw[start + n_body : start + n_body + n_gz] or None
+        etag = raw[start + n_body + n_gz :].decode("ascii", "replace")
+        return cls(body, gz, etag)
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return len(self.body) + len(self.gzip or b"") + 64
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """Counters per level, for /ready and later /metrics."""
+
+    l1_hits: int = 0
+    l1_misses: int = 0
+    l2_hits: int = 0
+    l2_misses: int = 0
+    l2_errors: int = 0
+    fills: int = 0
+    waits: int = 0  # requests that waited for another request's fill instead of querying
+    l1_entries: int = 0
+    l1_bytes: int = 0
+    degraded: bool = False
+    generation: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class CacheConfig:
+    """Bounds and timings (from settings)."""
+
+    enabled: bool = True
+    l1_max_entries: int = 2048
+    l1_max_bytes: int = 64 * 1024 * 1024
+    l2_ttl_s: int = 300
+    key_prefix: str = "catalog:"
+    lock_ttl_ms: int = 3000
+    wait_timeout_s: float = 2.0
+    redis_retry_s: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PageCache:
+    """get_or_fill(route, inputs, generation, fill) -> Page, through L1, L2 and single flight."""
+
+    def __init__(self, config: CacheConfig, redis: aioredis.Redis | None) -> None:
+        self.config = config
+        self.redis = redis if config.enabled else None
+        self.stats = CacheStats()
+        self._l1: OrderedDict[str, Page] = OrderedDict()
+        self._l1_bytes = 0
+        self._generation = ""
+        self._inflight: dict[str, asyncio.Future[Page]] = {}
+        self._redis_down_until = 0.0
+
+    # -- L1 -------------------------------------------------------------------------------------
+
+    def _set_generation(self, generation: str) -> None:
+        if generation != self._generation:
+            # Every key embeds the generation: entries of older ones can never be asked for again.
+            self._l1.clear()
+            self._l1_bytes = 0
+            self._generation = generation
+            self.stats.generation = generation
+
+    def _l1_put(self, key: str, page: Page) -> None:
+        old = self._l1.pop(key, None)
+        if old is not None:
+            self._l1_bytes -= old.size
+        if page.size > self.config.l1_max_bytes // 8:
+            return
+        self._l1[key] = page
+        self._l1_bytes += page.size
+        while len(self._l1) > self.config.l1_max_entries or self._l1_bytes > self.config.l1_max_bytes:
+            _, evicted = self._l1.popitem(last=False)
+            self._l1_bytes -= evicted.size
+
+    # -- L2 -------------------------------------------------------------------------------------
+
+    def _redis_usable(self) -> bool:
+        return self.redis is not None and time.monotonic() >= self._redis_down_until
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.stats.l2_errors += 1
+        self._redis_down_until = time.monotonic() + self.config.redis_retry_s
+        if not self.stats.degraded:
+            self.stats.degraded = True
+            log.warning("Redis unavailable, serving from L1 and the database: %s", type(exc).__name__)
+
+    def _redis_ok(self) -> None:
+        if self.stats.degraded:
+            self.stats.degraded = False
+            log.info("Redis is back; shared page cache in use again")
+
+    async def _l2_get(self, key: str) -> Page | None:
+        if not self._redis_usable():
+            return None
+        assert self.redis is not None
+        try:
+            raw = await self.redis.get(self.config.key_prefix + "page:" + key)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return None
+        self._redis_ok()
+        return Page.unpack(raw) if isinstance(raw, bytes) else None
+
+    async def _l2_put(self, key: str, page: Page) -> None:
+        if not self._redis_usable():
+            return
+        assert self.redis is not None
+        try:
+            await self.redis.set(self.config.key_prefix + "page:" + key, page.pack(), ex=self.config.l2_ttl_s)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+
+    async def _lock(self, key: str) -> bool | None:
+        """True: we fill. False: someone else is filling. None: Redis unusable (fill locally)."""
+        if not self._redis_usable():
+            return None
+        assert self.redis is not None
+        try:
+            got = await self.redis.set(
+                self.config.key_prefix + "fill:" + key, b"1", nx=True, px=self.config.lock_ttl_ms
+            )
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return None
+        return bool(got)
+
+    async def _unlock(self, key: str) -> None:
+        if self.redis is None:
+            return
+        try:
+            await self.redis.delete(self.config.key_prefix + "fill:" + key)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+
+    # -- the public path ------------------------------------------------------------------------
+
+    def peek(self, key: str, generation: str) -> Page | None:
+        """L1 only, no await: the hot path of a cached hit."""
+        self._set_generation(generation)
+        page = self._l1.get(key)
+        if page is not None:
+            self._l1.move_to_end(key)
+            self.stats.l1_hits += 1
+        return page
+
+    async def get_or_fill(self, key: str, generation: str, fill: Callable[[], Awaitable[bytes]]) -> Page:
+        """The page for `key` in this generation, making it with `fill()` at most once per cluster."""
+        if not self.config.enabled:
+            self.stats.fills += 1
+            return Page.build(await fill())
+        full_key = f"{generation}|{key}"
+        page = self.peek(full_key, generation)
+        if page is not None:
+            return page
+        self.stats.l1_misses += 1
+        pending = self._inflight.get(full_key)
+        if pending is not None:
+            self.stats.waits += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
+        self._inflight[full_key] = future
+        try:
+            page = await self._fill_shared(full_key, fill)
+            if self._generation == generation:
+                self._l1_put(full_key, page)
+            future.set_result(page)
+            return page
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._inflight[full_key]
+
+    async def _fill_shared(self, key: str, fill: Callable[[], Awaitable[bytes]]) -> Page:
+        page = await self._l2_get(key)
+        if page is not None:
+            self.stats.l2_hits += 1
+            return page
+        self.stats.l2_misses += 1
+        locked = await self._lock(key)
+        if locked is False:
+            # Another process or instance is filling: wait for its result in L2, briefly.
+            self.stats.waits += 1
+            deadline = time.monotonic() + self.config.wait_timeout_s
+            delay = 0.002
+            while time.monotonic() < deadline and self._redis_usable():
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.05)
+                page = await self._l2_get(key)
+                if page is not None:
+                    self.stats.l2_hits += 1
+                    return page
+        try:
+            self.stats.fills += 1
+            page = Page.build(await fill())
+            await self._l2_put(key, page)
+            return page
+        finally:
+            if locked:
+                await self._unlock(key)

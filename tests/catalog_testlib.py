@@ -1,0 +1,166 @@
+"""Shared test helpers: real servers, per-test databases, the service as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+SEED_PRODUCTS = 300
+TEMPLATE = "catalog_tpl_" + uuid.uuid4().hex[:8]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Services:
+    """Connection URLs of the PostgreSQL and Redis servers the suite uses."""
+
+    def __init__(self, admin_url: str, redis_url: str) -> None:
+        self.admin_url = admin_url
+        self.redis_url = redis_url
+
+    def db_url(self, name: str) -> str:
+        """URL of database `name` on the same server."""
+        base, _, query = self.admin_url.partition("?")
+        prefix = base.rsplit("/", 1)[0]
+        return f"{prefix}/{name}" + (f"?{query}" if query else "")
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine to completion from sync test code."""
+    return asyncio.run(coro)
+
+
+async def admin_sql(services: Services, *statements: str) -> None:
+    conn = await asyncpg.connect(services.admin_url)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+class Database:
+    """A test's own database, copied from the template, with its own uploads folder."""
+
+    def __init__(self, services: Services, name: str, uploads: Path) -> None:
+        self.services, self.name, self.uploads = services, name, uploads
+        self.url = services.db_url(name)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run one statement on a fresh connection (committed on return)."""
+        conn = await asyncpg.connect(self.url)
+        try:
+            return str(await conn.execute(sql, *args))
+        finally:
+            await conn.close()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Rows of one query on a fresh connection."""
+        conn = await asyncpg.connect(self.url)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+
+def make_database(services: Services, template: tuple[str, Path], folder: Path) -> Database:
+    """Copy the template into a new database (with a new epoch) and copy its uploads."""
+    name = "catalog_t_" + uuid.uuid4().hex[:10]
+    uploads = folder / "uploads"
+    shutil.copytree(template[1], uploads, symlinks=True)
+    run(admin_sql(services, f"CREATE DATABASE {name} TEMPLATE {template[0]}"))
+    db = Database(services, name, uploads)
+    run(db.execute("UPDATE catalog_state SET epoch = gen_random_uuid()"))
+    return db
+
+
+def drop_database(db: Database) -> None:
+    """Remove a test database."""
+    run(admin_sql(db.services, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)"))
+
+
+class ServerProcess:
+    """`python -m server serve` as a subprocess, driven over HTTP."""
+
+    def __init__(self, db: Database, services: Services, workdir: Path, **env: Any) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "PYTEST"))},
+            "DATABASE_URL": db.url,
+            "REDIS_URL": services.redis_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PROCESSES": "2",
+            "UPLOADS_DIR": str(db.uploads),
+            "DATA_DIR": str(workdir / "data"),
+            "IMAGE_REFRESH_INTERVAL_S": "0.2",
+            "SERVER_TIMING": "true",
+            "LOG_LEVEL": "INFO",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        """Start and wait until every process answers /ready."""
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server", "serve"],
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> float:
+        """Signal the server; return seconds until it exited."""
+        assert self.proc is not None
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return time.monotonic() - started
+
+    def client(self) -> httpx.Client:
+        """An HTTP client bound to this server."""
+        return httpx.Client(base_url=self.base_url, timeout=10)

@@ -1,0 +1,110 @@
+"""Migrations are recorded and idempotent; catalog triggers bump the version and notify on commit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+from catalog_testlib import Database, Services, drop_database, make_database, run
+
+from server.db.migrate import MigrationError, migrate, migration_files
+
+
+@pytest.fixture
+def db(services: Services, template_db: tuple[str, Path], tmp_path: Path) -> Database:
+    """A fresh copy of the template database."""
+    database = make_database(services, template_db, tmp_path)
+    yield database  # type: ignore[misc]
+    drop_database(database)
+
+
+def test_migrations_are_recorded_and_idempotent(db: Database) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(db.url)
+        try:
+            assert await migrate(conn) == []
+            names = [r[0] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
+            assert names == [n for n, _ in migration_files()]
+            # Concurrent migrators serialise on the advisory lock and apply nothing twice.
+            others = [await asyncpg.connect(db.url) for _ in range(3)]
+            try:
+                results = await asyncio.gather(*(migrate(c) for c in others))
+            finally:
+                for c in others:
+                    await c.close()
+            assert results == [[], [], []]
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_changed_migration_is_refused(db: Database) -> None:
+    run(db.execute("UPDATE schema_migrations SET checksum = 'x'"))
+
+    async def go() -> None:
+        conn = await asyncpg.connect(db.url)
+        try:
+            with pytest.raises(MigrationError):
+                await migrate(conn)
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("sql", "table"),
+    [
+        ("UPDATE product_prices SET price = price + 1 WHERE product_id = 1", "product_prices"),
+        ("UPDATE products SET stock_on_hand = 0 WHERE id = 2", "products"),
+        ("UPDATE categories SET name = name || '!' WHERE id = 1", "categories"),
+        ("UPDATE price_lists SET name = name WHERE code = 'retail'", "price_lists"),
+        ("DELETE FROM product_prices WHERE product_id = 3", "product_prices"),
+    ],
+)
+def test_every_change_bumps_version_and_notifies_on_commit(db: Database, sql: str, table: str) -> None:
+    async def go() -> None:
+        listener = await asyncpg.connect(db.url)
+        got: asyncio.Queue[str] = asyncio.Queue()
+        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
+        writer = await asyncpg.connect(db.url)
+        try:
+            before = await writer.fetchval("SELECT version FROM catalog_state")
+            async with writer.transaction():
+                await writer.execute(sql)
+                with pytest.raises(asyncio.TimeoutError):  # nothing before the commit
+                    await asyncio.wait_for(got.get(), 0.2)
+            payload = await asyncio.wait_for(got.get(), 2)
+            after = await writer.fetchval("SELECT version FROM catalog_state")
+            assert after == before + 1
+            assert payload == f"{after}:{table}"
+        finally:
+            await writer.close()
+            await listener.close()
+
+    run(go())
+
+
+def test_rolled_back_change_notifies_nothing(db: Database) -> None:
+    async def go() -> None:
+        listener = await asyncpg.connect(db.url)
+        got: asyncio.Queue[str] = asyncio.Queue()
+        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
+        writer = await asyncpg.connect(db.url)
+        try:
+            before = await writer.fetchval("SELECT version FROM catalog_state")
+            tx = writer.transaction()
+            await tx.start()
+            await writer.execute("UPDATE products SET name = 'x' WHERE id = 1")
+            await tx.rollback()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(got.get(), 0.3)
+            assert await writer.fetchval("SELECT version FROM catalog_state") == before
+        finally:
+            await writer.close()
+            await listener.close()
+
+    run(go())
