@@ -121,6 +121,11 @@ class PageCache:
         self._inflight: dict[str, asyncio.Future[Page]] = {}
         self._redis_down_until = 0.0
 
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and sizes, for /ready (and /metrics later)."""
+        self.stats.l1_entries, self.stats.l1_bytes = len(self._l1), self._l1_bytes
+        return self.stats.as_dict()
+
     # -- L1 -------------------------------------------------------------------------------------
 
     def _set_generation(self, generation: str) -> None:
@@ -154,6 +159,11 @@ class PageCache:
         if not self.stats.degraded:
             self.stats.degraded = True
             log.warning("Redis unavailable, serving from L1 and the database: %s", type(exc).__name__)
+
+    def redis_reachable(self) -> None:
+        """Someone (the readiness probe) reached Redis: stop skipping L2 now."""
+        self._redis_down_until = 0.0
+        self._redis_ok()
 
     def _redis_ok(self) -> None:
         if self.stats.degraded:
@@ -262,6 +272,13 @@ class PageCache:
                 if page is not None:
                     self.stats.l2_hits += 1
                     return page
+        elif locked:
+            # The previous holder may have stored the page between our miss and our lock.
+            page = await self._l2_get(key)
+            if page is not None:
+                await self._unlock(key)
+                self.stats.l2_hits += 1
+                return page
         try:
             self.stats.fills += 1
             page = Page.build(await fill())

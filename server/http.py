@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import secrets
 import time
@@ -271,7 +272,8 @@ def _finish(
     if config.server_timing:
         total_ms = (time.perf_counter() - started) * 1000
         headers["Server-Timing"] = (
-            f'db;dur={stats.seconds * 1000:.2f};desc="{stats.count} queries", app;dur={total_ms:.2f}'
+            f'db;dur={stats.seconds * 1000:.2f};desc="{stats.count} queries", app;dur={total_ms:.2f}, '
+            f'proc;desc="{os.getpid()}"'
         )
     if reply.cache_control:
         headers["Cache-Control"] = reply.cache_control

@@ -38,6 +38,8 @@ def routes(state: AppState) -> list[Route]:
             try:
                 async with asyncio.timeout(0.5):
                     redis_state["ok"] = bool(await res.redis.ping())
+                if redis_state["ok"]:
+                    res.cache.redis_reachable()
             except Exception as exc:
                 redis_state["ok"] = False
                 redis_state["error"] = type(exc).__name__
@@ -56,8 +58,7 @@ def routes(state: AppState) -> list[Route]:
             "files_cache_hits": state.image_store.hits,
             "files_cache_misses": state.image_store.misses,
         }
-        doc["cache"] = res.cache.stats.as_dict()
-        doc["cache"]["l1_entries"], doc["cache"]["l1_bytes"] = len(res.cache._l1), res.cache._l1_bytes
+        doc["cache"] = res.cache.snapshot()
         doc["status"] = "ready" if db_ok and res.catalog.listening else "unavailable"
         return Reply(
             orjson.dumps(doc),

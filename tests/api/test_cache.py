@@ -1,0 +1,210 @@
+"""Caching that is never stale: invalidation by the database, across processes, with Redis or without."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from catalog_testlib import Database, ServerProcess, Services, drop_database, make_database, run
+
+from server.embedded import EmbeddedRedis
+
+PRODUCTS = "/api/consumer/products"
+CLOSE = {"Connection": "close"}
+
+
+def timing(resp: httpx.Response) -> tuple[int, int]:
+    """(queries run, pid) from the Server-Timing header the suite enables."""
+    header = resp.headers["server-timing"]
+    queries = re.search(r'desc="(\d+) queries"', header)
+    pid = re.search(r'proc;desc="(\d+)"', header)
+    assert queries and pid, header
+    return int(queries.group(1)), int(pid.group(1))
+
+
+def pids_of(server: ServerProcess) -> set[int]:
+    """The pids of the server's Robyn processes (from /ready over many fresh connections: the kernel
+    spreads connections, not requests, over the processes)."""
+    with server.client() as client:
+        return {client.get("/ready", headers=CLOSE).json()["pid"] for _ in range(40)}
+
+
+def wait_until_every_process_serves(
+    server: ServerProcess, url: str, check: object, timeout: float = 1.0
+) -> float:
+    """Poll until each process has answered with `check(json) is True`; return the seconds it took."""
+    started = time.monotonic()
+    pids = pids_of(server)
+    seen: set[int] = set()
+    with server.client() as client:
+        while time.monotonic() - started < timeout * 3:
+            resp = client.get(url, headers=CLOSE)
+            _, pid = timing(resp)
+            if check(resp.json()):  # type: ignore[operator]
+                seen.add(pid)
+                if seen >= pids:
+                    return time.monotonic() - started
+            else:
+                assert pid not in seen, "a process went back to old data"
+    raise AssertionError(f"only {seen} of {pids} served the change")
+
+
+def test_pages_are_cached(api: httpx.Client) -> None:
+    url = f"{PRODUCTS}?page_size=37&sort=-price"
+    first = [api.get(url) for _ in range(12)]
+    assert len({r.headers["etag"] for r in first}) == 1
+    assert sum(timing(r)[0] for r in first) <= 2  # one fill per process at most (L2 shares it)
+    ready = api.get("/ready").json()["cache"]
+    assert ready["l1_hits"] >= 1 and ready["fills"] >= 1
+
+
+def test_price_change_by_plain_sql_reaches_every_process_within_1s(
+    server: ServerProcess, database: Database
+) -> None:
+    with server.client() as client:
+        item = client.get(f"{PRODUCTS}/7").json()
+        for _ in range(10):
+            client.get(f"{PRODUCTS}/7")  # warm every process's L1
+    new_price = (Decimal(item["price"]) + Decimal("1.11")).quantize(Decimal("0.01"))
+    run(
+        database.execute(
+            "UPDATE product_prices SET price = $1 WHERE product_id = 7 "
+            "AND price_list_id = (SELECT id FROM price_lists WHERE code = 'consumer')",
+            new_price,
+        )
+    )
+    took = wait_until_every_process_serves(server, f"{PRODUCTS}/7", lambda d: d["price"] == str(new_price))
+    assert took < 1.0
+    with server.client() as client:
+        listed = client.get(PRODUCTS, params={"q": item["sku"]}).json()["items"][0]
+    assert listed["price"] == str(new_price)
+
+
+def test_change_while_listen_connection_is_cut_is_seen_after_reconnect(
+    server: ServerProcess, database: Database
+) -> None:
+    with server.client() as client:
+        before = client.get(f"{PRODUCTS}/9").json()
+        reconnects = client.get("/ready").json()["catalog"]["reconnects"]
+    # Cut every LISTEN connection, then commit while they are down.
+    run(
+        database.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'catalog-listen' AND datname = current_database()"
+        )
+    )
+    run(database.execute("UPDATE products SET name = name || ' (renamed)' WHERE id = 9"))
+    took = wait_until_every_process_serves(
+        server, f"{PRODUCTS}/9", lambda d: d["name"] == before["name"] + " (renamed)", timeout=2.0
+    )
+    assert took < 2.0
+    with server.client() as client:
+        assert client.get("/ready").json()["catalog"]["reconnects"] >= reconnects
+
+
+def test_image_file_changes_has_image_and_etag(server: ServerProcess, database: Database) -> None:
+    with server.client() as client:
+        items = client.get(PRODUCTS, params={"page_size": 200}).json()["items"]
+        item = next(i for i in items if not i["has_image"])
+        url = f"{PRODUCTS}/{item['id']}"
+        old_etag = client.get(url).headers["etag"]
+        source = next(p for p in database.uploads.glob("*.jpg") if not p.is_symlink())
+        target = database.uploads / f"{item['zoho_item_id']}.jpg"
+        shutil.copyfile(source, target)
+        try:
+            wait_until_every_process_serves(server, url, lambda d: d["has_image"] is True, timeout=2.0)
+            resp = client.get(url, headers={"If-None-Match": old_etag})
+            assert resp.status_code == 200 and resp.headers["etag"] != old_etag
+        finally:
+            target.unlink()
+
+
+def test_conditional_requests_on_cached_pages(api: httpx.Client) -> None:
+    first = api.get(PRODUCTS, params={"page": 2})
+    etag = first.headers["etag"]
+    assert api.get(PRODUCTS, params={"page": 2}, headers={"If-None-Match": etag}).status_code == 304
+    assert api.get(PRODUCTS, params={"page": 2}, headers={"If-None-Match": "*"}).status_code == 304
+    resp = api.get(PRODUCTS, params={"page": 2}, headers={"If-None-Match": '"a", "b"'})
+    assert resp.status_code == 200 and resp.headers["etag"] == etag
+    assert "stale-while-revalidate" in first.headers["cache-control"]
+    gz = api.get(PRODUCTS, params={"page": 2}, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+    assert gz.status_code == 304
+
+
+def settle(server: ServerProcess, quiet_s: float = 0.6) -> None:
+    """Wait until every process reports one cache generation that stays put (earlier tests change
+    files and rows; their effects arrive within the refresh interval)."""
+    last, since = None, time.monotonic()
+    deadline = since + 5
+    while time.monotonic() < deadline:
+        with server.client() as client:
+            gens = {client.get("/ready", headers=CLOSE).json()["cache"]["generation"] for _ in range(8)}
+        if len(gens) == 1 and gens == last:
+            if time.monotonic() - since >= quiet_s:
+                return
+        else:
+            last, since = gens, time.monotonic()
+        time.sleep(0.1)
+    raise AssertionError("cache generation did not settle")
+
+
+def test_thundering_herd_costs_one_query(api: httpx.Client, server: ServerProcess) -> None:
+    settle(server)
+    url = f"{server.base_url}{PRODUCTS}?page_size=113&sort=newest&in_stock=true"
+    with httpx.Client(limits=httpx.Limits(max_connections=200)) as client, ThreadPoolExecutor(64) as pool:
+        responses = list(pool.map(lambda _: client.get(url), range(200)))
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.headers["etag"] for r in responses}) == 1
+    assert sum(timing(r)[0] for r in responses) == 1
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test's own, to stop and start."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+def test_redis_loss_degrades_and_recovers(
+    services: Services, template_db: tuple[str, Path], tmp_path: Path, own_redis: EmbeddedRedis
+) -> None:
+    db = make_database(services, template_db, tmp_path)
+    srv = ServerProcess(db, services, tmp_path, REDIS_URL=f"unix://{own_redis.socket}").start()
+    try:
+        with srv.client() as client:
+            assert client.get("/ready").json()["cache"]["degraded"] is False
+            own_redis.stop()
+            statuses = [client.get(PRODUCTS, params={"page": n % 5 + 1}).status_code for n in range(60)]
+            assert statuses == [200] * 60
+            ready = client.get("/ready")
+            assert ready.status_code == 200  # the database is what readiness needs
+            states = {client.get("/ready").json()["cache"]["degraded"] for _ in range(10)}
+            assert True in states
+            run(db.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = 11"))
+            stock = run(db.fetch("SELECT stock_on_hand FROM products WHERE id = 11"))[0][0]
+            wait_until_every_process_serves(srv, f"{PRODUCTS}/11", lambda d: d["stock"] == stock)
+            own_redis.start()
+            deadline = time.monotonic() + 5
+            page = 7
+            while time.monotonic() < deadline:
+                for _ in range(10):
+                    page += 1  # new keys: L1 misses go to Redis again
+                    assert client.get(PRODUCTS, params={"page": page, "page_size": 1}).status_code == 200
+                if not any(client.get("/ready").json()["cache"]["degraded"] for _ in range(6)):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("cache stayed degraded after Redis came back")
+        assert srv.log().count("Redis unavailable") <= 2  # logged once per process, not per request
+    finally:
+        srv.stop()
+        drop_database(db)
