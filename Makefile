@@ -38,7 +38,7 @@ test-env: wheel
 	rm -rf $(TVENV)
 	$(PYTHON) -m venv $(TVENV)
 	$(TPY) -m pip install -q --upgrade "pip>=24"
-	$(TPY) -m pip install -q "$$(ls dist/*.whl)[demo,test,lint]"
+	$(TPY) -m pip install -q "$$(ls dist/*.whl)[demo,test,lint,load]"
 
 ## Whole suite on the installed wheel, compiled build then pure-Python build; then stubtest and lint.
 test: test-env

@@ -7,16 +7,16 @@ makes this process's pool, Redis client, LISTEN connection and image index.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from robyn import Request, Response, Robyn
+from robyn import Robyn
 from robyn.argument_parser import Config
 
 from server import openapi
 from server.catalog import router as catalog_router
-from server.errors import MethodNotAllowed, NotFound
+from server.edge import Edge
+from server.errors import AppError, MethodNotAllowed, NotFound
 from server.health import router as health_router
-from server.http import Call, Handler, HttpConfig, Reply, Route, client_request_id, problem_response, wrap
+from server.http import Call, Handler, HttpConfig, Reply, Route, wrap
 from server.images import router as images_router
 from server.images.service import ImageStore
 from server.resources import Resources
@@ -49,10 +49,16 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     """Build the app; nothing is connected until Robyn's start-up handler runs in each process."""
     state = AppState(settings)
     app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
-    http_config = HttpConfig(
+    edge = Edge(
+        policies=settings.rate_policies(),
+        trusted_proxies=list(settings.TRUSTED_PROXIES),
+        cors_origins=list(settings.CORS_ORIGINS),
         max_body_bytes=settings.MAX_BODY_BYTES,
-        slow_request_ms=settings.SLOW_REQUEST_MS,
-        server_timing=settings.SERVER_TIMING,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+        max_query_bytes=settings.MAX_QUERY_BYTES,
+    )
+    http_config = HttpConfig(
+        edge=edge, slow_request_ms=settings.SLOW_REQUEST_MS, server_timing=settings.SERVER_TIMING
     )
     spec_holder: list[bytes] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
@@ -60,31 +66,17 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL
     )
     spec_holder.append(openapi.spec_bytes(spec))
-
-    allowed: dict[str, set[str]] = {}
-    for route in routes:
-        app.add_route(route.method, route.path, wrap(route, http_config))
-        allowed.setdefault(route.path, {"OPTIONS"}).add(route.method)
-        if route.head and route.method == "GET":
-            app.add_route("HEAD", route.path, wrap(route, http_config, head=True))
-            allowed[route.path].add("HEAD")
-    for path, methods in allowed.items():
-        for method in METHODS:
-            if method not in methods:
-                app.add_route(method, path, _method_not_allowed(sorted(methods)))
-
-    for method in METHODS:
-        app.add_route(method, "/*path", not_found)
-        if "/" not in allowed:
-            app.add_route(method, "/", not_found)
+    _register(app, routes, http_config)
 
     async def startup() -> None:
         res = Resources(settings)
         await res.start()
+        edge.limiter = res.limiter
         state.attach(res, ImageStore(settings.UPLOADS_DIR, recheck_s=settings.IMAGE_REFRESH_INTERVAL_S))
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
     async def shutdown() -> None:
+        edge.limiter = None
         res = state.detach()
         if res is not None:
             await res.close()
@@ -95,18 +87,47 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     return app, state
 
 
-def _method_not_allowed(methods: list[str]) -> Callable[[Request], Response]:
-    allow = ", ".join(methods)
+def _register(app: Robyn, routes: list[Route], config: HttpConfig) -> None:
+    """Every route through the wrapper, its HEAD twin, OPTIONS (CORS preflight), 405s and the 404s."""
+    allowed: dict[str, set[str]] = {}
+    groups: dict[str, str] = {}
+    for route in routes:
+        app.add_route(route.method, route.path, wrap(route, config))
+        allowed.setdefault(route.path, {"OPTIONS"}).add(route.method)
+        groups[route.path] = route.group
+        if route.head and route.method == "GET":
+            app.add_route("HEAD", route.path, wrap(route, config, head=True))
+            allowed[route.path].add("HEAD")
+    for path, methods in allowed.items():
+        allow = ", ".join(sorted(methods))
+        app.add_route("OPTIONS", path, wrap(_preflight_route(path, allow, groups[path], config), config))
+        for method in METHODS:
+            if method not in methods:
+                app.add_route(method, path, wrap(_error_route(method, path, MethodNotAllowed, allow), config))
+    for method in METHODS:
+        for path in ("/*path", "/") if "/" not in allowed else ("/*path",):
+            app.add_route(method, path, wrap(_error_route(method, path, NotFound), config))
 
-    def handler(request: Request) -> Response:
-        return problem_response(MethodNotAllowed(), client_request_id(request), {"Allow": allow})
 
-    return handler
+def _error_route(method: str, path: str, error: type[AppError], allow: str | None = None) -> Route:
+    headers = {"Allow": allow} if allow else {}
+
+    async def handler(_call: Call) -> Reply:
+        raise error(headers=headers)
+
+    return Route(method, path, handler, any_query=True, head=False)
 
 
-def not_found(request: Request) -> Response:
-    """The problem+json 404 for paths no route matches."""
-    return problem_response(NotFound(), client_request_id(request))
+def _preflight_route(path: str, allow: str, group: str, config: HttpConfig) -> Route:
+    async def handler(call: Call) -> Reply:
+        if call.headers.get("access-control-request-method") is None:
+            return Reply(b"", status=204, conditional=False, compressible=False, headers={"Allow": allow})
+        headers = config.edge.preflight_headers(call.request, allow)
+        return Reply(
+            b"", status=204, conditional=False, compressible=False, headers={"Allow": allow, **headers}
+        )
+
+    return Route("OPTIONS", path, handler, any_query=True, head=False, group=group)
 
 
 def _docs_routes(spec: list[bytes]) -> list[Route]:

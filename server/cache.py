@@ -224,13 +224,24 @@ class PageCache:
             self.stats.l1_hits += 1
         return page
 
-    async def get_or_fill(self, key: str, generation: str, fill: Callable[[], Awaitable[bytes]]) -> Page:
-        """The page for `key` in this generation, making it with `fill()` at most once per cluster."""
+    async def get_or_fill(
+        self,
+        key: str,
+        generation: Callable[[], str],
+        fill: Callable[[], Awaitable[bytes]],
+    ) -> Page:
+        """The page for `key` in the current generation, made with `fill()` at most once per cluster.
+
+        `generation()` is read before and after the fill: a page made while it changed is served but not
+        stored (the image fingerprint can return to an earlier value, so a page made across a change could
+        otherwise be found again under the earlier key).
+        """
         if not self.config.enabled:
             self.stats.fills += 1
             return Page.build(await fill())
-        full_key = f"{generation}|{key}"
-        page = self.peek(full_key, generation)
+        gen = generation()
+        full_key = f"{gen}|{key}"
+        page = self.peek(full_key, gen)
         if page is not None:
             return page
         self.stats.l1_misses += 1
@@ -241,8 +252,8 @@ class PageCache:
         future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
         self._inflight[full_key] = future
         try:
-            page = await self._fill_shared(full_key, fill)
-            if self._generation == generation:
+            page = await self._fill_shared(full_key, fill, lambda: generation() == gen)
+            if self._generation == gen and generation() == gen:
                 self._l1_put(full_key, page)
             future.set_result(page)
             return page
@@ -253,7 +264,9 @@ class PageCache:
         finally:
             del self._inflight[full_key]
 
-    async def _fill_shared(self, key: str, fill: Callable[[], Awaitable[bytes]]) -> Page:
+    async def _fill_shared(
+        self, key: str, fill: Callable[[], Awaitable[bytes]], still_current: Callable[[], bool]
+    ) -> Page:
         page = await self._l2_get(key)
         if page is not None:
             self.stats.l2_hits += 1
@@ -282,7 +295,8 @@ class PageCache:
         try:
             self.stats.fills += 1
             page = Page.build(await fill())
-            await self._l2_put(key, page)
+            if still_current():
+                await self._l2_put(key, page)
             return page
         finally:
             if locked:

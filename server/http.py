@@ -22,7 +22,8 @@ from urllib.parse import unquote, unquote_plus
 from robyn import Headers, Request, Response
 
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
-from server.errors import AppError, PayloadTooLarge, ServiceUnavailable
+from server.edge import Edge
+from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
 from server.params import Param, parse_inputs
 
@@ -64,6 +65,7 @@ class Call:
     headers: Headers
     request_id: str
     client_ip: str
+    request: Request
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -83,13 +85,15 @@ class Route:
     content_type: str = JSON
     errors: tuple[int, ...] = (422,)
     head: bool = True
+    group: str = "catalog"  # rate-limit policy group
+    any_query: bool = False  # catch-alls answer 404/405 whatever the query says
 
 
 class HttpConfig:
     """The settings the wrapper reads on every request, copied once into plain attributes."""
 
-    def __init__(self, *, max_body_bytes: int, slow_request_ms: float, server_timing: bool) -> None:
-        self.max_body_bytes = max_body_bytes
+    def __init__(self, *, edge: Edge, slow_request_ms: float, server_timing: bool) -> None:
+        self.edge = edge
         self.slow_request_s = slow_request_ms / 1000
         self.server_timing = server_timing
 
@@ -139,17 +143,6 @@ def gzip_bytes(body: bytes, level: int = 6) -> bytes:
     """gzip member with mtime 0, so equal inputs give equal outputs in every process."""
     comp = zlib.compressobj(level, zlib.DEFLATED, 31)
     return comp.compress(body) + comp.flush()
-
-
-def check_body_size(request: Request, limit: int) -> None:
-    """413 when the declared or received body exceeds the limit (a proxy must stop it earlier: see docs)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge()
-    body = request.body
-    # Robyn hands over str for UTF-8 bodies: its UTF-8 length is at least its character count.
-    if body and (len(body) > limit or (isinstance(body, str) and len(body.encode()) > limit)):
-        raise PayloadTooLarge()
 
 
 def decoded_query(request: Request) -> dict[str, list[str]]:
@@ -205,6 +198,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
     specs = tuple(route.params)
     handler = route.handler
+    edge, group, any_query = config.edge, route.group, route.any_query
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -213,24 +207,30 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         stats = QueryStats()
         stats_token = query_stats_var.set(stats)
         status = 500
+        extra: dict[str, str] = {}
         try:
-            check_body_size(request, config.max_body_bytes)
-            params = parse_inputs(specs, decoded_query(request), decoded_path(request))
-            call = Call(params, request.headers, request_id, request.ip_addr or "")
+            query = decoded_query(request)
+            edge.check_sizes(request, query)
+            extra = edge.cors_headers(request)
+            extra.update(await edge.rate_limit(request, group))
+            params = parse_inputs(specs, {} if any_query else query, decoded_path(request))
+            call = Call(params, request.headers, request_id, request.ip_addr or "", request)
             reply = await handler(call)
+            if extra:
+                reply.headers.update(extra)
             response = _finish(reply, request, request_id, head, config, stats, started)
             status = reply.status
             return response
         except AppError as exc:
             status = exc.status
-            return problem_response(exc, request_id)
+            return problem_response(exc, request_id, extra)
         except DATABASE_UNAVAILABLE as exc:
             status = 503
             log.warning("database unavailable in %s %s: %s", route.method, route.path, type(exc).__name__)
-            return problem_response(ServiceUnavailable(), request_id, {"Retry-After": "1"})
+            return problem_response(ServiceUnavailable(), request_id, {**extra, "Retry-After": "1"})
         except Exception:
             log.exception("unhandled error in %s %s", route.method, route.path)
-            return problem_response(AppError(), request_id)
+            return problem_response(AppError(), request_id, extra)
         finally:
             elapsed = time.perf_counter() - started
             if elapsed >= config.slow_request_s:
@@ -293,7 +293,7 @@ def _finish(
                 headers.pop("Content-Type", None)
                 return _response(304, headers, b"")
     if reply.compressible:
-        headers["Vary"] = "Accept-Encoding"
+        headers.setdefault("Vary", "Accept-Encoding")
         if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
             body = reply.gzip_body if reply.gzip_body is not None else gzip_bytes(body)
             headers["Content-Encoding"] = "gzip"

@@ -23,6 +23,7 @@ from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
 from server.db.pool import create_pool
+from server.ratelimit import RateLimiter
 from server.settings import Settings
 
 log = logging.getLogger("server.resources")
@@ -55,6 +56,7 @@ class Resources:
         self.pid = os.getpid()
         self.using_compiled = USING_COMPILED
         self.cache = PageCache(CacheConfig(enabled=False), None)  # replaced in start()
+        self.limiter = RateLimiter(None, enabled=False)  # replaced in start()
         self._listen_conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._map_dirty = asyncio.Event()
@@ -65,6 +67,10 @@ class Resources:
         """What every cached page depends on: database epoch, catalog version, set of images."""
         c = self.catalog
         return f"{c.epoch}:{c.version}:{self.images.fingerprint}"
+
+    def current_generation(self) -> str:
+        """`generation`, as a callable for the page cache."""
+        return self.generation
 
     @property
     def dsn(self) -> str:
@@ -99,6 +105,16 @@ class Resources:
             ),
             self.redis,
         )
+        self.limiter = RateLimiter(None, processes=s.PROCESSES, enabled=False)
+        if s.REDIS_URL is not None and s.RATE_LIMIT_ENABLED:
+            self.limiter = RateLimiter.from_url(
+                s.REDIS_URL.get_secret_value(),
+                processes=s.PROCESSES,
+                prefix=s.REDIS_KEY_PREFIX,
+                timeout_s=s.RATE_LIMIT_REDIS_TIMEOUT_MS / 1000,
+            )
+        elif s.RATE_LIMIT_ENABLED:
+            self.limiter = RateLimiter(None, processes=s.PROCESSES)  # local limits only
         await self._connect_listener()
         await self._load_map()
         self._tasks = [
@@ -118,6 +134,8 @@ class Resources:
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listen_conn.close(), 2)
+        with contextlib.suppress(Exception):
+            await self.limiter.aclose()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from server.ratelimit import DEFAULT_POLICIES, Policy, parse_optional_policy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ZohoDataCentre = Literal["com", "eu", "in", "com.au", "jp", "ca", "sa", "com.cn"]
@@ -55,6 +57,17 @@ class Settings(BaseSettings):
     CACHE_L2_TTL_S: int = Field(600, ge=1, le=86_400)
     REDIS_KEY_PREFIX: str = Field("catalog:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
 
+    # Rate limits per route group: "<quota>/<window>[;burst=<n>]" or "off" (see server/ratelimit).
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_CATALOG: str = DEFAULT_POLICIES["catalog"]
+    RATE_LIMIT_IMAGES: str = DEFAULT_POLICIES["images"]
+    RATE_LIMIT_HEALTH: str = DEFAULT_POLICIES["health"]
+    RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
+    RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
+    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(100.0, gt=0, le=1000)
+    MAX_HEADER_BYTES: int = Field(16_384, ge=1024, le=1_048_576)
+    MAX_QUERY_BYTES: int = Field(4096, ge=256, le=65_536)
+
     # Images.
     UPLOADS_DIR: Path = Path(".data/uploads")
     IMAGE_REFRESH_INTERVAL_S: float = Field(1.0, ge=0.01, le=3600)
@@ -95,6 +108,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator(
+        "RATE_LIMIT_CATALOG", "RATE_LIMIT_IMAGES", "RATE_LIMIT_HEALTH", "RATE_LIMIT_AUTH", "RATE_LIMIT_ADMIN"
+    )
+    @classmethod
+    def _check_policy(cls, value: str, info: ValidationInfo) -> str:
+        parse_optional_policy(str(info.field_name).removeprefix("RATE_LIMIT_").lower(), value)
+        return value
+
+    def rate_policies(self) -> dict[str, Policy | None]:
+        """Route group -> policy (None: not limited)."""
+        return {
+            group: parse_optional_policy(group, getattr(self, f"RATE_LIMIT_{group.upper()}"))
+            for group in ("catalog", "images", "health", "auth", "admin")
+        }
 
     @field_validator("PUBLIC_BASE_URL")
     @classmethod

@@ -114,6 +114,9 @@ class ServerProcess:
             "DATA_DIR": str(workdir / "data"),
             "IMAGE_REFRESH_INTERVAL_S": "0.2",
             "SERVER_TIMING": "true",
+            # Functional tests send far more than a shopper's quota; tests/api/test_ratelimit.py turns it on.
+            "RATE_LIMIT_ENABLED": "false",
+            "REDIS_KEY_PREFIX": f"t{db.name[-10:]}:",
             "LOG_LEVEL": "INFO",
             **{k: str(v) for k, v in env.items()},
         }

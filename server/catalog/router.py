@@ -30,7 +30,7 @@ def routes(state: AppState) -> list[Route]:
         res = state.res
         key = cache_key("products", call.params)
         page = await res.cache.get_or_fill(
-            key, res.generation, lambda: service.product_page(res, call.params)
+            key, res.current_generation, lambda: service.product_page(res, call.params)
         )
         return cached_reply(page)
 
@@ -38,7 +38,7 @@ def routes(state: AppState) -> list[Route]:
         res = state.res
         key = cache_key("product", call.params)
         page = await res.cache.get_or_fill(
-            key, res.generation, lambda: service.product_detail(res, call.params["id"])
+            key, res.current_generation, lambda: service.product_detail(res, call.params["id"])
         )
         return cached_reply(page)
 
@@ -46,7 +46,7 @@ def routes(state: AppState) -> list[Route]:
         res = state.res
         key = cache_key("categories", call.params)
         page = await res.cache.get_or_fill(
-            key, res.generation, lambda: service.category_page(res, call.params)
+            key, res.current_generation, lambda: service.category_page(res, call.params)
         )
         return cached_reply(page)
 

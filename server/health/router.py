@@ -50,6 +50,7 @@ def routes(state: AppState) -> list[Route]:
             "listening": res.catalog.listening,
             "reconnects": res.catalog.reconnects,
             "map_loads": res.catalog.map_loads,
+            "generation": res.generation,
         }
         doc["images"] = {
             "count": res.images.count,
@@ -59,6 +60,7 @@ def routes(state: AppState) -> list[Route]:
             "files_cache_misses": state.image_store.misses,
         }
         doc["cache"] = res.cache.snapshot()
+        doc["rate_limit"] = {"enabled": res.limiter.enabled, "degraded": res.limiter.degraded}
         doc["status"] = "ready" if db_ok and res.catalog.listening else "unavailable"
         return Reply(
             orjson.dumps(doc),
@@ -68,13 +70,14 @@ def routes(state: AppState) -> list[Route]:
         )
 
     return [
-        Route("GET", "/health", health, summary="Liveness", tag="health", errors=()),
+        Route("GET", "/health", health, summary="Liveness", tag="health", group="health", errors=()),
         Route(
             "GET",
             "/ready",
             ready,
             summary="Readiness: database, Redis, catalog listener, image index",
             tag="health",
+            group="health",
             errors=(503,),
         ),
     ]

@@ -38,6 +38,7 @@ def routes(state: AppState) -> list[Route]:
             (IMAGE_NAME,),
             summary="A product's image (JPEG)",
             tag="images",
+            group="images",
             content_type="image/jpeg",
             errors=(404,),
         ),

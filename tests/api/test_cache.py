@@ -145,7 +145,7 @@ def settle(server: ServerProcess, quiet_s: float = 0.6) -> None:
     deadline = since + 5
     while time.monotonic() < deadline:
         with server.client() as client:
-            gens = {client.get("/ready", headers=CLOSE).json()["cache"]["generation"] for _ in range(8)}
+            gens = {client.get("/ready", headers=CLOSE).json()["catalog"]["generation"] for _ in range(8)}
         if len(gens) == 1 and gens == last:
             if time.monotonic() - since >= quiet_s:
                 return

@@ -1,0 +1,45 @@
+# Load tests and the HTTP ceiling benchmark; included by the top Makefile. See loadtests/README.md.
+#   make load                        URL= USERS=50 DURATION=30s  (no URL: a throw-away service is started)
+#   make load-distributed WORKERS=2  same, Locust master + WORKERS local workers
+#   make load-steps STEPS=10,50,100,200,400 STEP_DURATION=10s
+#   make bench-http WRK_ARGS="-t 2 -c 64 -d 10s" BENCH_ENV="CACHE_ENABLED=false" [COMPARE=CACHE_ENABLED=false,true]
+# Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
+#         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
+#         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
+URL ?=
+USERS ?= 50
+DURATION ?= 30s
+WORKERS ?= 2
+STEPS ?= 10,50,100,200,400
+STEP_DURATION ?= 10s
+LOAD_PRODUCTS ?= 10000
+LOAD_PROCESSES ?= 2
+SERVICE_ENV ?=
+LOCUST_ARGS ?=
+THRESHOLDS ?=
+WRK_ARGS ?= -t 2 -c 64 -d 10s
+BENCH_ENV ?=
+COMPARE ?=
+
+LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LOAD_PRODUCTS) \
+	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
+	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
+
+.PHONY: load load-distributed load-steps bench-http
+
+## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
+load: venv
+	$(LOAD_RUN) --users $(USERS) --duration $(DURATION) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
+
+## The same with a Locust master and $(WORKERS) worker processes on this machine.
+load-distributed: venv
+	$(LOAD_RUN) --users $(USERS) --duration $(DURATION) --workers $(WORKERS) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
+
+## Step load (one short run per user count): steps.csv and steps.png (throughput, p50/p95/p99 vs users).
+load-steps: venv
+	$(LOAD_RUN) --steps $(STEPS) --step-duration $(STEP_DURATION) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
+
+## wrk ceiling benchmark: service endpoints vs a bare Robyn route serving the same bytes.
+bench-http: venv
+	$(PY) -m loadtests.bench_http $(WRK_ARGS) --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) \
+		$(if $(URL),--url $(URL)) $(foreach e,$(BENCH_ENV),--env $(e)) $(if $(COMPARE),--compare $(COMPARE))

@@ -1,0 +1,144 @@
+"""The edge of every request, before any handler work: size limits, CORS, and the rate limit.
+
+One object per process (`Edge`), built from settings at app creation; the Redis-backed limiter is attached
+in each process's start-up handler. The wrapper (server/http.py) calls `admit()` once per request and
+merges the headers it returns into whatever response follows (success, 304, or error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from robyn import Request
+
+from server.errors import AppError, PayloadTooLarge, RateLimited
+from server.ratelimit import ClientKeys, IPNetwork, Policy, RateLimiter, rate_limit_headers
+
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "accept-language",
+    "content-type",
+    "if-none-match",
+    "x-request-id",
+    "authorization",
+)
+CORS_EXPOSE = "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding"
+CORS_MAX_AGE_S = "600"
+
+
+class HeaderTooLarge(AppError):
+    """The request's header section is larger than the server accepts."""
+
+    code, status = "headers_too_large", 431
+    title, title_ar = "Request header fields too large", "حقول ترويسة الطلب كبيرة جداً"
+    detail_default = "The request headers are larger than the server accepts."
+    detail_ar_default = "ترويسات الطلب أكبر مما يقبله الخادم."
+
+
+class UriTooLong(AppError):
+    """The query string is longer than the server accepts."""
+
+    code, status = "uri_too_long", 414
+    title, title_ar = "URI too long", "عنوان الطلب طويل جداً"
+    detail_default = "The query string is longer than the server accepts."
+    detail_ar_default = "سلسلة الاستعلام أطول مما يقبله الخادم."
+
+
+class OriginNotAllowed(AppError):
+    """A CORS preflight from an origin outside CORS_ORIGINS."""
+
+    code, status = "origin_not_allowed", 403
+    title, title_ar = "Origin not allowed", "المصدر غير مسموح به"
+    detail_default = "This origin may not call the API from a browser."
+    detail_ar_default = "لا يُسمح لهذا المصدر باستدعاء الواجهة من المتصفح."
+
+
+class Edge:
+    """Per-process edge policy: limits from settings, the limiter attached at start-up."""
+
+    def __init__(
+        self,
+        *,
+        policies: Mapping[str, Policy | None],
+        trusted_proxies: list[IPNetwork],
+        cors_origins: list[str],
+        max_body_bytes: int,
+        max_header_bytes: int,
+        max_query_bytes: int,
+    ) -> None:
+        self.policies = dict(policies)
+        self.client_keys = ClientKeys(trusted_proxies)
+        self.any_origin = "*" in cors_origins
+        self.origins = frozenset(cors_origins)
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_query_bytes = max_query_bytes
+        self.limiter: RateLimiter | None = None
+        self.rejected = 0
+
+    def policy(self, group: str) -> Policy | None:
+        """The policy of a route group (None: not limited)."""
+        return self.policies.get(group)
+
+    def check_sizes(self, request: Request, query: Mapping[str, list[str]]) -> None:
+        """414/431/413 for oversized query strings, headers and bodies."""
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        if header_bytes > self.max_header_bytes:
+            raise HeaderTooLarge()
+        if (
+            query
+            and sum(len(k) + sum(len(v) + 2 for v in vs) for k, vs in query.items()) > self.max_query_bytes
+        ):
+            raise UriTooLong()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge()
+        body = request.body
+        # Robyn hands over str for UTF-8 bodies: its UTF-8 length is at least its character count.
+        if body and (
+            len(body) > self.max_body_bytes
+            or (isinstance(body, str) and len(body.encode()) > self.max_body_bytes)
+        ):
+            raise PayloadTooLarge()
+
+    def cors_headers(self, request: Request) -> dict[str, str]:
+        """Access-Control-* for an allowed Origin (none for others: the browser then blocks)."""
+        origin = request.headers.get("origin")
+        if not origin or not (self.any_origin or origin.rstrip("/") in self.origins):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": CORS_EXPOSE,
+            "Vary": "Origin, Accept-Encoding",
+        }
+
+    def preflight_headers(self, request: Request, allow_methods: str) -> dict[str, str]:
+        """Headers of a 204 preflight answer; OriginNotAllowed for an origin outside the allowlist."""
+        cors = self.cors_headers(request)
+        if not cors:
+            raise OriginNotAllowed()
+        wanted = request.headers.get("access-control-request-headers") or ""
+        allowed = [h.strip() for h in wanted.lower().split(",") if h.strip() in CORS_ALLOW_HEADERS]
+        cors.update(
+            {
+                "Access-Control-Allow-Methods": allow_methods,
+                "Access-Control-Allow-Headers": ", ".join(allowed) or "accept",
+                "Access-Control-Max-Age": CORS_MAX_AGE_S,
+                "Vary": "Origin, Access-Control-Request-Headers",
+            }
+        )
+        return cors
+
+    async def rate_limit(self, request: Request, group: str) -> dict[str, str]:
+        """The RateLimit headers for this request; RateLimited (429) when over the quota."""
+        policy = self.policies.get(group)
+        limiter = self.limiter
+        if policy is None or limiter is None or not limiter.enabled:
+            return {}
+        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        decision = await limiter.check(policy, key)
+        headers = rate_limit_headers(policy, decision)
+        if not decision.allowed:
+            self.rejected += 1
+            raise RateLimited(headers=headers)
+        return headers

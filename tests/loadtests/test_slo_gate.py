@@ -1,0 +1,75 @@
+"""The SLO gate end to end: `python -m loadtests.run_load` against the real server, as a subprocess (Locust
+monkey-patches with gevent, which must not happen inside pytest)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Database, ServerProcess, Services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="needs the `load` extra (locust)"),
+    pytest.mark.skipif(not (ROOT / "loadtests" / "run_load.py").exists(), reason="needs the source tree"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(
+    database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The suite's server, with rate limits off as in every load run (ignored until the setting exists)."""
+    proc = ServerProcess(
+        database, services, tmp_path_factory.mktemp("srv"), RATE_LIMIT_ENABLED="false"
+    ).start()
+    yield proc
+    proc.stop()
+
+
+def run_load(server: ServerProcess, out: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m loadtests.run_load` against the server; output captured."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLO_", "LOCUST_", "PYTEST"))}
+    return subprocess.run(
+        [sys.executable, "-m", "loadtests.run_load", "--url", server.base_url, "--out", str(out), *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_gate_passes_and_leaves_reports(server: ServerProcess, tmp_path: Path) -> None:
+    res = run_load(server, tmp_path, "--users", "10", "--spawn-rate", "10", "--duration", "6s")
+    output = res.stdout + res.stderr
+    assert res.returncode == 0, output
+    assert "SLO gate passed" in res.stdout
+    for name in (
+        "/api/consumer/products",
+        "/api/consumer/products/{id}",
+        "/api/consumer/categories",
+        "/product-images/{zoho_item_id}.jpg",
+        "Aggregated",
+    ):
+        assert name in res.stdout
+    for name in ("load_stats.csv", "load_final_stats.csv", "load_stats_history.csv", "load.html", "load.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "304" in output  # the returning users revalidated
+
+
+def test_gate_fails_naming_the_objective(server: ServerProcess, tmp_path: Path) -> None:
+    res = run_load(server, tmp_path, "--users", "5", "--duration", "3s", SLO_P95_MS="0.001")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "SLO GATE FAILED" in res.stdout
+    assert "Aggregated: p95" in res.stdout
+    assert ">= 0.001 ms" in res.stdout
