@@ -25,7 +25,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-steps bench-http
+.PHONY: load load-distributed load-steps bench-http freshness
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -43,3 +43,7 @@ load-steps: venv
 bench-http: venv
 	$(PY) -m loadtests.bench_http $(WRK_ARGS) --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) \
 		$(if $(URL),--url $(URL)) $(foreach e,$(BENCH_ENV),--env $(e)) $(if $(COMPARE),--compare $(COMPARE))
+
+## Freshness: 100 commits, time until every process serves each one (p50/p99/max; exit 1 if targets missed).
+freshness: venv
+	$(PY) -m loadtests.freshness --processes $(LOAD_PROCESSES)

@@ -101,7 +101,7 @@ class Param:
             "int": {"type": "integer"},
             "str": {"type": "string"},
             "bool": {"type": "boolean"},
-            "decimal": {"type": "string", "pattern": _DECIMAL_RE.pattern},
+            "decimal": {"type": "string", "pattern": f"^{_DECIMAL_RE.pattern}$"},
             "enum": {"type": "string", "enum": list(self.choices)},
             "raw": {"type": "string"},
         }
@@ -114,7 +114,7 @@ class Param:
         if self.max_length is not None:
             schema["maxLength"] = self.max_length
         if self.pattern is not None:
-            schema["pattern"] = self.pattern
+            schema["pattern"] = f"^{self.pattern}$"  # JSON Schema patterns search; ours must match whole
         if self.default is not None:
             schema["default"] = self.default
         return {
@@ -158,7 +158,8 @@ def parse_inputs(
                 errors.append(FieldError(spec.field, "must be given once", "يجب أن يُذكر مرة واحدة فقط"))
                 continue
             raw = values[0] if values else None
-        if raw is None or (raw == "" and spec.location == "query"):
+        # An empty search box (`q=`) means no filter; an empty number, flag or choice is an error.
+        if raw is None or (raw == "" and spec.location == "query" and spec.kind == "str"):
             if spec.required or spec.location == "path":
                 errors.append(FieldError(spec.field, "is required", "هذا الحقل مطلوب"))
             out[spec.name] = spec.default

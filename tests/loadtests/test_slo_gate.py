@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Database, ServerProcess, Services
+from catalog_testlib import Database, ServerProcess, Services
 
 ROOT = Path(__file__).resolve().parents[2]
 
