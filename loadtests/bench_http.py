@@ -132,6 +132,12 @@ def measure(
     try:
         results = [wrk(u, name, threads, conns, duration, h) for name, u, h in targets(base)]
         body = _get(f"{base}/api/consumer/products?page=1&page_size=100", GZIP)
+        raw = _get(f"{base}/api/consumer/products?page=1&page_size=100")
+        print(
+            f"products page_size=100: {len(raw):,} B raw, {len(body):,} B gzip "
+            f"({len(body) / len(raw):.1%} of raw; target <= 15%)",
+            flush=True,
+        )
     finally:
         if svc is not None:
             svc.stop()  # before the ceiling run: both never compete for the 2 cores

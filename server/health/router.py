@@ -60,7 +60,11 @@ def routes(state: AppState) -> list[Route]:
             "files_cache_misses": state.image_store.misses,
         }
         doc["cache"] = res.cache.snapshot()
-        doc["rate_limit"] = {"enabled": res.limiter.enabled, "degraded": res.limiter.degraded}
+        doc["rate_limit"] = {
+            "enabled": res.limiter.enabled,
+            "degraded": res.limiter.degraded,
+            "redis_errors": res.limiter.redis_errors,
+        }
         doc["status"] = "ready" if db_ok and res.catalog.listening else "unavailable"
         return Reply(
             orjson.dumps(doc),
