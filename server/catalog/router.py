@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.cache import Page
 from server.catalog import schemas, service
-from server.http import Call, Reply, Route
+from server.http import Call, Handler, Reply, Route
+from server.resources import Resources
 from server.state import AppState
 
 # Shoppers' apps may show a page for a few seconds; the ETag makes revalidation cheap.
@@ -26,29 +28,20 @@ def cached_reply(page: Page) -> Reply:
 def routes(state: AppState) -> list[Route]:
     """The consumer catalog endpoints."""
 
-    async def list_products(call: Call) -> Reply:
-        res = state.res
-        key = cache_key("products", call.params)
-        page = await res.cache.get_or_fill(
-            key, res.current_generation, lambda: service.product_page(res, call.params)
-        )
-        return cached_reply(page)
+    def cached(name: str, make: Callable[[Resources, dict[str, Any]], Awaitable[bytes]]) -> Handler:
+        # Every catalog read: the page cache in front, `make` on a miss.
+        async def handler(call: Call) -> Reply:
+            res = state.res
+            page = await res.cache.get_or_fill(
+                cache_key(name, call.params), res.current_generation, lambda: make(res, call.params)
+            )
+            return cached_reply(page)
 
-    async def get_product(call: Call) -> Reply:
-        res = state.res
-        key = cache_key("product", call.params)
-        page = await res.cache.get_or_fill(
-            key, res.current_generation, lambda: service.product_detail(res, call.params["id"])
-        )
-        return cached_reply(page)
+        return handler
 
-    async def list_categories(call: Call) -> Reply:
-        res = state.res
-        key = cache_key("categories", call.params)
-        page = await res.cache.get_or_fill(
-            key, res.current_generation, lambda: service.category_page(res, call.params)
-        )
-        return cached_reply(page)
+    list_products = cached("products", service.product_page)
+    get_product = cached("product", lambda res, params: service.product_detail(res, params["id"]))
+    list_categories = cached("categories", service.category_page)
 
     return [
         Route(
