@@ -8,11 +8,12 @@ merges the headers it returns into whatever response follows (success, 304, or e
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 
 from robyn import Request
 
 from server.errors import AppError, PayloadTooLarge, RateLimited
-from server.ratelimit import ClientKeys, IPNetwork, Policy, RateLimiter, rate_limit_headers
+from server.ratelimit import ClientKeys, Decision, IPNetwork, Policy, RateLimiter, rate_limit_headers
 
 CORS_ALLOW_HEADERS = (
     "accept",
@@ -82,7 +83,8 @@ class Edge:
 
     def check_sizes(self, request: Request, query: Mapping[str, list[str]]) -> None:
         """414/431/413 for oversized query strings, headers and bodies."""
-        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        items = request.headers.items()
+        header_bytes = sum(map(len, chain.from_iterable(items))) + 4 * len(items)
         if header_bytes > self.max_header_bytes:
             raise HeaderTooLarge()
         if (
@@ -129,14 +131,25 @@ class Edge:
         )
         return cors
 
-    async def rate_limit(self, request: Request, group: str) -> dict[str, str]:
-        """The RateLimit headers for this request; RateLimited (429) when over the quota."""
-        policy = self.policies.get(group)
+    def rate_limit_now(self, request: Request, policy: Policy) -> dict[str, str] | None:
+        """RateLimit headers when the decision needs no round trip (the hot path: no coroutine);
+        None when `rate_limit` must be awaited. Raises RateLimited (429) when over the quota."""
         limiter = self.limiter
-        if policy is None or limiter is None or not limiter.enabled:
+        if limiter is None or not limiter.enabled:
             return {}
         key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
-        decision = await limiter.check(policy, key)
+        decision = limiter.check_now(policy, key)
+        return None if decision is None else self._headers(policy, decision)
+
+    async def rate_limit(self, request: Request, policy: Policy) -> dict[str, str]:
+        """The RateLimit headers for this request, asking Redis if needed; RateLimited (429) when over."""
+        limiter = self.limiter
+        if limiter is None or not limiter.enabled:
+            return {}
+        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        return self._headers(policy, await limiter.check(policy, key))
+
+    def _headers(self, policy: Policy, decision: Decision) -> dict[str, str]:
         headers = rate_limit_headers(policy, decision)
         if not decision.allowed:
             self.rejected += 1

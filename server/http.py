@@ -116,10 +116,22 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return any(candidate.strip().removeprefix("W/") == ours for candidate in if_none_match.split(","))
 
 
+_GZIP_ANSWERS: dict[str, bool] = {}
+
+
 def accepts_gzip(accept_encoding: str | None) -> bool:
-    """True if `gzip` is acceptable with q > 0 (explicitly or through `*`)."""
+    """True if `gzip` is acceptable with q > 0 (explicitly or through `*`); memoised per header value."""
     if not accept_encoding:
         return False
+    known = _GZIP_ANSWERS.get(accept_encoding)
+    if known is None:
+        known = _accepts_gzip(accept_encoding)
+        if len(_GZIP_ANSWERS) < 1024:  # clients send a handful of distinct values; bound it anyway
+            _GZIP_ANSWERS[accept_encoding] = known
+    return known
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
     star: float | None = None
     for item in accept_encoding.lower().split(","):
         coding, _, params = item.strip().partition(";")
@@ -152,8 +164,13 @@ def decoded_query(request: Request) -> dict[str, list[str]]:
         return raw
     out: dict[str, list[str]] = {}
     for key, values in raw.items():
-        out.setdefault(unquote_plus(key), []).extend(unquote_plus(v) for v in values)
+        out.setdefault(_unquote(key), []).extend(_unquote(v) for v in values)
     return out
+
+
+def _unquote(text: str) -> str:
+    # Most keys and values are plain: skip the decoder for them.
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def decoded_path(request: Request) -> dict[str, str]:
@@ -198,7 +215,9 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
     specs = tuple(route.params)
     handler = route.handler
-    edge, group, any_query = config.edge, route.group, route.any_query
+    edge, any_query = config.edge, route.any_query
+    policy = edge.policy(route.group)
+    memo: dict[tuple[Any, ...], dict[str, Any]] = {}  # read-only results: handlers never mutate params
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -212,8 +231,16 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
             query = decoded_query(request)
             edge.check_sizes(request, query)
             extra = edge.cors_headers(request)
-            extra.update(await edge.rate_limit(request, group))
-            params = parse_inputs(specs, {} if any_query else query, decoded_path(request))
+            if policy is not None:
+                limits = edge.rate_limit_now(request, policy)
+                extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
+            path = decoded_path(request)
+            memo_key = (*((k, *v) for k, v in query.items()), *path.values())
+            params = memo.get(memo_key)
+            if params is None:  # validated inputs are memoised per route: hot pages repeat their query
+                params = parse_inputs(specs, {} if any_query else query, path)
+                if len(memo) < 4096:
+                    memo[memo_key] = params
             call = Call(params, request.headers, request_id, request.ip_addr or "", request)
             reply = await handler(call)
             if extra:

@@ -13,7 +13,9 @@ of requests from Redis in one round trip (`burst // (10 × processes)`, 1..lease
 locally for a dict lookup; a denial is cached
 locally until Redis said a request will be available again, so a flood of denied requests costs no round
 trips. Concurrent requests of one client share one round trip. Measured: ~7-9 µs per allowed decision of
-a hot client (lease 20), ~1.3 µs per denied one, ~1.6 µs for the local fallback; a client's first request
+a hot client with lease 20 (~2 µs with the default cap of 1024, which only generous policies reach: the
+lease never exceeds burst ÷ (10 × processes)), ~1.3 µs per denied one, ~1.6 µs for the local fallback; a
+client's first request
 (or the first after its lease ran out) still costs one round trip (~100 µs), so traffic made only of
 one-request clients would not meet the budget — batching different clients' lease fetches into one
 multi-key script call per loop tick is the next step if the load tests show that pattern.

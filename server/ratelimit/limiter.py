@@ -84,7 +84,7 @@ class RateLimiter:
         timeout_s: float = 0.1,
         probe_interval_s: float = 1.0,
         strategy: Strategy = "lease",
-        lease_max: int = 20,
+        lease_max: int = 1024,
         enabled: bool = True,
         max_keys: int = 100_000,
         owns_client: bool = False,
@@ -142,6 +142,16 @@ class RateLimiter:
             size = max(1, min(self.lease_max, policy.burst // (10 * self.processes)))
             self._lease_sizes[policy] = size
         return size
+
+    def check_now(self, policy: Policy, key: str) -> Decision | None:
+        """The decision if it needs no round trip (a lease with tokens, a cached denial, local mode);
+        None when `check` must ask Redis. Lets the hot path skip a coroutine."""
+        if not self.enabled:
+            return Decision(True, policy.burst, 0, 0)
+        if self._degraded or self._script is None:
+            return None
+        lease = self._leases.get(policy.name + ":" + key)
+        return None if lease is None else self._spend(policy, lease, time.monotonic())
 
     async def check(self, policy: Policy, key: str) -> Decision:
         """Spend one request of client `key` under `policy`; never raises because Redis is gone."""
