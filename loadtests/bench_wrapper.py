@@ -40,21 +40,40 @@ def make_request(page_size: int) -> Request:
     query = QueryParams()
     query.set("page_size", str(page_size))
     headers = Headers({"accept-encoding": "gzip", "user-agent": "bench", "host": "127.0.0.1"})
-    return Request(query, headers, {}, "", "GET", Url("http", "127.0.0.1", "/api/consumer/products"),
-                   {}, {}, None, "127.0.0.1")
+    return Request(
+        query,
+        headers,
+        {},
+        "",
+        "GET",
+        Url("http", "127.0.0.1", "/api/consumer/products"),
+        {},
+        {},
+        None,
+        "127.0.0.1",
+    )
 
 
 async def measure(dsn: str, redis_url: str, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
     """µs per request with the limiter off and on, alternating rounds."""
     uploads = Path(tempfile.mkdtemp(prefix="bench-wrapper-"))
     settings = load_settings(
-        DATABASE_URL=dsn, REDIS_URL=redis_url, PROCESSES=2, UPLOADS_DIR=uploads,
-        RATE_LIMIT_CATALOG="1000000000/60s;burst=10000000", REDIS_KEY_PREFIX=f"bw{uuid.uuid4().hex[:6]}:",
+        DATABASE_URL=dsn,
+        REDIS_URL=redis_url,
+        PROCESSES=2,
+        UPLOADS_DIR=uploads,
+        RATE_LIMIT_CATALOG="1000000000/60s;burst=10000000",
+        REDIS_KEY_PREFIX=f"bw{uuid.uuid4().hex[:6]}:",
     )
     state = AppState(settings)
-    edge = Edge(policies=settings.rate_policies(), trusted_proxies=[], cors_origins=[],
-                max_body_bytes=settings.MAX_BODY_BYTES, max_header_bytes=settings.MAX_HEADER_BYTES,
-                max_query_bytes=settings.MAX_QUERY_BYTES)
+    edge = Edge(
+        policies=settings.rate_policies(),
+        trusted_proxies=[],
+        cors_origins=[],
+        max_body_bytes=settings.MAX_BODY_BYTES,
+        max_header_bytes=settings.MAX_HEADER_BYTES,
+        max_query_bytes=settings.MAX_QUERY_BYTES,
+    )
     config = HttpConfig(edge=edge, slow_request_ms=10_000, server_timing=False)
     route = next(r for r in api_routes(state) if r.path == "/api/consumer/products")
     endpoint = wrap(route, config)
@@ -70,7 +89,7 @@ async def measure(dsn: str, redis_url: str, rounds: int, per_round: int) -> tupl
             edge.limiter = limiter
             await endpoint(request)
         for n in range(rounds):
-            for use in ((False, True) if n % 2 else (True, False)):
+            for use in (False, True) if n % 2 else (True, False):
                 edge.limiter = limiter if use else None
                 started = time.perf_counter()
                 for _ in range(per_round):
@@ -123,7 +142,8 @@ def main() -> int:
     m_off, m_on = statistics.median(off), statistics.median(on)
     print(f"cached products page (page_size=100), wrapper + handler in one process, {args.rounds} rounds:")
     print(f"  limiter off: {m_off:6.2f} µs/request (median of rounds)")
-    print(f"  limiter on : {m_on:6.2f} µs/request  (+{m_on - m_off:.2f} µs, {m_on / m_off - 1:+.1%} of the Python path)")
+    share = m_on / m_off - 1
+    print(f"  limiter on : {m_on:6.2f} µs/request  (+{m_on - m_off:.2f} µs, {share:+.1%} of the Python path)")
     return 0
 
 

@@ -74,7 +74,7 @@ async def run(url: str, dsn: str, processes: int, trials: int) -> list[float]:
     clients = pinned_clients(url, processes)
     conn = await asyncpg.connect(dsn)
     try:
-        ids = [r[0] for r in await conn.fetch("SELECT product_id FROM product_prices GROUP BY product_id")]
+        ids = [r[0] for r in await conn.fetch("SELECT id FROM products WHERE is_active")]
         rng = random.Random(1)
         return [await trial(conn, clients, rng.choice(ids)) for _ in range(trials)]
     finally:
