@@ -12,6 +12,7 @@ from robyn import Robyn
 from robyn.argument_parser import Config
 
 from server import openapi
+from server.cache import Page
 from server.catalog import router as catalog_router
 from server.edge import Edge
 from server.errors import AppError, MethodNotAllowed, NotFound
@@ -60,12 +61,12 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     http_config = HttpConfig(
         edge=edge, slow_request_ms=settings.SLOW_REQUEST_MS, server_timing=settings.SERVER_TIMING
     )
-    spec_holder: list[bytes] = []
+    spec_holder: list[Page] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
     spec = openapi.build_spec(
         routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL
     )
-    spec_holder.append(openapi.spec_bytes(spec))
+    spec_holder.append(Page.build(openapi.spec_bytes(spec)))
     _register(app, routes, http_config)
 
     async def startup() -> None:
@@ -130,14 +131,19 @@ def _preflight_route(path: str, allow: str, group: str, config: HttpConfig) -> R
     return Route("OPTIONS", path, handler, any_query=True, head=False, group=group)
 
 
-def _docs_routes(spec: list[bytes]) -> list[Route]:
+def _docs_routes(spec: list[Page]) -> list[Route]:
     async def spec_handler(_call: Call) -> Reply:
-        return Reply(spec[0], cache_control="no-cache")
+        page = spec[0]  # filled by create_app once every route (these included) is known
+        return Reply(page.body, gzip_body=page.gzip, etag=page.etag, cache_control="no-cache")
 
     def asset(body: bytes, content_type: str) -> Handler:
+        page = Page.build(body)  # the 1 MB Swagger bundle is gzip'ed and tagged once, not per request
+
         async def handler(_call: Call) -> Reply:
             return Reply(
-                body,
+                page.body,
+                gzip_body=page.gzip,
+                etag=page.etag,
                 content_type=content_type,
                 cache_control="public, max-age=3600",
                 headers={"Content-Security-Policy": openapi.DOCS_CSP},
