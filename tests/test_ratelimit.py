@@ -361,6 +361,27 @@ def test_concurrent_requests_of_one_client_share_a_round_trip(own_redis: OwnRedi
     assert trips <= 12, trips  # 200 requests / lease 20, plus the script load
 
 
+def test_first_requests_of_many_clients_share_round_trips(own_redis: OwnRedis) -> None:
+    policy = parse_policy("catalog", "600/60s;burst=100")
+    clients = [f"ip:10.9.{i // 250}.{i % 250}" for i in range(300)]
+
+    async def scenario() -> list[Decision]:
+        limiter = RateLimiter.from_url(own_redis.url, processes=2)
+        try:
+            return list(await asyncio.gather(*(limiter.check(policy, c) for c in clients)))
+        finally:
+            await limiter.aclose()
+
+    before = own_redis.calls("evalsha") + own_redis.calls("eval")
+    decisions = run(scenario())
+    trips = own_redis.calls("evalsha") + own_redis.calls("eval") - before
+    assert all(d.allowed for d in decisions)
+    assert trips <= 5, trips  # 300 new clients in one tick: batches of up to 256 keys, plus the script load
+    with redis.Redis(port=own_redis.port) as client:
+        for c in clients[:3]:  # every client has its own state in Redis
+            assert client.get(f"rl:catalog:{c}") is not None
+
+
 def test_disabled_is_a_no_op(own_redis: OwnRedis) -> None:
     policy = parse_policy("catalog", "1/60s")
 

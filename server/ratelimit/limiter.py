@@ -27,29 +27,43 @@ log = logging.getLogger("server.ratelimit")
 
 Strategy = Literal["lease", "direct"]
 
-# GCRA on one key holding the theoretical arrival time (TAT, µs of Redis's clock). Takes up to `want`
-# requests at once (a lease) and grants what is available, so nothing is ever admitted twice.
-# ARGV: interval µs (window/quota), burst, want. Returns {granted, remaining, µs until full, µs until retry}.
+# GCRA, for every key given, on the theoretical arrival time (TAT, µs of Redis's clock) it holds. Takes up
+# to `want` requests at once (a lease) and grants what is available, so nothing is ever admitted twice. Many
+# keys go in one call: one round trip for every client whose lease ran out in the same event-loop tick.
+# ARGV: (interval µs = window/quota, burst, want) per key. Reply per key: granted, remaining,
+# µs until full, µs until retry.
 GCRA_LUA = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local tau = interval * burst
-local avail = math.floor((now + tau - tat) / interval + 1e-6)
-if avail > burst then avail = burst end
-if avail < 0 then avail = 0 end
-local grant = math.min(want, avail)
-if grant > 0 then
-  tat = tat + grant * interval
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
-  return {grant, avail - grant, math.ceil(tat - now), 0}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[i * 3 - 2])
+  local burst = tonumber(ARGV[i * 3 - 1])
+  local want = tonumber(ARGV[i * 3])
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local tau = interval * burst
+  local avail = math.floor((now + tau - tat) / interval + 1e-6)
+  if avail > burst then avail = burst end
+  if avail < 0 then avail = 0 end
+  local grant = math.min(want, avail)
+  if grant > 0 then
+    tat = tat + grant * interval
+    redis.call('SET', key, string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+    out[#out + 1] = grant
+    out[#out + 1] = avail - grant
+    out[#out + 1] = math.ceil(tat - now)
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = math.ceil(tat - now)
+    out[#out + 1] = math.max(1, math.ceil(tat + interval - tau - now))
+  end
 end
-return {0, 0, math.ceil(tat - now), math.max(1, math.ceil(tat + interval - tau - now))}
+return out
 """
+MAX_BATCH = 256  # keys per script call
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
 
@@ -104,6 +118,10 @@ class RateLimiter:
         self._redis = redis
         self._owns_client = owns_client
         self._script = redis.register_script(GCRA_LUA) if redis is not None else None
+        self._batch: list[tuple[str, list[float], asyncio.Future[list[int]]]] = []
+        self._flush_scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+        self.round_trips = 0
         self._local = LocalLimiter(processes, max_keys=max_keys)
         self._leases: dict[str, _Lease] = {}
         self._lease_sizes: dict[Policy, int] = {}
@@ -211,9 +229,7 @@ class RateLimiter:
         assert self._script is not None
         want = min(policy.burst, self.lease_size(policy) + self._waiters.get(k, 0))
         try:
-            async with asyncio.timeout(self.timeout_s):
-                args = [policy.interval_s * 1e6, policy.burst, want]
-                reply = await self._script(keys=[self.prefix + k], args=args)
+            reply = await self._queue(self.prefix + k, [policy.interval_s * 1e6, policy.burst, want])
         except MaxConnectionsError:
             self.overflows += 1  # more concurrent round trips than the pool allows: not an outage
             return self._local.check(policy, key)
@@ -241,6 +257,46 @@ class RateLimiter:
         lease.tokens = 0
         lease.denied_until = now + retry_us / 1e6
         return Decision(False, 0, max(reset_s, 1), _ceil_us(retry_us))
+
+    def _queue(self, redis_key: str, args: list[float]) -> asyncio.Future[list[int]]:
+        """Join the batch of this loop tick; the batch goes to Redis in one script call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._batch.append((redis_key, args, future))
+        if not self._flush_scheduled:
+            # call_soon runs after the callbacks already queued: every request handled in this tick joins.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        for start in range(0, len(batch), MAX_BATCH):
+            task = asyncio.get_running_loop().create_task(self._send(batch[start : start + MAX_BATCH]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[str, list[float], asyncio.Future[list[int]]]]) -> None:
+        assert self._script is not None
+        keys = [key for key, _, _ in batch]
+        args = [a for _, key_args, _ in batch for a in key_args]
+        try:
+            self.round_trips += 1
+            async with asyncio.timeout(self.timeout_s):
+                reply = await self._script(keys=keys, args=args)
+        except BaseException as exc:  # every waiter sees the failure and decides (local, overflow)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved by the waiter; never "never retrieved"
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        values = [int(x) for x in reply]
+        for i, (_, _, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(values[i * 4 : i * 4 + 4])
 
     def _prune(self, now: float) -> None:
         self._leases = {
@@ -287,6 +343,9 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         """Stop the recovery probe; close the Redis client if this limiter made it (from_url)."""
+        for sending in list(self._sending):
+            with contextlib.suppress(BaseException):
+                await sending
         task = self._probe_task
         if task is not None:
             task.cancel()
