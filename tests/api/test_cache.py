@@ -208,3 +208,29 @@ def test_redis_loss_degrades_and_recovers(
     finally:
         srv.stop()
         drop_database(db)
+
+
+def test_renamed_zoho_id_reloads_the_image_map(server: ServerProcess, database: Database) -> None:
+    """A product whose zoho_item_id changes to a name that has a file gets its image (the map reloads);
+    a stock change alone does not reload the map."""
+    with server.client() as client:
+        items = client.get(PRODUCTS, params={"page_size": 200}).json()["items"]
+        without = next(i for i in items if not i["has_image"])
+        loads = {client.get("/ready", headers=CLOSE).json()["catalog"]["map_loads"] for _ in range(6)}
+    run(
+        database.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = $1", without["id"])
+    )
+    source = next(p for p in database.uploads.glob("*.jpg") if not p.is_symlink())
+    new_id = f"renamed-{without['id']}"
+    (database.uploads / f"{new_id}.jpg").write_bytes(source.read_bytes())
+    time.sleep(0.5)  # the folder change alone: the old zoho_item_id still has no file
+    with server.client() as client:
+        assert client.get(f"{PRODUCTS}/{without['id']}").json()["has_image"] is False
+        after_stock = {client.get("/ready", headers=CLOSE).json()["catalog"]["map_loads"] for _ in range(6)}
+    assert max(after_stock) == max(loads)  # no reload for a stock change
+    run(database.execute("UPDATE products SET zoho_item_id = $1 WHERE id = $2", new_id, without["id"]))
+    wait_until_every_process_serves(
+        server,
+        f"{PRODUCTS}/{without['id']}",
+        lambda d: d["has_image"] is True and d["zoho_item_id"] == new_id,
+    )
