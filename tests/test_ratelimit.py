@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import re
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from server.embedded import redis_executable
+from server.embedded import EmbeddedRedis
 from server.ratelimit import (
     DEFAULT_POLICIES,
     ClientKeys,
@@ -51,45 +50,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class OwnRedis:
-    """A redis-server this test may kill and restart on the same port."""
+class OwnRedis(EmbeddedRedis):
+    """A redis-server (the embedded one, on a TCP port) this test may kill and restart on the same port."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
+        super().__init__(folder, port=free_port())
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        args = [
-            redis_executable(),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.folder),
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with redis.Redis(port=self.port, socket_timeout=0.2) as client:
-                    if client.ping():
-                        return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("own redis-server did not start")
+    def start(self) -> str:  # type: ignore[override]
+        super().start()
+        return self.url
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        """A crash, not a shutdown: SIGKILL."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(5)
+            self._proc = None
 
     def calls(self, command: str) -> int:
         with redis.Redis(port=self.port) as client:

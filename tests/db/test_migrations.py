@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -55,6 +57,20 @@ def test_changed_migration_is_refused(db: Database) -> None:
     run(go())
 
 
+@contextlib.asynccontextmanager
+async def listening(db: Database) -> AsyncIterator[tuple[asyncpg.Connection, asyncio.Queue[str]]]:
+    """A writer connection, and the payloads of `catalog` notifications as a separate session sees them."""
+    listener = await asyncpg.connect(db.url)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
+    writer = await asyncpg.connect(db.url)
+    try:
+        yield writer, got
+    finally:
+        await writer.close()
+        await listener.close()
+
+
 @pytest.mark.parametrize(
     ("sql", "table"),
     [
@@ -71,11 +87,7 @@ def test_changed_migration_is_refused(db: Database) -> None:
 )
 def test_every_change_bumps_version_and_notifies_on_commit(db: Database, sql: str, table: str) -> None:
     async def go() -> None:
-        listener = await asyncpg.connect(db.url)
-        got: asyncio.Queue[str] = asyncio.Queue()
-        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
-        writer = await asyncpg.connect(db.url)
-        try:
+        async with listening(db) as (writer, got):
             before = await writer.fetchval("SELECT version FROM catalog_state")
             async with writer.transaction():
                 await writer.execute(sql)
@@ -90,20 +102,13 @@ def test_every_change_bumps_version_and_notifies_on_commit(db: Database, sql: st
             versions = [int(p.split(":")[0]) for p in payloads]
             assert versions == list(range(before + 1, after + 1))
             assert payloads[0] == f"{before + 1}:{table}"
-        finally:
-            await writer.close()
-            await listener.close()
 
     run(go())
 
 
 def test_rolled_back_change_notifies_nothing(db: Database) -> None:
     async def go() -> None:
-        listener = await asyncpg.connect(db.url)
-        got: asyncio.Queue[str] = asyncio.Queue()
-        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
-        writer = await asyncpg.connect(db.url)
-        try:
+        async with listening(db) as (writer, got):
             before = await writer.fetchval("SELECT version FROM catalog_state")
             tx = writer.transaction()
             await tx.start()
@@ -112,8 +117,5 @@ def test_rolled_back_change_notifies_nothing(db: Database) -> None:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(got.get(), 0.3)
             assert await writer.fetchval("SELECT version FROM catalog_state") == before
-        finally:
-            await writer.close()
-            await listener.close()
 
     run(go())
