@@ -97,6 +97,9 @@ def test_embedded_default_starts_and_stops_its_own_servers() -> None:
         assert any(i["has_image"] for i in doc["items"])
         assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
         assert (tmp_path / "data" / "redis" / "redis.sock").exists()
+        deadline = time.monotonic() + 10  # the supervisor prints the URLs once the port accepts
+        while "/docs" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "/docs" in log.read_text()
         tree = _tree(proc.pid)
         embedded = [
@@ -112,6 +115,7 @@ def test_embedded_default_starts_and_stops_its_own_servers() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
