@@ -49,7 +49,21 @@ def run_load(server: ServerProcess, out: Path, *args: str, **env: str) -> subpro
 
 
 def test_gate_passes_and_leaves_reports(server: ServerProcess, tmp_path: Path) -> None:
-    res = run_load(server, tmp_path, "--users", "10", "--spawn-rate", "10", "--duration", "6s")
+    # The gate's mechanics, not the machine's speed (that is `make load`'s job, with its figures in the
+    # README): a 6 s run is mostly cold pages, and the pure-Python build fills them 10x slower.
+    res = run_load(
+        server,
+        tmp_path,
+        "--users",
+        "10",
+        "--spawn-rate",
+        "10",
+        "--duration",
+        "6s",
+        SLO_MIN_SAMPLES="1000",
+        SLO_P95_MS="1000",
+        SLO_P99_MS="2000",
+    )
     output = res.stdout + res.stderr
     assert res.returncode == 0, output
     assert "SLO gate passed" in res.stdout
