@@ -120,6 +120,25 @@ class PageCache:
         self._generation = ""
         self._inflight: dict[str, asyncio.Future[Page]] = {}
         self._redis_down_until = 0.0
+        self._totals: dict[str, int] = {}
+        self._totals_generation = ""
+
+    def total(self, generation: str, filter_key: str) -> int | None:
+        """The remembered row count of a list filter in this generation (None: unknown, count it)."""
+        if generation != self._totals_generation:
+            return None
+        return self._totals.get(filter_key)
+
+    def remember_total(self, generation: str, filter_key: str, total: int) -> None:
+        """Keep a filter's count for the other pages and sorts of this generation (per process)."""
+        if not self.config.enabled:
+            return
+        if generation != self._totals_generation:
+            self._totals.clear()
+            self._totals_generation = generation
+        if len(self._totals) >= self.config.l1_max_entries:
+            self._totals.clear()
+        self._totals[filter_key] = total
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and sizes, for /ready (and /metrics later)."""

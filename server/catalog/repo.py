@@ -36,6 +36,28 @@ LEFT JOIN price_lists pl ON pl.code = $1
 ORDER BY {outer_order}
 """
 
+# The same page when the total of this filter is already known (the count is most of a cold page's cost
+# on a large catalog, and paging or re-sorting keeps the filter): no count, same parameters.
+_PAGE_ONLY = """
+WITH base AS NOT MATERIALIZED (
+    SELECT p.id, p.name, p.created_at, pp.price
+    FROM products p
+    LEFT JOIN product_prices pp
+           ON pp.product_id = p.id
+          AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
+    WHERE p.is_active{filters}
+)
+SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+       c.id, c.name, c.name_ar,
+       page.price, pl.currency, p.stock_on_hand, p.unit,
+       NULL::bigint AS total
+FROM (SELECT b.id, b.name, b.created_at, b.price FROM base b ORDER BY {order} LIMIT $2 OFFSET $3) page
+JOIN products p ON p.id = page.id
+LEFT JOIN categories c ON c.id = p.category_id
+LEFT JOIN price_lists pl ON pl.code = $1
+ORDER BY {outer_order}
+"""
+
 # name -> (inner ORDER BY over `b`, outer ORDER BY over `page`)
 SORTS: dict[str, tuple[str, str]] = {
     "name": ("b.name, b.id", "page.name, page.id"),
@@ -81,7 +103,12 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def list_statement(flt: ProductFilter) -> tuple[str, list[Any]]:
+def filter_key(flt: ProductFilter) -> str:
+    """What the total depends on: the filters, not the sort or the page."""
+    return f"{flt.category_id}|{flt.q}|{flt.min_price}|{flt.max_price}|{flt.in_stock}"
+
+
+def list_statement(flt: ProductFilter, *, with_count: bool = True) -> tuple[str, list[Any]]:
     """The SQL (from constant fragments) and the extra parameters for this filter combination."""
     keys: list[str] = []
     args: list[Any] = []
@@ -92,7 +119,7 @@ def list_statement(flt: ProductFilter) -> tuple[str, list[Any]]:
             args.append(_like_pattern(value) if name == "q" else value)
     if flt.in_stock is not None:
         keys.append("in_stock_true" if flt.in_stock else "in_stock_false")
-    cache_key = (*keys, flt.sort)
+    cache_key = (*keys, flt.sort, str(with_count))
     sql = _statements.get(cache_key)
     if sql is None:
         parts, n = [], 4
@@ -103,17 +130,27 @@ def list_statement(flt: ProductFilter) -> tuple[str, list[Any]]:
                 parts.append(_FILTERS[key].replace("${n}", f"${n}"))
                 n += 1
         inner, outer = SORTS[flt.sort]
-        sql = _BASE.format(filters="".join(parts), order=inner, outer_order=outer)
+        template = _BASE if with_count else _PAGE_ONLY
+        sql = template.format(filters="".join(parts), order=inner, outer_order=outer)
         _statements[cache_key] = sql
     return sql, args
 
 
 async def list_products(
-    conn: asyncpg.Connection, *, price_list: str, flt: ProductFilter, limit: int, offset: int
+    conn: asyncpg.Connection,
+    *,
+    price_list: str,
+    flt: ProductFilter,
+    limit: int,
+    offset: int,
+    known_total: int | None = None,
 ) -> tuple[list[asyncpg.Record], int]:
-    """One page of active products and the total matching count (one query)."""
-    sql, args = list_statement(flt)
+    """One page of active products and the total matching count (one query; no count when the caller
+    already knows the total of this filter in this catalog version)."""
+    sql, args = list_statement(flt, with_count=known_total is None)
     rows = await conn.fetch(sql, price_list, limit, offset, *args)
+    if known_total is not None:
+        return list(rows), known_total
     total = rows[0][TOTAL_COLUMN] if rows else 0
     return [r for r in rows if r[0] is not None], total
 

@@ -24,10 +24,18 @@ async def product_page(res: Resources, params: dict[str, Any]) -> bytes:
         sort=params["sort"],
     )
     page, size = params["page"], params["page_size"]
+    # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
+    generation, key = f"{res.catalog.epoch}:{res.catalog.version}", repo.filter_key(flt)
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
-            conn, price_list=res.settings.CONSUMER_PRICE_LIST, flt=flt, limit=size, offset=(page - 1) * size
+            conn,
+            price_list=res.settings.CONSUMER_PRICE_LIST,
+            flt=flt,
+            limit=size,
+            offset=(page - 1) * size,
+            known_total=res.cache.total(generation, key),
         )
+    res.cache.remember_total(generation, key, total)
     return serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, page_meta(page, size, total))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -289,3 +290,24 @@ def test_detail_and_categories_query_count(api: httpx.Client, database: Database
     assert [_query_count(api.get(f"{PRODUCTS}/{i}")) for i in ids] == [1, 1]  # not requested before
     assert _query_count(api.get("/api/consumer/categories", params={"page_size": 3})) == 1
     assert _query_count(api.get("/api/consumer/categories", params={"page_size": 199})) == 1
+
+
+def test_count_is_reused_across_pages_and_refreshed_by_a_change(
+    api: httpx.Client, database: Database
+) -> None:
+    first = page(api, page_size=7, sort="-name", in_stock="true")
+    second = page(api, page=2, page_size=7, sort="-name", in_stock="true")  # known total: no count query
+    assert second["total"] == first["total"] and len(second["items"]) == 7
+    assert {i["id"] for i in first["items"]}.isdisjoint(i["id"] for i in second["items"])
+    row = run(
+        database.fetch("SELECT id FROM products WHERE is_active AND stock_on_hand > 0 ORDER BY id LIMIT 1")
+    )
+    run(database.execute("UPDATE products SET stock_on_hand = 0 WHERE id = $1", row[0]["id"]))
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        third = page(api, page=3, page_size=7, sort="-name", in_stock="true")
+        if third["total"] == first["total"] - 1:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the remembered total outlived the change")
