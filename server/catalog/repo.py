@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 # The consumer list shows one price list's price; which one is a setting (CONSUMER_PRICE_LIST).
-_BASE = """
+_FILTERED = """
 WITH base AS NOT MATERIALIZED (
     SELECT p.id, p.name, p.created_at, pp.price
     FROM products p
@@ -22,7 +22,10 @@ WITH base AS NOT MATERIALIZED (
           AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
     WHERE p.is_active{filters}
 )
-SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+"""
+_BASE = (
+    _FILTERED
+    + """SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
        c.id, c.name, c.name_ar,
        page.price, pl.currency, p.stock_on_hand, p.unit,
        t.total
@@ -35,19 +38,13 @@ LEFT JOIN categories c ON c.id = p.category_id
 LEFT JOIN price_lists pl ON pl.code = $1
 ORDER BY {outer_order}
 """
+)  # noqa: S608 - constant fragments only; inputs are $n parameters
 
 # The same page when the total of this filter is already known (the count is most of a cold page's cost
 # on a large catalog, and paging or re-sorting keeps the filter): no count, same parameters.
-_PAGE_ONLY = """
-WITH base AS NOT MATERIALIZED (
-    SELECT p.id, p.name, p.created_at, pp.price
-    FROM products p
-    LEFT JOIN product_prices pp
-           ON pp.product_id = p.id
-          AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
-    WHERE p.is_active{filters}
-)
-SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+_PAGE_ONLY = (
+    _FILTERED
+    + """SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
        c.id, c.name, c.name_ar,
        page.price, pl.currency, p.stock_on_hand, p.unit,
        NULL::bigint AS total
@@ -57,6 +54,7 @@ LEFT JOIN categories c ON c.id = p.category_id
 LEFT JOIN price_lists pl ON pl.code = $1
 ORDER BY {outer_order}
 """
+)  # noqa: S608 - constant fragments only; inputs are $n parameters
 
 # name -> (inner ORDER BY over `b`, outer ORDER BY over `page`)
 SORTS: dict[str, tuple[str, str]] = {
