@@ -23,9 +23,7 @@ WITH base AS NOT MATERIALIZED (
     WHERE p.is_active{filters}
 )
 """
-_BASE = (
-    _FILTERED
-    + """SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+_BASE = """{base}SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
        c.id, c.name, c.name_ar,
        page.price, pl.currency, p.stock_on_hand, p.unit,
        t.total
@@ -38,13 +36,10 @@ LEFT JOIN categories c ON c.id = p.category_id
 LEFT JOIN price_lists pl ON pl.code = $1
 ORDER BY {outer_order}
 """
-)  # noqa: S608 - constant fragments only; inputs are $n parameters
 
 # The same page when the total of this filter is already known (the count is most of a cold page's cost
 # on a large catalog, and paging or re-sorting keeps the filter): no count, same parameters.
-_PAGE_ONLY = (
-    _FILTERED
-    + """SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+_PAGE_ONLY = """{base}SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
        c.id, c.name, c.name_ar,
        page.price, pl.currency, p.stock_on_hand, p.unit,
        NULL::bigint AS total
@@ -54,7 +49,6 @@ LEFT JOIN categories c ON c.id = p.category_id
 LEFT JOIN price_lists pl ON pl.code = $1
 ORDER BY {outer_order}
 """
-)  # noqa: S608 - constant fragments only; inputs are $n parameters
 
 # name -> (inner ORDER BY over `b`, outer ORDER BY over `page`)
 SORTS: dict[str, tuple[str, str]] = {
@@ -129,7 +123,8 @@ def list_statement(flt: ProductFilter, *, with_count: bool = True) -> tuple[str,
                 n += 1
         inner, outer = SORTS[flt.sort]
         template = _BASE if with_count else _PAGE_ONLY
-        sql = template.format(filters="".join(parts), order=inner, outer_order=outer)
+        base = _FILTERED.format(filters="".join(parts))
+        sql = template.format(base=base, order=inner, outer_order=outer)
         _statements[cache_key] = sql
     return sql, args
 
