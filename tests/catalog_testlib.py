@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 SEED_PRODUCTS = 300
 TEMPLATE = "catalog_tpl_" + uuid.uuid4().hex[:8]
@@ -155,15 +157,28 @@ class ServerProcess:
         """Signal the server; return seconds until it exited."""
         assert self.proc is not None
         started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_tree(self.proc, sig, timeout)
         return time.monotonic() - started
 
     def client(self) -> httpx.Client:
         """An HTTP client bound to this server."""
         return httpx.Client(base_url=self.base_url, timeout=10)
+
+
+def stop_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Signal a server and wait; if it hangs, SIGKILL it and everything below it (no orphans)."""
+    if proc.poll() is not None:
+        return
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from catalog_testlib import Database, ServerProcess, Services, drop_database, make_database
+from catalog_testlib import Database, ServerProcess, Services, drop_database, make_database, stop_tree
 
 
 @pytest.fixture
@@ -113,9 +113,8 @@ def test_embedded_default_starts_and_stops_its_own_servers() -> None:
         leftover = [p for p in [*tree, *embedded] if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not leftover, leftover
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: stop it properly (it owns the embedded servers)
+            stop_tree(proc)
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
