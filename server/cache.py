@@ -18,7 +18,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -105,7 +105,6 @@ class CacheConfig:
     lock_ttl_ms: int = 3000
     wait_timeout_s: float = 2.0
     redis_retry_s: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PageCache:

@@ -64,7 +64,6 @@ class Call:
     params: dict[str, Any]
     headers: Headers
     request_id: str
-    client_ip: str
     request: Request
 
 
@@ -241,7 +240,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                 params = parse_inputs(specs, {} if any_query else query, path)
                 if len(memo) < 4096:
                     memo[memo_key] = params
-            call = Call(params, request.headers, request_id, request.ip_addr or "", request)
+            call = Call(params, request.headers, request_id, request)
             reply = await handler(call)
             if extra:
                 reply.headers.update(extra)
