@@ -6,12 +6,14 @@ makes this process's pool, Redis client, LISTEN connection and image index.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 from robyn import Robyn
 from robyn.argument_parser import Config
 
-from server import openapi
+from server import openapi, workers
 from server.cache import Page
 from server.catalog import router as catalog_router
 from server.edge import Edge
@@ -26,6 +28,7 @@ from server.state import AppState
 
 log = logging.getLogger("server.app")
 VERSION = "0.1.0"
+CLOSE_BUDGET_S = 0.5  # of SHUTDOWN_GRACE_S, kept for closing the pool and the connections after the drain
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -69,18 +72,36 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     spec_holder.append(Page.build(openapi.spec_bytes(spec)))
     _register(app, routes, http_config)
 
+    held: list[Resources] = []  # this process's resources, for the shutdown handler
+
     async def startup() -> None:
-        res = Resources(settings)
-        await res.start()
+        try:
+            res = Resources(settings)
+            await res.start()
+        except Exception:
+            # Robyn would leave this process up with no server (a start-up error panics its I/O thread):
+            # exit instead, so the pool's master sees the death and starts a replacement.
+            log.exception("process start-up failed; exiting so that the master replaces this process")
+            logging.shutdown()
+            os._exit(3)
+        held.append(res)
         edge.limiter = res.limiter
         state.attach(res, ImageStore(settings.UPLOADS_DIR, recheck_s=settings.IMAGE_REFRESH_INTERVAL_S))
+        workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
     async def shutdown() -> None:
-        edge.limiter = None
-        res = state.detach()
-        if res is not None:
-            await res.close()
+        # Drain first, close after: requests in flight keep their pool, cache and limiter until they are
+        # answered. What arrives after the close (on a kept-alive connection) meets a closed pool (503) or
+        # a cached page, never missing resources.
+        budget = max(0.1, settings.SHUTDOWN_GRACE_S - CLOSE_BUDGET_S)
+        left = await workers.drain(budget)
+        if left:
+            log.warning("%d request(s) still running after %.1fs; closing anyway", left, budget)
+        for res in held:
+            await res.close(CLOSE_BUDGET_S)
+        held.clear()
+        state.detach()
         log.info("process stopped")
 
     app.startup_handler(startup)
