@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_HEALTH: str = DEFAULT_POLICIES["health"]
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
-    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(100.0, gt=0, le=1000)
+    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
     MAX_HEADER_BYTES: int = Field(16_384, ge=1024, le=1_048_576)
     MAX_QUERY_BYTES: int = Field(4096, ge=256, le=65_536)
     MAX_PATH_BYTES: int = Field(2048, ge=256, le=65_536)
