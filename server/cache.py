@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.http import GZIP_MIN_BYTES, gzip_bytes, strong_etag
+from server.encoding import GZIP_MIN_BYTES, gzip_bytes, strong_etag
 
 if TYPE_CHECKING:
     from server.settings import Settings
