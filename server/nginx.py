@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("PUBLIC_BASE_URL", f"http://{_hostport(settings.EDGE_HOST, settings.EDGE_PORT)}")
     print(
         f"catalog-edge: http://{_hostport(settings.EDGE_HOST, settings.EDGE_PORT)} -> "
-        f"{_hostport(settings.HOST, settings.PORT)} (config {edge_dir / 'nginx.conf'})",
+        f"{_hostport(settings.HOST, settings.PORT)} (config {edge_dir / 'nginx.conf'})"
+        + ("" if args.with_service else "; the service needs TRUSTED_PROXIES=127.0.0.1/32 to see clients"),
         file=sys.stderr,
         flush=True,
     )
