@@ -47,7 +47,7 @@ class CatalogState:
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 TASK_RESTART_MIN_S = 0.1
 TASK_RESTART_MAX_S = 10.0
-TASK_FAILING_WINDOW_S = 30.0  # a task whose last failure is older than this counts as recovered
+TASK_HEALTHY_RUN_S = 30.0  # a loop that ran this long before failing starts its backoff afresh
 
 
 @dataclass(slots=True)
@@ -56,6 +56,7 @@ class TaskHealth:
 
     name: str
     failures: int = 0
+    consecutive: int = 0  # failures since the task last did its job
     restarts: int = 0
     last_error: str = ""
     last_failure_monotonic: float = 0.0
@@ -63,18 +64,24 @@ class TaskHealth:
     def failed(self, exc: BaseException) -> None:
         """Record one failure."""
         self.failures += 1
+        self.consecutive += 1
         self.last_error = type(exc).__name__
         self.last_failure_monotonic = time.monotonic()
 
+    def ok(self) -> None:
+        """The task did its job (reconnected, reloaded, rescanned): whatever failed before is over."""
+        self.consecutive = 0
+
     def failing(self) -> bool:
-        """True while the last failure is recent (the task has not proved itself since)."""
-        return self.failures > 0 and time.monotonic() - self.last_failure_monotonic < TASK_FAILING_WINDOW_S
+        """True while the task keeps failing (no success since its last failure)."""
+        return self.consecutive > 0
 
     def report(self) -> dict[str, Any]:
         """The task's line in /ready."""
         doc: dict[str, Any] = {
             "failing": self.failing(),
             "failures": self.failures,
+            "consecutive_failures": self.consecutive,
             "restarts": self.restarts,
         }
         if self.failures:
@@ -199,7 +206,7 @@ class Resources:
             except Exception as exc:
                 if self._closing:
                     return
-                if time.monotonic() - started > TASK_FAILING_WINDOW_S:
+                if time.monotonic() - started > TASK_HEALTHY_RUN_S:
                     delay = TASK_RESTART_MIN_S  # it had been running fine: a fresh failure
                 health.failed(exc)
                 log.exception(
@@ -263,6 +270,7 @@ class Resources:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            self.tasks["listener-watchdog"].ok()
             self.catalog.reconnects += 1
             self._map_dirty.set()  # products may have changed while we were away
             log.info("LISTEN connection re-established; catalog version %d", self.catalog.version)
@@ -282,6 +290,7 @@ class Resources:
             self._map_dirty.clear()
             try:
                 await self._load_map()
+                self.tasks["catalog-map-reloader"].ok()
             except TRANSIENT_DB_ERRORS as exc:
                 self.tasks["catalog-map-reloader"].failed(exc)
                 log.warning("catalog map reload failed, will retry: %s", exc)
@@ -296,3 +305,4 @@ class Resources:
         while True:
             await asyncio.sleep(interval)
             await asyncio.to_thread(self.images.refresh)  # any error: logged and restarted by _supervised
+            self.tasks["image-refresher"].ok()

@@ -246,6 +246,9 @@ def test_restart_on_the_same_port_right_after_a_stop_under_traffic(
                 return
 
     threads = [threading.Thread(target=traffic, args=(c,)) for c in clients]
+    idle = [httpx.Client(base_url=first.base_url, timeout=2) for _ in range(3)]
+    for c in idle:  # kept open through the stop: the server closes them first, so TIME-WAIT is its side
+        assert c.get("/health").status_code == 200
     for t in threads:
         t.start()
     time.sleep(0.3)
@@ -253,8 +256,9 @@ def test_restart_on_the_same_port_right_after_a_stop_under_traffic(
     stop.set()
     for t in threads:
         t.join()
-    for c in clients:
+    for c in [*clients, *idle]:
         c.close()
+    time.sleep(0.1)
     lingering = [
         c
         for c in psutil.net_connections("tcp")
