@@ -230,6 +230,9 @@ class WorkerPool:
 
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        wake_r, wake_w = os.pipe()  # a signal wakes the wait below at once (it would sleep on otherwise)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
         self.socket = SocketHeld(self.host, self.port)
         self.listen_fd = _find_listener(self.port)
         for slot in range(self.processes):
@@ -238,8 +241,11 @@ class WorkerPool:
             sentinels = {p.sentinel: slot for slot, p in self.procs.items()}
             now = time.monotonic()
             timeout = min([0.5, *(max(0.0, t - now) for t in self.due.values())])
-            for sentinel in wait(list(sentinels), timeout=timeout):
-                self._on_death(sentinels[sentinel])
+            for ready in wait([*sentinels, wake_r], timeout=timeout):
+                if ready == wake_r:
+                    os.read(wake_r, 512)
+                else:
+                    self._on_death(sentinels[ready])
             now = time.monotonic()
             for slot, when in list(self.due.items()):
                 if when <= now and not self._stopping:
@@ -270,6 +276,7 @@ class WorkerPool:
 
         _die_with_parent(master)
         socket, self.socket = self.socket.try_clone(), None  # drop the master's copy in this child
+        signal.set_wakeup_fd(-1)  # the master's wake-up pipe is not ours (uvloop sets its own)
         _current = WorkerContext(slot, self.table, master, self.port)
         signal.signal(signal.SIGTERM, _on_stop_signal)
         signal.signal(signal.SIGINT, _on_stop_signal)

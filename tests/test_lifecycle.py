@@ -189,9 +189,11 @@ def test_port_in_use_is_refused(tmp_path: Path, server: ServerProcess) -> None:
 
 
 def test_database_loss_is_503_problem(fresh_db: Database, services: Services, tmp_path: Path) -> None:
-    # READY_DB_FAIL_AFTER_S=0: readiness flips at the first failed probe (tests/api/test_health.py covers
-    # the default, which waits for the failure to last).
-    srv = ServerProcess(fresh_db, services, tmp_path, PROCESSES=1, READY_DB_FAIL_AFTER_S=0).start()
+    # Readiness without its cache and debounce flips at the first failed probe (tests/api/test_health.py
+    # covers the defaults, which wait for a failure to last).
+    srv = ServerProcess(
+        fresh_db, services, tmp_path, PROCESSES=1, READY_CACHE_MS=0, READY_DB_FAIL_AFTER_S=0
+    ).start()
     try:
         drop_database(fresh_db)
         resp = httpx.get(srv.base_url + "/api/consumer/products?page_size=3")
