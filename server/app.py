@@ -28,7 +28,8 @@ from server.state import AppState
 
 log = logging.getLogger("server.app")
 VERSION = "0.1.0"
-CLOSE_BUDGET_S = 0.5  # of SHUTDOWN_GRACE_S, kept for closing the pool and the connections after the drain
+CLOSE_BUDGET_S = 0.5  # of SHUTDOWN_GRACE_S: kept for closing pool and connections after the drain
+FLUSH_S = 0.2  # of CLOSE_BUDGET_S: for the 503s of requests the close cut short to be written
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -93,10 +94,12 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         budget = max(0.1, settings.SHUTDOWN_GRACE_S - CLOSE_BUDGET_S)
         left = await workers.drain(budget)
         if left:
-            log.warning("%d request(s) still running after %.1fs; closing anyway", left, budget)
+            log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
         for res in held:
-            await res.close(CLOSE_BUDGET_S)
+            await res.close(CLOSE_BUDGET_S - FLUSH_S)
         held.clear()
+        if left:  # what the close cut short answers 503: give it a moment to be written before we exit
+            await workers.drain(FLUSH_S)
         state.detach()
         log.info("process stopped")
 

@@ -118,6 +118,37 @@ def test_sigterm_drains_requests_blocked_in_the_database(
 
 
 @pytest.mark.slow
+def test_a_request_still_blocked_when_the_grace_ends_gets_503(
+    fresh_db: Database, services: Services, tmp_path: Path
+) -> None:
+    srv = ServerProcess(
+        fresh_db, services, tmp_path, PROCESSES=2, CACHE_ENABLED="false", SHUTDOWN_GRACE_S=1
+    ).start()
+    assert srv.proc is not None
+    lock = TableLock(fresh_db)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(httpx.get, f"{srv.base_url}{PRODUCTS}?page_size={n}", timeout=15) for n in (3, 4)
+            ]
+            lock.wait_for_waiters(2)
+            signalled = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in futures]  # the lock is never released
+        srv.proc.wait(10)
+        exited = time.monotonic() - signalled
+        codes = [r.status_code for r in answers]
+        print(f"\ngrace 1 s, requests blocked for good: answered {codes}, exit in {exited:.2f}s")
+        assert [r.status_code for r in answers] == [503, 503]
+        assert all(r.json()["code"] == "service_unavailable" and r.headers["retry-after"] for r in answers)
+        assert srv.proc.returncode == 0 and exited < 1.0 + 1.0
+        assert "killing" not in srv.log()
+    finally:
+        lock.release()
+        srv.stop()
+
+
+@pytest.mark.slow
 def test_requests_during_shutdown_never_get_500(
     fresh_db: Database, services: Services, tmp_path: Path
 ) -> None:
@@ -272,3 +303,36 @@ def test_restart_on_the_same_port_right_after_a_stop_under_traffic(
         assert httpx.get(second.base_url + PRODUCTS).status_code == 200
     finally:
         second.stop()
+
+
+@pytest.mark.slow
+def test_killed_master_is_restarted_and_its_workers_leave(
+    fresh_db: Database, services: Services, tmp_path: Path
+) -> None:
+    srv = ServerProcess(fresh_db, services, tmp_path, PROCESSES=2).start()
+    assert srv.proc is not None
+    try:
+        master = psutil.Process(srv.proc.pid).children()[0]
+        workers = master.children()
+        assert len(workers) == 2
+        master.kill()
+        killed = time.monotonic()
+        serving_in = None
+        while time.monotonic() - killed < 15:
+            try:
+                procs = httpx.get(srv.base_url + "/ready", headers=CLOSE, timeout=1).json()["processes"]
+                if procs["live"] == 2 and not {w["pid"] for w in procs["workers"]} & {w.pid for w in workers}:
+                    serving_in = time.monotonic() - killed
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        print(f"\nkilled master: a new tree served after {serving_in}s")
+        assert serving_in is not None, srv.log()
+        assert "exited unexpectedly" in srv.log()
+        psutil.wait_procs(workers, timeout=5)
+        assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+        assert httpx.get(srv.base_url + PRODUCTS).status_code == 200
+    finally:
+        srv.stop()
+    assert srv.proc.returncode == 0
