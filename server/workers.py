@@ -41,16 +41,18 @@ EMPTY, STARTING, SERVING, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {EMPTY: "empty", STARTING: "starting", SERVING: "serving", DRAINING: "draining"}
 QUICK_DEATH_S = 5.0  # a worker dying sooner than this after its start is restarted with a growing delay
 MAX_RESPAWN_DELAY_S = 10.0
+START_TIMEOUT_S = 60.0  # a worker not serving this long after its start is killed (and replaced)
 _HEADER = struct.Struct("<iI")  # expected processes, replacements so far
 _SLOT = struct.Struct("<iid")  # pid, state, time.time() of the last state change
+_PID, _STATE = struct.Struct("<i"), struct.Struct("<id")  # its two halves: each has one writer
 _PR_SET_PDEATHSIG = 1
 
 
 class ProcessTable:
     """The master's view of its workers, in anonymous shared memory that forked workers inherit.
 
-    Only the master writes pids; a worker writes its own state. Fields are word-sized, so a reader may see
-    a slot mid-update at worst, which the report tolerates.
+    Only the master writes pids; a worker writes its own state (the master too, around fork and death). A
+    reader may see a slot mid-update at worst, which the report tolerates.
     """
 
     def __init__(self, expected: int) -> None:
@@ -62,10 +64,13 @@ class ProcessTable:
         """Record a worker's pid and state."""
         _SLOT.pack_into(self._mem, _HEADER.size + slot * _SLOT.size, pid, state, time.time())
 
+    def set_pid(self, slot: int, pid: int) -> None:
+        """Record a worker's pid, keeping its state (the master writes pids)."""
+        _PID.pack_into(self._mem, _HEADER.size + slot * _SLOT.size, pid)
+
     def set_state(self, slot: int, state: int) -> None:
-        """Change a worker's state, keeping its pid."""
-        pid, _, _ = self.get(slot)
-        self.set(slot, pid, state)
+        """Change a worker's state, keeping its pid (a worker writes its own state)."""
+        _STATE.pack_into(self._mem, _HEADER.size + slot * _SLOT.size + _PID.size, state, time.time())
 
     def get(self, slot: int) -> tuple[int, int, float]:
         """(pid, state, since) of a slot."""
@@ -173,7 +178,8 @@ def _on_stop_signal(signum: int, _frame: FrameType | None) -> None:
     if os.getppid() != ctx.master:
         # The master died and the supervisor starts a new tree beside us: stop this tree's socket from
         # taking connections that nobody would accept any more (as the master does on a normal stop).
-        _shutdown_listener(_find_listener(ctx.port))
+        # (after Actix stopped accepting: it logs an error if the socket goes under it)
+        ctx.loop.call_soon_threadsafe(ctx.loop.call_later, 0.2, _shutdown_listener, _find_listener(ctx.port))
     # Raised from a loop callback, not from here: here it could land inside a request's task and kill it.
     ctx.loop.call_soon_threadsafe(_raise_interrupt)
 
@@ -214,6 +220,8 @@ class WorkerPool:
     def __init__(self, host: str, port: int, processes: int, grace_s: float, robyn_args: dict[str, Any]):
         self.host, self.port, self.processes, self.grace_s = host, port, processes, grace_s
         self.robyn_args = robyn_args  # spawn_process's arguments except the socket
+        # An app with a start-up handler says when a worker serves (`serving()`); others serve at once.
+        self.reports_ready = any(getattr(e, "name", "") == "STARTUP" for e in robyn_args["event_handlers"])
         self.socket: Any = None
         self.listen_fd: int | None = None
         self.table = ProcessTable(processes)
@@ -247,12 +255,26 @@ class WorkerPool:
                 else:
                     self._on_death(sentinels[ready])
             now = time.monotonic()
+            self._kill_stuck_starters(now)
             for slot, when in list(self.due.items()):
                 if when <= now and not self._stopping:
                     del self.due[slot]
                     self._spawn(slot)
                     self.table.count_replacement()
         self._stop()
+
+    def _kill_stuck_starters(self, now: float) -> None:
+        # A worker that never finishes its start-up (a hung connect) serves nothing: replace it.
+        for slot, proc in self.procs.items():
+            _, state, _ = self.table.get(slot)
+            if state == STARTING and now - self.started[slot] > START_TIMEOUT_S and proc.is_alive():
+                log.error(
+                    "worker %d (pid %d) still starting after %.0fs; killing it",
+                    slot,
+                    proc.pid,
+                    START_TIMEOUT_S,
+                )
+                proc.kill()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
@@ -264,10 +286,11 @@ class WorkerPool:
 
         master = os.getpid()
         proc = Process(target=self._worker_main, args=(slot, master), name=f"catalog-worker-{slot}")
+        self.table.set(slot, 0, STARTING)  # before the fork: the child may report SERVING at once
         proc.start()
         self.procs[slot] = proc
         self.started[slot] = time.monotonic()
-        self.table.set(slot, proc.pid, STARTING)
+        self.table.set_pid(slot, proc.pid)
 
     def _worker_main(self, slot: int, master: int) -> None:
         """Runs in the forked child: become worker `slot` and hand over to Robyn (never returns)."""
@@ -275,12 +298,14 @@ class WorkerPool:
         from robyn.processpool import spawn_process
 
         _die_with_parent(master)
-        socket, self.socket = self.socket.try_clone(), None  # drop the master's copy in this child
+        held, self.socket = self.socket.try_clone(), None  # drop the master's copy in this child
         signal.set_wakeup_fd(-1)  # the master's wake-up pipe is not ours (uvloop sets its own)
         _current = WorkerContext(slot, self.table, master, self.port)
+        if not self.reports_ready:
+            self.table.set_state(slot, SERVING)
         signal.signal(signal.SIGTERM, _on_stop_signal)
         signal.signal(signal.SIGINT, _on_stop_signal)
-        spawn_process(socket=socket, **self.robyn_args)
+        spawn_process(socket=held, **self.robyn_args)
 
     def _on_death(self, slot: int) -> None:
         proc = self.procs.pop(slot)
