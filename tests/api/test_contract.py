@@ -6,9 +6,11 @@ is documented on its operation with its headers and a named body schema that the
 from __future__ import annotations
 
 import importlib
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,6 +115,12 @@ def test_a_second_class_cannot_claim_a_code() -> None:
     with pytest.raises(TypeError, match="not_found"):
         type("Duplicate", (AppError,), {"code": "not_found", "status": 404})
     assert AppError.registry["not_found"].__name__ == "NotFound"
+
+
+def test_readme_lists_every_error_code_with_its_status() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"`([a-z_]+)`\s+(\d{3})", readme.split("Codes (every error class", 1)[1][:1200]))
+    assert listed == {code: str(cls.status) for code, cls in AppError.registry.items()}
 
 
 def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
