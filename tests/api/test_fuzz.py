@@ -1,5 +1,6 @@
 """Schemathesis (every check) against /openapi.json of a service with DEFAULT settings: rate limits on, so
-429s come back and must be documented, conforming answers like any other.
+429s come back and must be documented, conforming answers like any other; then the same runs with limits
+off, so that generated requests reach the validation and handlers that the 429s shield.
 
 Two kinds of request never reach Python, so no code of ours can answer them, and the front proxy
 (docs/nginx.conf) screens them instead; the runs leave out exactly these:
@@ -28,15 +29,19 @@ ROBYN_KNOWN = "ST102"  # server error on an undeclared request Content-Type (mul
 UNEXPECTED_METHODS = ("get", "put", "post", "delete", "options", "patch", "trace")
 
 
-@pytest.fixture
-def server(database: Database, services: Services, tmp_path: Path) -> Iterator[ServerProcess]:
-    """The service with default settings (the suite's default turns rate limits off), and a quota of its
-    own (Redis key prefix) so that each run starts with a full burst."""
+@pytest.fixture(params=["default", "unlimited"])
+def server(
+    request: pytest.FixtureRequest, database: Database, services: Services, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    """The service with default settings (rate limits on: most fuzzed catalog requests meet a 429, which
+    must conform too), then with limits off (so the generated requests reach the validation and handlers
+    behind them). Each server has a quota of its own (Redis key prefix): a run starts with a full burst."""
+    limits = "true" if request.param == "default" else "false"
     proc = ServerProcess(
         database,
         services,
         tmp_path,
-        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_ENABLED=limits,
         SERVER_TIMING="false",
         REDIS_KEY_PREFIX=f"fuzz{uuid.uuid4().hex[:12]}:",
     ).start()
