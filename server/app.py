@@ -52,16 +52,12 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     """Build the app; nothing is connected until Robyn's start-up handler runs in each process."""
     state = AppState(settings)
     app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
-    edge = Edge(
-        policies=settings.rate_policies(),
-        trusted_proxies=list(settings.TRUSTED_PROXIES),
-        cors_origins=list(settings.CORS_ORIGINS),
-        max_body_bytes=settings.MAX_BODY_BYTES,
-        max_header_bytes=settings.MAX_HEADER_BYTES,
-        max_query_bytes=settings.MAX_QUERY_BYTES,
-    )
+    edge = Edge.from_settings(settings)
     http_config = HttpConfig(
-        edge=edge, slow_request_ms=settings.SLOW_REQUEST_MS, server_timing=settings.SERVER_TIMING
+        edge=edge,
+        slow_request_ms=settings.SLOW_REQUEST_MS,
+        server_timing=settings.SERVER_TIMING,
+        max_inflight=settings.MAX_INFLIGHT,
     )
     spec_holder: list[Page] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]

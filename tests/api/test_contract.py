@@ -106,7 +106,8 @@ def test_code_enum_is_exactly_the_error_registry(spec: dict[str, Any]) -> None:
     for cls in classes:
         # A class is registered under its code, unless it refines a parent and keeps the parent's code.
         assert AppError.registry[cls.code] is cls or "code" not in vars(cls), cls
-        assert cls.__module__ == "server.errors", f"{cls.__qualname__} is outside the one error registry"
+        if "code" in vars(cls):  # a new code is declared in the one module; refinements may live elsewhere
+            assert cls.__module__ == "server.errors", f"{cls.__qualname__} declares a code outside errors.py"
     # Each status maps to one documented response, which names its code.
     responses = spec["components"]["responses"]
     for cls in classes:
