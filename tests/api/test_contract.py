@@ -20,6 +20,8 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from server.errors import AppError
+from server.http import Call, Reply, Route
+from server.openapi import build_spec
 
 PRODUCTS = "/api/consumer/products"
 PROBLEM = "application/problem+json"
@@ -124,6 +126,20 @@ def test_readme_lists_every_error_code_with_its_status() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     listed = dict(re.findall(r"`([a-z_]+)`\s+(\d{3})", readme.split("Codes (every error class", 1)[1][:1200]))
     assert listed == {code: str(cls.status) for code, cls in AppError.registry.items()}
+
+
+def test_two_shapes_cannot_share_a_name() -> None:
+    async def handler(_call: Call) -> Reply:
+        raise AssertionError("never called")
+
+    def route(path: str, schema: dict[str, Any]) -> Route:
+        return Route("GET", path, handler, response_schema={"title": "Thing", "type": "object", **schema})
+
+    routes = [route("/a", {"required": ["id"]}), route("/b", {})]
+    with pytest.raises(ValueError, match="'Thing'"):
+        build_spec(routes, title="t", version="1", server_url="http://x", rate_limited=())
+    same = build_spec(routes[:1] * 2, title="t", version="1", server_url="http://x", rate_limited=())
+    assert same["components"]["schemas"]["Thing"]["required"] == ["id"]
 
 
 def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
