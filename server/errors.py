@@ -1,4 +1,8 @@
-"""One error model: AppError subclasses with stable codes, rendered as RFC 9457 problem+json (en + ar)."""
+"""One error model: AppError subclasses with stable codes, rendered as RFC 9457 problem+json (en + ar).
+
+Every error class lives here and registers its code when defined, so the OpenAPI `code` enum is derived
+from the classes (`error_codes()`) and cannot drift from what the server returns.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,16 @@ class AppError(Exception):
     title_ar: ClassVar[str] = "خطأ داخلي في الخادم"
     detail_default: ClassVar[str] = "The server could not complete the request."
     detail_ar_default: ClassVar[str] = "تعذّر على الخادم إتمام الطلب."
+    registry: ClassVar[dict[str, type[AppError]]] = {}  # code -> class; filled as classes are defined
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return  # a refinement that keeps its parent's code is the same error on the wire
+        known = AppError.registry.get(cls.code)
+        if known is not None:
+            raise TypeError(f"error code {cls.code!r} of {cls.__qualname__} is taken by {known.__qualname__}")
+        AppError.registry[cls.code] = cls
 
     def __init__(
         self,
@@ -128,13 +142,41 @@ class ServiceUnavailable(AppError):
     detail_ar_default = "الخدمة غير متاحة مؤقتاً؛ أعد المحاولة بعد قليل."
 
 
-ALL_ERRORS: tuple[type[AppError], ...] = (
-    AppError,
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    ValidationFailed,
-    RateLimited,
-    ServiceUnavailable,
-)
+class OriginNotAllowed(AppError):
+    """A CORS preflight from an origin outside CORS_ORIGINS."""
+
+    code, status = "origin_not_allowed", 403
+    title, title_ar = "Origin not allowed", "المصدر غير مسموح به"
+    detail_default = "This origin may not call the API from a browser."
+    detail_ar_default = "لا يُسمح لهذا المصدر باستدعاء الواجهة من المتصفح."
+
+
+class UriTooLong(AppError):
+    """The query string is longer than the server accepts."""
+
+    code, status = "uri_too_long", 414
+    title, title_ar = "URI too long", "عنوان الطلب طويل جداً"
+    detail_default = "The query string is longer than the server accepts."
+    detail_ar_default = "سلسلة الاستعلام أطول مما يقبله الخادم."
+
+
+class HeaderTooLarge(AppError):
+    """The request's header section is larger than the server accepts."""
+
+    code, status = "headers_too_large", 431
+    title, title_ar = "Request header fields too large", "حقول ترويسة الطلب كبيرة جداً"
+    detail_default = "The request headers are larger than the server accepts."
+    detail_ar_default = "ترويسات الطلب أكبر مما يقبله الخادم."
+
+
+AppError.registry[AppError.code] = AppError  # the base is the 500 (its own class is not a subclass)
+
+
+def error_classes() -> tuple[type[AppError], ...]:
+    """Every error the API can answer with, ordered by status then code."""
+    return tuple(sorted(AppError.registry.values(), key=lambda e: (e.status, e.code)))
+
+
+def error_codes() -> list[str]:
+    """Every `code` a problem body can carry, sorted (the OpenAPI enum)."""
+    return sorted(AppError.registry)
