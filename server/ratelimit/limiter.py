@@ -35,9 +35,10 @@ Strategy = Literal["lease", "direct"]
 # granted only as far as *both* have room, and is charged to both. Takes up to `want` requests at once (a
 # lease) and grants what is available, so nothing is ever admitted twice. Many entries go in one call: one
 # round trip for every client whose lease ran out in the same event-loop tick.
-# ARGV per entry: interval µs (= window/quota), burst, want, block interval µs, block burst (0: no block
-# key). Reply per entry: granted, remaining, µs until full, µs until retry, µs until the block allows
-# (0 when the block did not refuse).
+# ARGV per entry: interval µs (= window/quota), burst, want; a negative want (-want) says a block key
+# follows, and two more values: block interval µs, block burst (entries without a block cost no extra
+# bytes). Reply per entry: granted, remaining, µs until full, µs until retry, and with a block a fifth:
+# µs until the block allows (0 when the block did not refuse).
 GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -59,23 +60,28 @@ local function retry(tat, interval, burst)
 end
 local out = {}
 local k = 1
-for a = 1, #ARGV, 5 do
+local a = 1
+while a <= #ARGV do
   local interval = tonumber(ARGV[a])
   local burst = tonumber(ARGV[a + 1])
   local want = tonumber(ARGV[a + 2])
-  local binterval = tonumber(ARGV[a + 3])
-  local bburst = tonumber(ARGV[a + 4])
   local key = KEYS[k]
   k = k + 1
   local tat, avail = state(key, interval, burst)
-  local grant = math.min(want, avail)
-  local bkey, btat, bavail
-  if bburst > 0 then
+  local bkey, btat, bavail, binterval, bburst
+  if want < 0 then
+    want = -want
+    binterval = tonumber(ARGV[a + 3])
+    bburst = tonumber(ARGV[a + 4])
     bkey = KEYS[k]
     k = k + 1
+    a = a + 5
     btat, bavail = state(bkey, binterval, bburst)
-    grant = math.min(grant, bavail)
+  else
+    a = a + 3
   end
+  local grant = math.min(want, avail)
+  if bkey and bavail < grant then grant = bavail end
   if grant > 0 then
     tat = charge(key, tat, grant, interval)
     local left = avail - grant
@@ -87,7 +93,7 @@ for a = 1, #ARGV, 5 do
     out[#out + 1] = left
     out[#out + 1] = math.ceil(tat - now)
     out[#out + 1] = 0
-    out[#out + 1] = 0
+    if bkey then out[#out + 1] = 0 end
   else
     local wait = 0
     if avail == 0 then wait = retry(tat, interval, burst) end
@@ -97,7 +103,7 @@ for a = 1, #ARGV, 5 do
     out[#out + 1] = 0
     out[#out + 1] = math.ceil(tat - now)
     out[#out + 1] = math.max(1, wait, bwait)
-    out[#out + 1] = bwait
+    if bkey then out[#out + 1] = bwait end
   end
 end
 return out
@@ -105,7 +111,6 @@ return out
 MAX_BATCH = 256  # entries (a client key and maybe its block key) per script call
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)
-_NO_BLOCK = (0.0, 0)
 
 
 def _ceil_us(us: int) -> int:
@@ -344,12 +349,12 @@ class RateLimiter:
         size = 1 if bpolicy is not None and lease is None else self.lease_size(policy)
         want = min(policy.burst, size + self._waiters.get(k, 0))
         keys = [self.prefix + k]
-        args = [policy.interval_s * 1e6, policy.burst, want, *_NO_BLOCK]
+        args = [policy.interval_s * 1e6, policy.burst, want]
         bk = ""
         if bpolicy is not None and block is not None:
             bk = policy.name + ":" + block
             keys.append(self.prefix + bk)
-            args[3:] = [bpolicy.interval_s * 1e6, bpolicy.burst]
+            args[2:] = [-want, bpolicy.interval_s * 1e6, bpolicy.burst]
         try:
             reply = await self._queue(keys, args)
         except MaxConnectionsError:
@@ -358,7 +363,8 @@ class RateLimiter:
         except _REDIS_DOWN as exc:
             self._outage(exc)
             return self._local.check(policy, key, bpolicy, block)
-        granted, remaining, reset_us, retry_us, block_us = (int(x) for x in reply)
+        granted, remaining, reset_us, retry_us = reply[:4]
+        block_us = reply[4] if len(reply) > 4 else 0
         reset_s = _ceil_us(reset_us)
         now = time.monotonic()
         if block_us > 0:
@@ -422,10 +428,12 @@ class RateLimiter:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        values = [int(x) for x in reply]
-        for i, (_, _, future) in enumerate(batch):
+        at = 0
+        for entry_keys, _, future in batch:
+            size = 3 + len(entry_keys)  # 4 values, 5 with a block key
             if not future.done():
-                future.set_result(values[i * 5 : i * 5 + 5])
+                future.set_result([int(x) for x in reply[at : at + size]])
+            at += size
 
     def _prune(self, now: float) -> None:
         self._leases = {
