@@ -491,6 +491,29 @@ def test_block_budget_settings_and_scaling() -> None:
         RateLimiter(None, ipv6_block_multiplier=-1)
 
 
+def test_block_multiplier_settings(tmp_path: Path) -> None:
+    from server.settings import SettingsError, load_settings
+
+    base = {
+        "DATABASE_URL": "postgresql://x@127.0.0.1/x",
+        "REDIS_URL": None,
+        "DATA_DIR": tmp_path,
+        "_env_file": None,
+    }
+    s = load_settings(**base, RATE_LIMIT_IPV4_BLOCK_MULTIPLIER=64)
+    assert (s.RATE_LIMIT_IPV6_BLOCK_MULTIPLIER, s.RATE_LIMIT_IPV4_BLOCK_MULTIPLIER) == (16, 64)
+    limiter = RateLimiter.from_settings(s)  # no REDIS_URL: local limits, same budgets
+    policy = parse_policy("catalog", "10/60s")
+    assert limiter.block_policy(policy, "b4:198.51.100.0/24") == Policy("catalog", 640, 60, 640)
+    assert limiter.block_policy(policy, "b6:2001:db8::/48") == Policy("catalog", 160, 60, 160)
+    for name, value in (
+        ("RATE_LIMIT_IPV6_BLOCK_MULTIPLIER", -1),
+        ("RATE_LIMIT_IPV4_BLOCK_MULTIPLIER", 70_000),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            load_settings(**base, **{name: value})
+
+
 def test_local_limiter_charges_the_block_too() -> None:
     now = [100.0]
     local = LocalLimiter(processes=2, clock=lambda: now[0], max_keys=50)
