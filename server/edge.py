@@ -130,8 +130,8 @@ class Edge:
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
-        decision = limiter.check_now(policy, key)
+        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        decision = limiter.check_now(policy, key, block)
         return None if decision is None else self._headers(policy, decision)
 
     async def rate_limit(self, request: Request, policy: Policy) -> dict[str, str]:
@@ -139,8 +139,8 @@ class Edge:
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
-        return self._headers(policy, await limiter.check(policy, key))
+        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        return self._headers(policy, await limiter.check(policy, key, block))
 
     def _headers(self, policy: Policy, decision: Decision) -> dict[str, str]:
         headers = rate_limit_headers(policy, decision)

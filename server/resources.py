@@ -96,16 +96,7 @@ class Resources:
                 socket_connect_timeout=timeout,
                 health_check_interval=10,
             )
-        self.limiter = RateLimiter(None, processes=s.PROCESSES, enabled=False)
-        if s.REDIS_URL is not None and s.RATE_LIMIT_ENABLED:
-            self.limiter = RateLimiter.from_url(
-                s.REDIS_URL.get_secret_value(),
-                processes=s.PROCESSES,
-                prefix=s.REDIS_KEY_PREFIX,
-                timeout_s=s.RATE_LIMIT_REDIS_TIMEOUT_MS / 1000,
-            )
-        elif s.RATE_LIMIT_ENABLED:
-            self.limiter = RateLimiter(None, processes=s.PROCESSES)  # local limits only
+        self.limiter = RateLimiter.from_settings(s)
         limiter = self.limiter
         self.cache = PageCache(
             CacheConfig.from_settings(s), self.redis, redis_suspect=lambda: limiter.degraded

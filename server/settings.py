@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
     RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
+    # Block budgets: every client of one IPv6 /48 (a site's delegation: 65,536 /64s) or, when enabled, of
+    # one IPv4 /24 shares this many times each policy's quota and burst; 0 turns a family's block budget off.
+    RATE_LIMIT_IPV6_BLOCK_MULTIPLIER: int = Field(16, ge=0, le=65_536)
+    RATE_LIMIT_IPV4_BLOCK_MULTIPLIER: int = Field(0, ge=0, le=65_536)
     MAX_HEADER_BYTES: int = Field(16_384, ge=1024, le=1_048_576)
     MAX_QUERY_BYTES: int = Field(4096, ge=256, le=65_536)
     MAX_PATH_BYTES: int = Field(2048, ge=256, le=65_536)
