@@ -47,3 +47,10 @@ bench-http: venv
 ## Freshness: 100 commits, time until every process serves each one (p50/p99/max; exit 1 if targets missed).
 freshness: venv
 	$(PY) -m loadtests.freshness --processes $(LOAD_PROCESSES)
+
+## Fault drill: shoppers browse while Redis is killed for 5 s and PostgreSQL restarts (exit 1 on any 500).
+##   make fault-drill [DRILL_ARGS="--duration 30 --clients 16 --redis-fault stop"]
+DRILL_ARGS ?=
+.PHONY: fault-drill
+fault-drill: venv
+	$(PY) -m loadtests.fault_drill --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) $(DRILL_ARGS)
