@@ -33,35 +33,46 @@ class PoolTimeout(TimeoutError):
     """No pool connection became free within the acquire timeout (DB_ACQUIRE_TIMEOUT_S)."""
 
 
-# Errors that mean "the database cannot serve right now" (answered 503 + Retry-After), as opposed to bugs
-# in our SQL or code (answered 500). Every driver or connection fault belongs here: a request must never
-# turn a database outage, a restart or a half-closed connection into a 500.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    PoolTimeout,
-    OSError,  # includes TimeoutError: a statement past DB_COMMAND_TIMEOUT_S
+# Faults of the connection itself: it is gone, going, or its protocol state is unknown.
+_CONNECTION_FAULTS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, socket gone; TimeoutError too (a statement past DB_COMMAND_TIMEOUT_S)
     asyncpg.InterfaceError,  # connection closed or released, another operation in progress, pool closing
     asyncpg.InternalClientError,  # protocol out of step, e.g. a FATAL that arrived on an idle connection
     asyncpg.exceptions.PostgresConnectionError,  # class 08
     asyncpg.exceptions.OperatorInterventionError,  # class 57: admin/crash shutdown, starting up, cancelled
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,  # 25P03: the server closed the session
+)
+
+# Errors that mean "the database cannot serve right now" (answered 503 + Retry-After), as opposed to bugs
+# in our SQL or code (answered 500). Every driver or connection fault belongs here: a request must never
+# turn a database outage, a restart or a half-closed connection into a 500. So do the server's answers
+# that a retry can cure.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    PoolTimeout,
+    *_CONNECTION_FAULTS,
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, out of memory/disk
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
     asyncpg.exceptions.InvalidCatalogNameError,  # the database is gone (dropped, or not created yet)
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # class 28: the server refuses our login
 )
 
 
 def leaves_connection_unusable(exc: BaseException) -> bool:
     """True when a connection that raised `exc` must not go back to the pool.
 
-    A statement cut short by DB_COMMAND_TIMEOUT_S (TimeoutError), by task cancellation or by the server
-    (57014 query_canceled) is the exception: asyncpg has sent or received the cancel, the connection stays
-    in its "cancelling" state until the server's ReadyForQuery, and the pool's release waits for that
-    (at most the acquire timeout, then terminates it). Every other driver or connection error leaves the
-    protocol in an unknown state (a FATAL that arrived before the socket closed leaves it consuming an
-    error that will never end: the next query fails with "cannot switch to state 12; another operation (2)
-    is in progress"), so that connection is terminated and the pool opens a new one.
+    Server errors about a statement (class 40, 53, ...) arrive before the server's ReadyForQuery: the
+    connection is in step and stays. So does one whose statement was cut short by DB_COMMAND_TIMEOUT_S
+    (TimeoutError), by task cancellation or by the server (57014 query_canceled): asyncpg has sent or
+    received the cancel, the connection stays in its "cancelling" state until the server's ReadyForQuery,
+    and the pool's release waits for that (at most the acquire timeout, then terminates it). Every other
+    connection fault leaves the protocol in an unknown state (a FATAL that arrived before the socket closed
+    leaves it consuming an error that will never end: the next query fails with "cannot switch to state
+    12; another operation (2) is in progress"), so that connection is terminated and the pool opens a new
+    one.
     """
     if isinstance(exc, TimeoutError | asyncio.CancelledError | asyncpg.exceptions.QueryCanceledError):
         return False
-    return isinstance(exc, DATABASE_UNAVAILABLE)
+    return isinstance(exc, _CONNECTION_FAULTS)
 
 
 class _Thresholds:
