@@ -67,8 +67,10 @@ async def report(dsn: str, plans: bool) -> str:
     """Markdown: one table row per case (time, indexes), then the plans when asked."""
     conn = await asyncpg.connect(dsn, server_settings={"jit": "off"})
     try:
-        products = await conn.fetchval("SELECT count(*) FROM products")
-        out = [f"{products:,} products.", "", "| case | ms | indexes used |", "| --- | --- | --- |"]
+        _, active = await repo.list_products(
+            conn, price_list="consumer", flt=repo.ProductFilter(), limit=1, offset=0
+        )
+        out = [f"{active:,} active products.", "", "| case | ms | indexes used |", "| --- | --- | --- |"]
         details = []
         for label, flt, page, known in CASES:
             text, ms, indexes = await explain(conn, flt, page, known)
