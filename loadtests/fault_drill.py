@@ -8,7 +8,7 @@ PostgreSQL (`pg_ctl -m fast restart`). Prints the answers counted by status for 
 each phase and what the Redis outage added to it, whether every process is ready again, and the service
 log's ERROR lines. Exit 1 on any 500 (or a request that got no answer at all).
 
-    python -m loadtests.fault_drill [--duration 30] [--clients 16] [--products 10000] [--processes 2]
+    python -m loadtests.fault_drill [--duration 30] [--warmup 5] [--clients 16] [--products 10000]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class Timeline:
 
     def phase(self, t: float) -> str:
         """The phase a request that started at `t` belongs to."""
+        if t < 0:
+            return "0 warm-up"
         if t < self.redis_down_at:
             return "1 baseline"
         if t < (self.redis_back_at or float("inf")):
@@ -227,7 +229,7 @@ async def run(drill: Drill, url: str, args: argparse.Namespace) -> Results:
     results = Results()
     async with httpx.AsyncClient(base_url=url, timeout=15) as client:
         sample = await catalog_sample(client)
-    start = time.monotonic()
+    start = time.monotonic() + args.warmup  # the timeline's zero: caches and pools warm by then
     until = start + args.duration
     clients = [
         asyncio.create_task(shopper(n, url, sample, timeline, start, until, results))
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of traffic before the timeline")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=2)
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     drill = Drill(args)
     try:
         url = drill.start()
-        log(f"drill: {args.clients} clients for {args.duration:.0f}s against {url}")
+        log(f"drill: {args.clients} clients, {args.warmup:.0f}s warm-up + {args.duration:.0f}s against {url}")
         results = asyncio.run(run(drill, url, args))
         code = report(results)
         ready = ready_everywhere(url, args.processes)
