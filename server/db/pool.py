@@ -60,15 +60,15 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
 def leaves_connection_unusable(exc: BaseException) -> bool:
     """True when a connection that raised `exc` must not go back to the pool.
 
-    Server errors about a statement (class 40, 53, ...) arrive before the server's ReadyForQuery: the
-    connection is in step and stays. So does one whose statement was cut short by DB_COMMAND_TIMEOUT_S
-    (TimeoutError), by task cancellation or by the server (57014 query_canceled): asyncpg has sent or
-    received the cancel, the connection stays in its "cancelling" state until the server's ReadyForQuery,
-    and the pool's release waits for that (at most the acquire timeout, then terminates it). Every other
-    connection fault leaves the protocol in an unknown state (a FATAL that arrived before the socket closed
-    leaves it consuming an error that will never end: the next query fails with "cannot switch to state
-    12; another operation (2) is in progress"), so that connection is terminated and the pool opens a new
-    one.
+    Errors about a statement, from the server (class 22, 40, 53, ...) or from asyncpg's check of an
+    argument, leave the connection in step, and it stays. So does one whose statement was cut short by
+    DB_COMMAND_TIMEOUT_S (TimeoutError), by task cancellation or by the server (57014 query_canceled):
+    asyncpg has sent or received the cancel, the connection stays in its "cancelling" state until the
+    server's ReadyForQuery, and the pool's release waits for that (at most the acquire timeout, then
+    terminates it). Every other connection fault leaves the protocol in an unknown state (a FATAL that
+    arrived before the socket closed leaves it consuming an error that will never end: the next query
+    fails with "cannot switch to state 12; another operation (2) is in progress"), so that connection is
+    terminated and the pool opens a new one.
     """
     if isinstance(exc, TimeoutError | asyncio.CancelledError | asyncpg.exceptions.QueryCanceledError):
         return False
@@ -85,7 +85,10 @@ class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
     def get_reset_query(self) -> str:
         """No reset round trip on release: pool connections never change session state (no SET,
         LISTEN or advisory locks; those use dedicated connections), so the default
-        `RESET ALL; UNLISTEN *; ...` would only add a round trip to every request."""
+        `RESET ALL; UNLISTEN *; ...` would only add a round trip to every request. Still safe after an
+        error: asyncpg rolls back a transaction left open whatever this returns, a cancelled statement is
+        waited for on release, and a connection that saw a connection fault is terminated by the pool's
+        acquire context (`leaves_connection_unusable`), never reset and reused."""
         return ""
 
     def _track(self, query: str, started: float) -> None:
