@@ -58,3 +58,10 @@ freshness: venv
 ## What a stalled Redis (SIGSTOP) adds to a request: prints each phase; exit 1 above 100 ms.
 redis-stall: venv
 	$(PY) -m loadtests.redis_stall
+
+## Fault drill: shoppers browse while Redis is killed for 5 s and PostgreSQL restarts (exit 1 on any 500).
+##   make fault-drill [DRILL_ARGS="--duration 30 --clients 16 --redis-fault stop"]
+DRILL_ARGS ?=
+.PHONY: fault-drill
+fault-drill: venv
+	$(PY) -m loadtests.fault_drill --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) $(DRILL_ARGS)

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
-from server.db.pool import create_pool
+from server.db.pool import DATABASE_UNAVAILABLE, ServicePool, create_pool
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 
@@ -48,7 +48,7 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool: asyncpg.Pool = None  # set in start()
+        self.pool: ServicePool = None  # type: ignore[assignment]  # set in start()
         self.redis: aioredis.Redis | None = None
         self.images = ImageIndex(str(settings.UPLOADS_DIR), settings.IMAGE_REFRESH_INTERVAL_S)
         self.catalog = CatalogState()
@@ -86,6 +86,7 @@ class Resources:
             min_size=s.DB_POOL_MIN,
             max_size=s.DB_POOL_MAX,
             command_timeout=s.DB_COMMAND_TIMEOUT_S,
+            acquire_timeout=s.DB_ACQUIRE_TIMEOUT_S,
             slow_query_ms=s.SLOW_QUERY_MS,
         )
         if s.REDIS_URL is not None:
@@ -168,7 +169,7 @@ class Resources:
                 continue
             try:
                 await self._connect_listener()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
                 log.warning("LISTEN connection lost, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -193,7 +194,7 @@ class Resources:
             self._map_dirty.clear()
             try:
                 await self._load_map()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
                 log.warning("catalog map reload failed, will retry: %s", exc)
                 await asyncio.sleep(0.5)
                 self._map_dirty.set()

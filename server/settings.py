@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     DB_POOL_MIN: int = Field(2, ge=1, le=100)
     DB_POOL_MAX: int = Field(10, ge=1, le=200)
     DB_COMMAND_TIMEOUT_S: float = Field(10.0, gt=0, le=300)
+    # A request waits at most this long for a pool connection, then gets 503 + Retry-After (never a queue
+    # that grows without bound behind a stuck database).
+    DB_ACQUIRE_TIMEOUT_S: float = Field(2.0, gt=0, le=60)
 
     CONSUMER_PRICE_LIST: str = Field("consumer", pattern=r"^[a-z0-9_]{1,32}$")
 
