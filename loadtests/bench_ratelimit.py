@@ -66,6 +66,12 @@ async def bench(url: str, n: int) -> None:
             n,
             lambda i: _sync(keys("10.0.0.5", f"198.51.100.{i % 250}, 10.0.{i % 4}.9")),
         )
+        huge = ["x" * 15_000 + f"{i}, 198.51.100.{i % 250}" for i in range(100)]
+        await measure(
+            "ClientKeys, distinct 15 KB X-Forwarded-For (never memoised)",
+            n // 4,
+            lambda i: _sync(keys("10.0.0.5", huge[i % 100])),
+        )
 
         print("local only (the degraded fallback)")
         await measure("LocalLimiter.check, one hot key", n, lambda i: _sync(local.check(BIG, "ip:1")))
@@ -97,6 +103,31 @@ async def bench(url: str, n: int) -> None:
             "every request a new client (worst case), 50 concurrent",
             n // 4,
             lambda i: lease.check(BIG, f"ip:new{i}"),
+            50,
+        )
+        print("provider blocks (lease; IPv6 /48 budget = 16 x the policy, IPv4 /24 budget off)")
+        await measure(
+            "1000 IPv4 keys round-robin, /24 block off, 50 concurrent",
+            n,
+            lambda i: lease.check(BIG, f"ip:r{i % 1000}", f"b4:{i % 1000 // 250}"),
+            50,
+        )
+        await measure(
+            "1000 /64s of 10 /48s round-robin (+ block), 50 concurrent",
+            n,
+            lambda i: lease.check(BIG, f"ip:v6r{i % 1000}", f"b6:v6r{i % 10}"),
+            50,
+        )
+        await measure(
+            "every request a new /64 of a new /48 (worst case), 50 concurrent",
+            n // 4,
+            lambda i: lease.check(BIG, f"ip:v6new{i}", f"b6:v6new{i}"),
+            50,
+        )
+        await measure(
+            "every request a new /64 of one full /48 (rotation), 50 concurrent",
+            n,
+            lambda i: lease.check(catalog, f"ip:rot{i}", "b6:rot"),
             50,
         )
         errors = direct.redis_errors + lease.redis_errors + direct.overflows + lease.overflows

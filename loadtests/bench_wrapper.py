@@ -35,8 +35,8 @@ from server.settings import load_settings
 from server.state import AppState
 
 
-def make_request(page_size: int) -> Request:
-    """A Robyn request for the products page, as the Rust side would build it."""
+def make_request(page_size: int, peer: str = "127.0.0.1") -> Request:
+    """A Robyn request for the products page from `peer`, as the Rust side would build it."""
     query = QueryParams()
     query.set("page_size", str(page_size))
     headers = Headers({"accept-encoding": "gzip", "user-agent": "bench", "host": "127.0.0.1"})
@@ -50,11 +50,13 @@ def make_request(page_size: int) -> Request:
         {},
         {},
         None,
-        "127.0.0.1",
+        peer,
     )
 
 
-async def measure(dsn: str, redis_url: str, rounds: int, per_round: int) -> tuple[list[float], list[float]]:
+async def measure(
+    dsn: str, redis_url: str, rounds: int, per_round: int, peer: str = "127.0.0.1"
+) -> tuple[list[float], list[float]]:
     """µs per request with the limiter off and on, alternating rounds."""
     uploads = Path(tempfile.mkdtemp(prefix="bench-wrapper-"))
     settings = load_settings(
@@ -81,7 +83,7 @@ async def measure(dsn: str, redis_url: str, rounds: int, per_round: int) -> tupl
     await res.start()
     state.attach(res, ImageStore(uploads, recheck_s=1.0))
     limiter = res.limiter
-    request = make_request(100)
+    request = make_request(100, peer)
     off: list[float] = []
     on: list[float] = []
     try:
@@ -133,14 +135,20 @@ def main() -> int:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=2000)
+    parser.add_argument(
+        "--peer", default="127.0.0.1", help="client address (an IPv6 one is also charged to its /48 budget)"
+    )
     args = parser.parse_args()
     dsn, name = asyncio.run(scratch_database(args.database_url))
     try:
-        off, on = asyncio.run(measure(dsn, args.redis_url, args.rounds, args.per_round))
+        off, on = asyncio.run(measure(dsn, args.redis_url, args.rounds, args.per_round, args.peer))
     finally:
         asyncio.run(drop(args.database_url, name))
     m_off, m_on = statistics.median(off), statistics.median(on)
-    print(f"cached products page (page_size=100), wrapper + handler in one process, {args.rounds} rounds:")
+    print(
+        f"cached products page (page_size=100) from {args.peer}, wrapper + handler in one process, "
+        f"{args.rounds} rounds:"
+    )
     print(f"  limiter off: {m_off:6.2f} µs/request (median of rounds)")
     share = m_on / m_off - 1
     print(f"  limiter on : {m_on:6.2f} µs/request  (+{m_on - m_off:.2f} µs, {share:+.1%} of the Python path)")

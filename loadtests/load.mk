@@ -1,6 +1,7 @@
 # Load tests and the HTTP ceiling benchmark; included by the top Makefile. See loadtests/README.md.
 #   make load                        URL= USERS=50 DURATION=30s  (no URL: a throw-away service is started)
 #   make load-distributed WORKERS=2  same, Locust master + WORKERS local workers
+#   make load-ui URL= UI_PORT=        Locust's web UI on 127.0.0.1, same scenarios (no URL: a throw-away service)
 #   make load-steps STEPS=10,50,100,200,400 STEP_DURATION=10s
 #   make bench-http WRK_ARGS="-t 2 -c 64 -d 10s" BENCH_ENV="CACHE_ENABLED=false" [COMPARE=CACHE_ENABLED=false,true]
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
@@ -20,12 +21,13 @@ THRESHOLDS ?=
 WRK_ARGS ?= -t 2 -c 64 -d 10s
 BENCH_ENV ?=
 COMPARE ?=
+UI_PORT ?=
 
 LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LOAD_PRODUCTS) \
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-steps bench-http freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -34,6 +36,11 @@ load: venv
 ## The same with a Locust master and $(WORKERS) worker processes on this machine.
 load-distributed: venv
 	$(LOAD_RUN) --users $(USERS) --duration $(DURATION) --workers $(WORKERS) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
+
+## Locust's web UI (bound to 127.0.0.1; prints its URL) with the same scenarios; Ctrl-C stops it (and the
+## throw-away service started when URL is empty).
+load-ui: venv
+	$(LOAD_RUN) --ui $(if $(UI_PORT),--ui-port $(UI_PORT)) $(if $(LOCUST_ARGS),-- $(LOCUST_ARGS))
 
 ## Step load (one short run per user count): steps.csv and steps.png (throughput, p50/p95/p99 vs users).
 load-steps: venv
@@ -51,3 +58,10 @@ freshness: venv
 ## What a stalled Redis (SIGSTOP) adds to a request: prints each phase; exit 1 above 100 ms.
 redis-stall: venv
 	$(PY) -m loadtests.redis_stall
+
+## Fault drill: shoppers browse while Redis is killed for 5 s and PostgreSQL restarts (exit 1 on any 500).
+##   make fault-drill [DRILL_ARGS="--duration 30 --clients 16 --redis-fault stop"]
+DRILL_ARGS ?=
+.PHONY: fault-drill
+fault-drill: venv
+	$(PY) -m loadtests.fault_drill --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) $(DRILL_ARGS)

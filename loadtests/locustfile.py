@@ -1,6 +1,6 @@
 """Locust entry point: `locust --config loadtests/locust.conf` (see loadtests/README.md).
 
-Users: ShopperUser, ReturningUser, HerdUser (loadtests/users.py); account scenarios go in
+Users: ShopperUser, ReturningUser, HerdUser, GreedyUser (loadtests/users.py); account scenarios go in
 loadtests/account_users.py. The catalog sample is read from the service at test start, never hard-coded.
 """
 
@@ -21,9 +21,9 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from loadtests import users
 from loadtests.account_users import USERS as ACCOUNT_USERS
 from loadtests.catalog_data import sample_for
-from loadtests.users import HerdUser, ReturningUser, ShopperUser
+from loadtests.users import GreedyUser, HerdUser, ReturningUser, ShopperUser
 
-__all__ = ["HerdUser", "ReturningUser", "ShopperUser", *(u.__name__ for u in ACCOUNT_USERS)]
+__all__ = ["GreedyUser", "HerdUser", "ReturningUser", "ShopperUser", *(u.__name__ for u in ACCOUNT_USERS)]
 globals().update({u.__name__: u for u in ACCOUNT_USERS})
 
 
@@ -38,6 +38,7 @@ _env: list[Environment] = []
 @events.init.add_listener
 def _init(environment: Environment, **_kw: Any) -> None:
     users.configure(environment)
+    environment.events.request.add_listener(users.count_limits)
     _env.append(environment)
 
 
@@ -55,6 +56,7 @@ def _warm(environment: Environment, **_kw: Any) -> None:
 @events.quitting.add_listener
 def _report(environment: Environment, **_kw: Any) -> None:
     users.report_revalidation()
+    users.report_limits()
 
 
 @events.quit.add_listener

@@ -3,10 +3,12 @@
     python -m loadtests.run_load [--url URL] [--users 50] [--duration 30s] [--workers N]
     python -m loadtests.run_load --steps 10,50,100,200,400 [--step-duration 10s]
     python -m loadtests.run_load ... -- --tags browse detail      (after --: passed to Locust)
+    python -m loadtests.run_load --ui [--url URL] [--ui-port P]   (Locust's web UI on 127.0.0.1)
 
-Without --url a throw-away service is started (embedded PostgreSQL/Redis in a temp DATA_DIR, rate limits
-off) and stopped afterwards. Reports go to loadtests/reports/<timestamp>/: `load_*.csv`, `load.html`,
-`load.png` (or `step-NNNN_*`, `steps.csv`, `steps.png`). Exit code: the gate's (0 met, 1 missed, 2 no data).
+Without --url a throw-away service is started (embedded PostgreSQL/Redis in a temp DATA_DIR, default rate
+limits, this machine trusted as a proxy: LOAD_ENV) and stopped afterwards. Reports go to
+loadtests/reports/<timestamp>/: `load_*.csv`, `load.html`, `load.png` (or `step-NNNN_*`, `steps.csv`,
+`steps.png`). Exit code: the gate's (0 met, 1 missed, 2 no data).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loadtests import slo
-from loadtests.service import LocalService, free_port, parse_env, wait_ready
+from loadtests.service import LOAD_ENV, LocalService, free_port, parse_env, wait_ready
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,6 +71,7 @@ def run_locust(
 ) -> int:
     """Run Locust headless (locally, or as a master with `workers` local workers); CSVs and HTML at prefix."""
     args = [
+        "--headless",
         "-H",
         url,
         "-u",
@@ -86,10 +89,7 @@ def run_locust(
     ]
     if reset_stats:
         args.append("--reset-stats")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = locust_env()
     if workers <= 0:
         return subprocess.run(locust_cmd(*args, *(extra or [])), cwd=ROOT, env=env, check=False).returncode
     port = free_port()
@@ -138,8 +138,34 @@ def target(url: str | None, out: Path, products: int, processes: int, env: dict[
         wait_ready(url.rstrip("/"), timeout=10)
         yield url.rstrip("/")
         return
+    env = {**LOAD_ENV, **env}
     with LocalService(products=products, processes=processes, env=env, log_path=out / "server.log") as svc:
         yield svc.url
+
+
+def locust_env() -> dict[str, str]:
+    """This environment with the repo root importable (Locust workers import `loadtests.*`)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def run_ui(args: argparse.Namespace, url: str) -> int:
+    """Locust's web UI on 127.0.0.1 with the same scenarios; runs until Ctrl-C (or Locust exits)."""
+    port = args.ui_port or free_port()
+    cmd = locust_cmd("-H", url, "--web-host", "127.0.0.1", "--web-port", str(port), *args.locust_args)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=locust_env())
+    print(f"Locust web UI: http://127.0.0.1:{port}  (target {url}; Ctrl-C stops)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+        return 0
 
 
 def run_gate(args: argparse.Namespace, out: Path, url: str) -> int:
@@ -237,6 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="step load: user counts, e.g. 10,50,100,200,400 (no gate; summary + steps.png)",
     )
     p.add_argument("--step-duration", default="10s", help="steady time per step")
+    p.add_argument("--ui", action="store_true", help="Locust's web UI (127.0.0.1) instead of a headless run")
+    p.add_argument("--ui-port", type=int, default=0, help="web UI port (default: a free one)")
     p.add_argument("--thresholds", type=Path, default=None, help="objectives file (default thresholds.toml)")
     p.add_argument("--out", type=Path, help="report folder (default loadtests/reports/<timestamp>)")
     p.add_argument("--products", type=int, default=10_000, help="catalog size of a started service")
@@ -259,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / "reports" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     with target(args.url, out, args.products, args.processes, parse_env(args.service_env)) as url:
+        if args.ui:
+            return run_ui(args, url)
         code = run_steps(args, out, url) if args.steps else run_gate(args, out, url)
     print(f"reports: {out}")
     return code

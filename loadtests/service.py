@@ -1,5 +1,6 @@
 """A throw-away instance of the service for load runs: embedded PostgreSQL/Redis in a temp DATA_DIR, a free
-port, a seeded catalog, rate limits off; stopped (and its folder removed) on exit."""
+port, a seeded catalog; stopped (and its folder removed) on exit. Rate limits are off unless the caller's
+env turns them on (Locust runs do, with LOAD_ENV; the wrk benchmarks load from one address and do not)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from types import TracebackType
 
 # Never inherited from the caller's shell: a load run must not touch a real database by accident.
 _DROPPED = ("DATABASE_URL", "REDIS_URL", "DATA_DIR", "UPLOADS_DIR", "PORT", "HOST", "PUBLIC_BASE_URL")
+
+
+# The environment of a service started for Locust: default rate limits on, and the load generator (this
+# machine) trusted as a proxy, so each simulated user's X-Forwarded-For address is its own client.
+LOAD_ENV = {"RATE_LIMIT_ENABLED": "true", "TRUSTED_PROXIES": "127.0.0.1/32,::1/128"}
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import os
 
 from robyn import Robyn
 from robyn.argument_parser import Config
+from robyn.robyn import HttpMethod
 
 from server import openapi, workers
 from server.cache import Page
@@ -30,7 +31,8 @@ log = logging.getLogger("server.app")
 VERSION = "0.1.0"
 CLOSE_BUDGET_S = 0.5  # of SHUTDOWN_GRACE_S: kept for closing pool and connections after the drain
 FLUSH_S = 0.2  # of CLOSE_BUDGET_S: for the 503s of requests the close cut short to be written
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Every method Robyn can route: an unlisted one would get Robyn's own text/plain 404, not our problem+json.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 
 def api_routes(state: AppState) -> list[Route]:
@@ -64,7 +66,11 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     spec_holder: list[Page] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
     spec = openapi.build_spec(
-        routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL
+        routes,
+        title="Catalog API",
+        version=VERSION,
+        server_url=settings.PUBLIC_BASE_URL,
+        rate_limited=[g for g, p in edge.policies.items() if p is not None and settings.RATE_LIMIT_ENABLED],
     )
     spec_holder.append(Page.build(openapi.spec_bytes(spec)))
     _register(app, routes, http_config)
@@ -124,10 +130,16 @@ def _register(app: Robyn, routes: list[Route], config: HttpConfig) -> None:
         app.add_route("OPTIONS", path, wrap(_preflight_route(path, allow, groups[path], config), config))
         for method in METHODS:
             if method not in methods:
-                app.add_route(method, path, wrap(_error_route(method, path, MethodNotAllowed, allow), config))
+                endpoint = wrap(_error_route(method, path, MethodNotAllowed, allow), config)
+                app.add_route(_robyn_method(method), path, endpoint)
     for method in METHODS:
         for path in ("/*path", "/") if "/" not in allowed else ("/*path",):
-            app.add_route(method, path, wrap(_error_route(method, path, NotFound), config))
+            app.add_route(_robyn_method(method), path, wrap(_error_route(method, path, NotFound), config))
+
+
+def _robyn_method(method: str) -> HttpMethod:
+    # Robyn's add_route maps only seven method names from strings; TRACE and CONNECT need the enum.
+    return getattr(HttpMethod, method)  # type: ignore[no-any-return]
 
 
 def _error_route(method: str, path: str, error: type[AppError], allow: str | None = None) -> Route:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from robyn import Request
 
-from server.errors import AppError, PayloadTooLarge, RateLimited
+from server.errors import HeaderTooLarge, OriginNotAllowed, PayloadTooLarge, RateLimited, UriTooLong
 from server.ratelimit import ClientKeys, Decision, IPNetwork, Policy, RateLimiter, rate_limit_headers
 
 if TYPE_CHECKING:
@@ -29,33 +29,6 @@ CORS_ALLOW_HEADERS = (
 )
 CORS_EXPOSE = "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding"
 CORS_MAX_AGE_S = "600"
-
-
-class HeaderTooLarge(AppError):
-    """The request's header section is larger than the server accepts."""
-
-    code, status = "headers_too_large", 431
-    title, title_ar = "Request header fields too large", "حقول ترويسة الطلب كبيرة جداً"
-    detail_default = "The request headers are larger than the server accepts."
-    detail_ar_default = "ترويسات الطلب أكبر مما يقبله الخادم."
-
-
-class UriTooLong(AppError):
-    """The query string is longer than the server accepts."""
-
-    code, status = "uri_too_long", 414
-    title, title_ar = "URI too long", "عنوان الطلب طويل جداً"
-    detail_default = "The query string is longer than the server accepts."
-    detail_ar_default = "سلسلة الاستعلام أطول مما يقبله الخادم."
-
-
-class OriginNotAllowed(AppError):
-    """A CORS preflight from an origin outside CORS_ORIGINS."""
-
-    code, status = "origin_not_allowed", 403
-    title, title_ar = "Origin not allowed", "المصدر غير مسموح به"
-    detail_default = "This origin may not call the API from a browser."
-    detail_ar_default = "لا يُسمح لهذا المصدر باستدعاء الواجهة من المتصفح."
 
 
 class Edge:
@@ -157,8 +130,8 @@ class Edge:
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
-        decision = limiter.check_now(policy, key)
+        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        decision = limiter.check_now(policy, key, block)
         return None if decision is None else self._headers(policy, decision)
 
     async def rate_limit(self, request: Request, policy: Policy) -> dict[str, str]:
@@ -166,8 +139,8 @@ class Edge:
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
-        return self._headers(policy, await limiter.check(policy, key))
+        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        return self._headers(policy, await limiter.check(policy, key, block))
 
     def _headers(self, policy: Policy, decision: Decision) -> dict[str, str]:
         headers = rate_limit_headers(policy, decision)

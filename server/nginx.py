@@ -28,14 +28,21 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from server.edge import HeaderTooLarge, UriTooLong
 from server.errors import (
     AppError,
+    BadGateway,
     BadRequest,
+    GatewayTimeout,
+    HeaderTooLarge,
+    HttpVersionNotSupported,
     MethodNotAllowed,
     NotFound,
+    NotImplementedFeature,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
+    UnsupportedMediaType,
+    UriTooLong,
 )
 from server.nginx_template import TEMPLATE
 from server.settings import Settings
@@ -44,66 +51,6 @@ from server.settings import Settings
 PASSED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ALLOW_ANY_RESOURCE = "GET, HEAD, OPTIONS"  # what every route accepts (the Allow of nginx's own 405)
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-
-
-class RequestTimeout(AppError):
-    """The client did not send its request (headers or body) in time."""
-
-    code, status = "request_timeout", 408
-    title, title_ar = "Request timeout", "انتهت مهلة الطلب"
-    detail_default = "The request was not received in time."
-    detail_ar_default = "لم يصل الطلب في الوقت المحدد."
-
-
-class UnsupportedMediaType(AppError):
-    """A multipart Content-Type without boundary, or on a method that takes no body."""
-
-    code, status = "unsupported_media_type", 415
-    title, title_ar = "Unsupported media type", "نوع المحتوى غير مدعوم"
-    detail_default = (
-        "This Content-Type is not accepted: multipart bodies need a boundary, "
-        "and GET, HEAD and OPTIONS take no body."
-    )
-    detail_ar_default = (
-        "نوع المحتوى هذا غير مقبول: المحتوى متعدد الأجزاء يحتاج إلى حدّ فاصل (boundary)، "
-        "وطلبات GET وHEAD وOPTIONS لا تحمل محتوى."
-    )
-
-
-class NotImplementedFeature(AppError):
-    """A request feature the server does not support (e.g. an unknown Transfer-Encoding)."""
-
-    code, status = "not_implemented", 501
-    title, title_ar = "Not implemented", "غير مدعوم"
-    detail_default = "The server does not support a feature of this request (such as its transfer coding)."
-    detail_ar_default = "لا يدعم الخادم إحدى ميزات هذا الطلب (مثل ترميز النقل)."
-
-
-class BadGateway(AppError):
-    """The proxy could not reach the service."""
-
-    code, status = "bad_gateway", 502
-    title, title_ar = "Bad gateway", "خطأ في البوابة"
-    detail_default = "The service behind the proxy could not be reached; retry shortly."
-    detail_ar_default = "تعذّر الوصول إلى الخدمة خلف الوكيل؛ أعد المحاولة بعد قليل."
-
-
-class GatewayTimeout(AppError):
-    """The service did not answer the proxy in time."""
-
-    code, status = "gateway_timeout", 504
-    title, title_ar = "Gateway timeout", "انتهت مهلة البوابة"
-    detail_default = "The service behind the proxy did not answer in time; retry shortly."
-    detail_ar_default = "لم تُجب الخدمة خلف الوكيل في الوقت المحدد؛ أعد المحاولة بعد قليل."
-
-
-class HttpVersionNotSupported(AppError):
-    """A request line with an HTTP version the proxy does not speak."""
-
-    code, status = "http_version_not_supported", 505
-    title, title_ar = "HTTP version not supported", "إصدار HTTP غير مدعوم"
-    detail_default = "This HTTP version is not supported; use HTTP/1.1."
-    detail_ar_default = "إصدار HTTP هذا غير مدعوم؛ استخدم HTTP/1.1."
 
 
 # Every status nginx itself may answer with, and the error whose body it sends. nginx's 494 (one header

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
-from server.db.pool import DATABASE_UNAVAILABLE, create_pool
+from server.db.pool import DATABASE_UNAVAILABLE, ServicePool, create_pool
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 
@@ -95,7 +95,7 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool: asyncpg.Pool = None  # set in start()
+        self.pool: ServicePool = None  # type: ignore[assignment]  # set in start()
         self.redis: aioredis.Redis | None = None
         self.images = ImageIndex(str(settings.UPLOADS_DIR), settings.IMAGE_REFRESH_INTERVAL_S)
         self.catalog = CatalogState()
@@ -134,6 +134,7 @@ class Resources:
             min_size=s.DB_POOL_MIN,
             max_size=s.DB_POOL_MAX,
             command_timeout=s.DB_COMMAND_TIMEOUT_S,
+            acquire_timeout=s.DB_ACQUIRE_TIMEOUT_S,
             slow_query_ms=s.SLOW_QUERY_MS,
         )
         if s.REDIS_URL is not None:
@@ -144,16 +145,7 @@ class Resources:
                 socket_connect_timeout=timeout,
                 health_check_interval=10,
             )
-        self.limiter = RateLimiter(None, processes=s.PROCESSES, enabled=False)
-        if s.REDIS_URL is not None and s.RATE_LIMIT_ENABLED:
-            self.limiter = RateLimiter.from_url(
-                s.REDIS_URL.get_secret_value(),
-                processes=s.PROCESSES,
-                prefix=s.REDIS_KEY_PREFIX,
-                timeout_s=s.RATE_LIMIT_REDIS_TIMEOUT_MS / 1000,
-            )
-        elif s.RATE_LIMIT_ENABLED:
-            self.limiter = RateLimiter(None, processes=s.PROCESSES)  # local limits only
+        self.limiter = RateLimiter.from_settings(s)
         limiter = self.limiter
         self.cache = PageCache(
             CacheConfig.from_settings(s), self.redis, redis_suspect=lambda: limiter.degraded

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     DB_POOL_MIN: int = Field(2, ge=1, le=100)
     DB_POOL_MAX: int = Field(10, ge=1, le=200)
     DB_COMMAND_TIMEOUT_S: float = Field(10.0, gt=0, le=300)
+    # A request waits at most this long for a pool connection, then gets 503 + Retry-After (never a queue
+    # that grows without bound behind a stuck database).
+    DB_ACQUIRE_TIMEOUT_S: float = Field(2.0, gt=0, le=60)
 
     CONSUMER_PRICE_LIST: str = Field("consumer", pattern=r"^[a-z0-9_]{1,32}$")
 
@@ -84,6 +87,10 @@ class Settings(BaseSettings):
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
     RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
+    # Block budgets: every client of one IPv6 /48 (a site's delegation: 65,536 /64s) or, when enabled, of
+    # one IPv4 /24 shares this many times each policy's quota and burst; 0 turns a family's block budget off.
+    RATE_LIMIT_IPV6_BLOCK_MULTIPLIER: int = Field(16, ge=0, le=65_536)
+    RATE_LIMIT_IPV4_BLOCK_MULTIPLIER: int = Field(0, ge=0, le=65_536)
     MAX_HEADER_BYTES: int = Field(16_384, ge=1024, le=1_048_576)
     MAX_QUERY_BYTES: int = Field(4096, ge=256, le=65_536)
     MAX_PATH_BYTES: int = Field(2048, ge=256, le=65_536)

@@ -22,19 +22,20 @@ import psutil
 import pytest
 from catalog_testlib import Database, ServerProcess, Services, free_port, stop_tree
 
-from server.edge import HeaderTooLarge, UriTooLong
-from server.errors import AppError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
-from server.nginx import (
-    PRODUCTION,
+from server.errors import (
+    AppError,
     BadGateway,
-    EdgeSettings,
-    Front,
+    BadRequest,
+    HeaderTooLarge,
     HttpVersionNotSupported,
+    MethodNotAllowed,
+    NotFound,
     NotImplementedFeature,
+    PayloadTooLarge,
     UnsupportedMediaType,
-    find_nginx,
-    render_front,
+    UriTooLong,
 )
+from server.nginx import PRODUCTION, EdgeSettings, Front, find_nginx, render_front
 
 NGINX = find_nginx(os.environ.get("EDGE_NGINX", "nginx"))  # EDGE_NGINX=/nope: see the skips
 needs_nginx = pytest.mark.skipif(

@@ -30,12 +30,14 @@ from server.ratelimit import (
     Policy,
     RateLimiter,
     Strategy,
+    client_identity,
     client_key,
     parse_optional_policy,
     parse_policy,
     policy_header,
     rate_limit_headers,
     ratelimit_header,
+    scaled,
     user_key,
 )
 
@@ -207,10 +209,43 @@ def test_client_key_without_trusted_proxies_ignores_xff() -> None:
     assert user_key(42) == "u:42"
     keys = ClientKeys(PROXIES, max_entries=4)
     for i in range(10):  # the memo stays bounded and agrees with client_key
-        assert keys("10.0.0.5", f"198.51.100.{i}") == f"ip:198.51.100.{i}"
+        assert keys("10.0.0.5", f"198.51.100.{i}") == (f"ip:198.51.100.{i}", "b4:198.51.100.0/24")
         assert len(keys._memo) <= 4
-    assert ClientKeys([])("203.0.113.7", "1.1.1.1") == "ip:203.0.113.7"
+    assert ClientKeys([])("203.0.113.7", "1.1.1.1") == ("ip:203.0.113.7", "b4:203.0.113.0/24")
     assert user_key("42") != client_key("42.0.0.1", None, [])
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "expected"),
+    [
+        ("203.0.113.7", None, ("ip:203.0.113.7", "b4:203.0.113.0/24")),
+        ("2001:db8:1:2:3:4:5:6", None, ("ip:2001:db8:1:2::/64", "b6:2001:db8:1::/48")),
+        ("10.0.0.5", "2001:db8:aa:bb::1, 10.0.0.9", ("ip:2001:db8:aa:bb::/64", "b6:2001:db8:aa::/48")),
+        ("::ffff:198.51.100.9", None, ("ip:198.51.100.9", "b4:198.51.100.0/24")),
+        ("not-an-ip", None, ("ip:unknown", None)),
+        ("10.0.0.5", "198.51.100.1, " + "1" * 100, ("ip:10.0.0.5", "b4:10.0.0.0/24")),  # oversized hop
+    ],
+)
+def test_client_identity_names_the_provider_block(
+    peer: str, xff: str | None, expected: tuple[str, str | None]
+) -> None:
+    assert client_identity(peer, xff, PROXIES) == expected
+    assert ClientKeys(PROXIES)(peer, xff) == expected
+
+
+def test_client_keys_memo_never_stores_oversized_input() -> None:
+    keys = ClientKeys(PROXIES, max_entries=64)
+    for i in range(1000):  # distinct 15 KB headers: a forged left part, then the real client
+        header = f"{i:05d}" + "a" * 15_000 + f", 2001:db8:{i % 7}::1"
+        assert keys("10.0.0.5", header) == client_identity("10.0.0.5", header, PROXIES)
+        assert keys(f"203.0.113.{i % 200}", header)[0] == f"ip:203.0.113.{i % 200}"  # untrusted peer
+    assert not keys._memo  # nothing longer than MEMO_MAX_HEADER is kept
+    assert len(keys._peers) <= 64
+    for i in range(1000):  # short headers are memoised, within the entry bound
+        assert keys("10.0.0.5", f"198.51.{i // 250}.{i % 250}")[0] == f"ip:198.51.{i // 250}.{i % 250}"
+        assert len(keys._memo) <= 64
+    memo_keys = [*keys._memo, *keys._peers]
+    assert max(len(k[1]) if isinstance(k, tuple) else len(k) for k in memo_keys) <= 128
 
 
 # -- headers ----------------------------------------------------------------------------------------
@@ -371,6 +406,130 @@ def test_disabled_is_a_no_op(own_redis: OwnRedis) -> None:
 
     assert all(d.allowed for d in run(scenario()))
     assert own_redis.calls("evalsha") + own_redis.calls("eval") == 0
+
+
+# -- provider blocks --------------------------------------------------------------------------------
+
+SLASH48 = [f"ip:2001:db8:7:{i:x}::/64" for i in range(150)]  # 150 /64s of 2001:db8:7::/48
+
+
+@pytest.mark.parametrize("strategy", ["lease", "direct"])
+def test_many_slash64s_of_one_slash48_share_the_block_budget(
+    redis_url: str, prefix: str, strategy: Strategy
+) -> None:
+    policy = parse_policy("catalog", "10/60s")  # block: 4 x 10 = 40 per minute
+
+    async def scenario() -> tuple[list[Decision], list[Decision], list[Decision], float]:
+        started = time.monotonic()
+        limiters = [
+            RateLimiter.from_url(
+                redis_url, prefix=prefix, processes=2, strategy=strategy, ipv6_block_multiplier=4
+            )
+            for _ in range(2)
+        ]
+        try:
+            rotating = [
+                await limiters[i % 2].check(policy, SLASH48[i % 150], "b6:2001:db8:7::/48")
+                for i in range(300)
+            ]
+            other = [
+                await limiters[i % 2].check(policy, "ip:2001:db8:8::/64", "b6:2001:db8:8::/48")
+                for i in range(12)
+            ]
+            ipv4 = [
+                await limiters[0].check(policy, f"ip:198.51.100.{i}", "b4:198.51.100.0/24") for i in range(60)
+            ]
+            return rotating, other, ipv4, time.monotonic() - started
+        finally:
+            for limiter in limiters:
+                await limiter.aclose()
+
+    rotating, other, ipv4, elapsed = run(scenario())
+    # Without the block: 150 clients x 2 requests, all within their own quota of 10.
+    assert 40 <= sum(d.allowed for d in rotating) <= 40 + elapsed * 40 / 60 + 1  # the /48's 40 (+ refill)
+    for d in rotating:
+        if not d.allowed:
+            assert d.retry_after_s >= 1 and d.remaining == 0 and d.reset_s >= 1
+    assert sum(d.allowed for d in other) == 10  # another /48: its own budget, and the client's own limit
+    assert all(d.allowed for d in ipv4)  # IPv4 /24 budget off by default: 60 addresses of one /24 pass
+
+
+def test_block_denials_are_cached_and_batched(own_redis: OwnRedis) -> None:
+    policy = parse_policy("catalog", "10/60s")
+    block = "b6:2001:db8:7::/48"
+
+    async def scenario() -> tuple[list[Decision], int, list[Decision], int, RateLimiter]:
+        limiter = RateLimiter.from_url(own_redis.url, ipv6_block_multiplier=4, max_keys=100)
+        try:
+            first = list(await asyncio.gather(*(limiter.check(policy, c, block) for c in SLASH48)))
+            trips = limiter.round_trips
+            # The block is known to be full: new /64s of it are refused without asking Redis.
+            later = [
+                await limiter.check(policy, f"ip:2001:db8:7:{i:x}::/64", block) for i in range(1000, 1300)
+            ]
+            now = limiter.check_now(policy, "ip:2001:db8:7:ffff::/64", block)
+            assert now is not None and not now.allowed
+            return first, trips, later, limiter.round_trips - trips, limiter
+        finally:
+            await limiter.aclose()
+
+    first, trips, later, more_trips, limiter = run(scenario())
+    assert sum(d.allowed for d in first) == 40
+    assert trips == 1  # 150 clients, each with its block key, in one script call
+    assert not any(d.allowed for d in later) and more_trips == 0
+    assert all(d.retry_after_s >= 1 for d in later)
+    assert len(limiter._leases) <= 100 and len(limiter._blocked) <= 100  # bounded by max_keys
+
+
+def test_block_budget_settings_and_scaling() -> None:
+    policy = parse_policy("catalog", "600/60s;burst=100")
+    assert scaled(policy, 16) == Policy("catalog", 9600, 60, 1600)
+    assert scaled(Policy("x", 10**9, 60, 10**9), 16) == Policy("x", 10**9, 60, 10**9)  # capped at the max
+    limiter = RateLimiter(None, ipv6_block_multiplier=16, ipv4_block_multiplier=0)
+    assert limiter.block_policy(policy, "b6:2001:db8::/48") == Policy("catalog", 9600, 60, 1600)
+    assert limiter.block_policy(policy, "b4:198.51.100.0/24") is None
+    with pytest.raises(ValueError, match="multipliers"):
+        RateLimiter(None, ipv6_block_multiplier=-1)
+
+
+def test_block_multiplier_settings(tmp_path: Path) -> None:
+    from server.settings import SettingsError, load_settings
+
+    base = {
+        "DATABASE_URL": "postgresql://x@127.0.0.1/x",
+        "REDIS_URL": None,
+        "DATA_DIR": tmp_path,
+        "_env_file": None,
+    }
+    s = load_settings(**base, RATE_LIMIT_IPV4_BLOCK_MULTIPLIER=64)
+    assert (s.RATE_LIMIT_IPV6_BLOCK_MULTIPLIER, s.RATE_LIMIT_IPV4_BLOCK_MULTIPLIER) == (16, 64)
+    limiter = RateLimiter.from_settings(s)  # no REDIS_URL: local limits, same budgets
+    policy = parse_policy("catalog", "10/60s")
+    assert limiter.block_policy(policy, "b4:198.51.100.0/24") == Policy("catalog", 640, 60, 640)
+    assert limiter.block_policy(policy, "b6:2001:db8::/48") == Policy("catalog", 160, 60, 160)
+    for name, value in (
+        ("RATE_LIMIT_IPV6_BLOCK_MULTIPLIER", -1),
+        ("RATE_LIMIT_IPV4_BLOCK_MULTIPLIER", 70_000),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            load_settings(**base, **{name: value})
+
+
+def test_local_limiter_charges_the_block_too() -> None:
+    now = [100.0]
+    local = LocalLimiter(processes=2, clock=lambda: now[0], max_keys=50)
+    policy = parse_policy("catalog", "10/60s")
+    block = scaled(policy, 4)  # 40, i.e. 20 per process
+    decisions = [local.check(policy, SLASH48[i % 150], block, "b6:2001:db8:7::/48") for i in range(300)]
+    assert sum(d.allowed for d in decisions) == 20
+    assert all(d.retry_after_s >= 1 for d in decisions if not d.allowed)
+    assert (
+        sum(local.check(policy, "ip:2001:db8:8::/64", block, "b6:2001:db8:8::/48").allowed for _ in range(9))
+        == 5
+    )
+    for i in range(200):  # distinct clients: the table stays within max_keys
+        local.check(policy, f"ip:192.0.2.{i}", None, None)
+    assert len(local._tat) <= 50
 
 
 # -- local fallback ---------------------------------------------------------------------------------

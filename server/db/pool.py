@@ -1,11 +1,15 @@
-"""The asyncpg pool: tunable size, per-request query counting and slow-query logging, visible usage."""
+"""The asyncpg pool: bounded acquire, faulty connections discarded, per-request query counting and slow-query
+logging, visible usage (waiters included)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -25,18 +29,50 @@ class QueryStats:
 query_stats_var: ContextVar[QueryStats | None] = ContextVar("query_stats", default=None)
 
 
-# Driver errors that mean "the database cannot be reached right now" (answered 503 + Retry-After), as
-# opposed to bugs (answered 500).
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.InvalidCatalogNameError,
-    asyncpg.exceptions.TooManyConnectionsError,
+class PoolTimeout(TimeoutError):
+    """No pool connection became free within the acquire timeout (DB_ACQUIRE_TIMEOUT_S)."""
+
+
+# Faults of the connection itself: it is gone, going, or its protocol state is unknown.
+_CONNECTION_FAULTS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, socket gone; TimeoutError too (a statement past DB_COMMAND_TIMEOUT_S)
+    asyncpg.InterfaceError,  # connection closed or released, another operation in progress, pool closing
+    asyncpg.InternalClientError,  # protocol out of step, e.g. a FATAL that arrived on an idle connection
+    asyncpg.exceptions.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin/crash shutdown, starting up, cancelled
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,  # 25P03: the server closed the session
 )
+
+# Errors that mean "the database cannot serve right now" (answered 503 + Retry-After), as opposed to bugs
+# in our SQL or code (answered 500). Every driver or connection fault belongs here: a request must never
+# turn a database outage, a restart or a half-closed connection into a 500. So do the server's answers
+# that a retry can cure.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    PoolTimeout,
+    *_CONNECTION_FAULTS,
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, out of memory/disk
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database is gone (dropped, or not created yet)
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # class 28: the server refuses our login
+)
+
+
+def leaves_connection_unusable(exc: BaseException) -> bool:
+    """True when a connection that raised `exc` must not go back to the pool.
+
+    Errors about a statement, from the server (class 22, 40, 53, ...) or from asyncpg's check of an
+    argument, leave the connection in step, and it stays. So does one whose statement was cut short by
+    DB_COMMAND_TIMEOUT_S (TimeoutError), by task cancellation or by the server (57014 query_canceled):
+    asyncpg has sent or received the cancel, the connection stays in its "cancelling" state until the
+    server's ReadyForQuery, and the pool's release waits for that (at most the acquire timeout, then
+    terminates it). Every other connection fault leaves the protocol in an unknown state (a FATAL that
+    arrived before the socket closed leaves it consuming an error that will never end: the next query
+    fails with "cannot switch to state 12; another operation (2) is in progress"), so that connection is
+    terminated and the pool opens a new one.
+    """
+    if isinstance(exc, TimeoutError | asyncio.CancelledError | asyncpg.exceptions.QueryCanceledError):
+        return False
+    return isinstance(exc, _CONNECTION_FAULTS)
 
 
 class _Thresholds:
@@ -49,7 +85,10 @@ class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
     def get_reset_query(self) -> str:
         """No reset round trip on release: pool connections never change session state (no SET,
         LISTEN or advisory locks; those use dedicated connections), so the default
-        `RESET ALL; UNLISTEN *; ...` would only add a round trip to every request."""
+        `RESET ALL; UNLISTEN *; ...` would only add a round trip to every request. Still safe after an
+        error: asyncpg rolls back a transaction left open whatever this returns, a cancelled statement is
+        waited for on release, and a connection that saw a connection fault is terminated by the pool's
+        acquire context (`leaves_connection_unusable`), never reset and reused."""
         return ""
 
     def _track(self, query: str, started: float) -> None:
@@ -94,12 +133,79 @@ class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
             self._track(query, started)
 
 
+class _Acquire:
+    """`async with pool.acquire() as conn`: a bounded wait, waiters counted, a faulty connection discarded."""
+
+    __slots__ = ("_conn", "_inner", "_pool", "_timeout")
+
+    def __init__(self, pool: ServicePool, timeout: float) -> None:
+        self._pool, self._timeout = pool, timeout
+        self._inner: Any = None
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Any:
+        pool = self._pool
+        self._inner = pool.raw.acquire(timeout=self._timeout)
+        pool.waiters += 1
+        try:
+            self._conn = await self._inner.__aenter__()
+        except TimeoutError as exc:
+            pool.timeouts += 1
+            raise PoolTimeout(f"no database connection free within {self._timeout:g} s") from exc
+        finally:
+            pool.waiters -= 1
+        return self._conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and leaves_connection_unusable(exc):
+            # terminate() hands the holder back to the pool at once; the next acquire reconnects. A proxy
+            # whose connection already closed is detached and refuses the call: nothing left to discard.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                self._conn.terminate()
+                self._pool.discarded += 1
+                log.warning("discarded a pool connection after %s", type(exc).__name__)
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+
+class ServicePool:
+    """The per-process asyncpg pool behind the one `acquire()` every caller uses: it waits at most
+    `acquire_timeout` for a connection (then PoolTimeout, answered 503), counts the waiters, and never
+    returns a connection that saw a driver or connection error to the pool."""
+
+    def __init__(self, raw: asyncpg.Pool, acquire_timeout: float) -> None:
+        self.raw = raw
+        self.acquire_timeout = acquire_timeout
+        self.waiters = 0
+        self.timeouts = 0
+        self.discarded = 0
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        """A connection for an `async with` block (waits at most `timeout`, default acquire_timeout)."""
+        return _Acquire(self, self.acquire_timeout if timeout is None else timeout)
+
+    async def close(self) -> None:
+        """Close every connection (waits for those in use)."""
+        await self.raw.close()
+
+    def terminate(self) -> None:
+        """Close every connection at once."""
+        self.raw.terminate()
+
+
 async def create_pool(
-    dsn: str, *, min_size: int, max_size: int, command_timeout: float, slow_query_ms: float
-) -> asyncpg.Pool:
-    """A pool of TrackedConnections; `pool_usage(pool)` reports its use."""
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+    acquire_timeout: float,
+    slow_query_ms: float,
+) -> ServicePool:
+    """A pool of TrackedConnections with a bounded acquire; `pool_usage(pool)` reports its use."""
     _Thresholds.slow_query_s = slow_query_ms / 1000
-    pool = await asyncpg.create_pool(
+    raw = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
@@ -110,18 +216,22 @@ async def create_pool(
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": "catalog-api", "jit": "off"},
     )
-    assert pool is not None
-    return pool
+    assert raw is not None
+    return ServicePool(raw, acquire_timeout)
 
 
-def pool_usage(pool: asyncpg.Pool) -> dict[str, int]:
-    """Size, idle and in-use connections, and the configured bounds."""
-    size = pool.get_size()
-    idle = pool.get_idle_size()
+def pool_usage(pool: ServicePool) -> dict[str, int]:
+    """Size, idle and in-use connections, requests waiting for one, timeouts and discards, and bounds."""
+    raw = pool.raw
+    size = raw.get_size()
+    idle = raw.get_idle_size()
     return {
         "size": size,
         "idle": idle,
         "in_use": size - idle,
-        "min": pool.get_min_size(),
-        "max": pool.get_max_size(),
+        "waiters": pool.waiters,
+        "acquire_timeouts": pool.timeouts,
+        "discarded": pool.discarded,
+        "min": raw.get_min_size(),
+        "max": raw.get_max_size(),
     }

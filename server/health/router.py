@@ -10,6 +10,7 @@ import orjson
 from server import workers
 from server.db.pool import pool_usage
 from server.health.readiness import Probe, Readiness, client_address, may_see_details
+from server.health.schemas import HEALTH_SCHEMA, READINESS_SCHEMA
 from server.http import Call, Reply, Route
 from server.resources import Resources
 from server.state import AppState
@@ -51,7 +52,16 @@ def routes(state: AppState) -> list[Route]:
         )
 
     return [
-        Route("GET", "/health", health, summary="Liveness", tag="health", group="health", errors=()),
+        Route(
+            "GET",
+            "/health",
+            health,
+            summary="Liveness",
+            tag="health",
+            group="health",
+            errors=(),
+            response_schema=HEALTH_SCHEMA,
+        ),
         Route(
             "GET",
             "/ready",
@@ -60,6 +70,7 @@ def routes(state: AppState) -> list[Route]:
             tag="health",
             group="health",
             errors=(503,),
+            response_schema=READINESS_SCHEMA,
         ),
     ]
 

@@ -27,6 +27,19 @@ pressing against its limit spends every lease). With 100/60s and 2 processes, 30
 admit exactly 100. `RateLimit` `r` is this process's best knowledge (other processes' unspent leases are
 not visible). `strategy="direct"` (one EVALSHA per request, exact `r`) remains available.
 
+Provider blocks: an IPv6 client is keyed by its /64, but one site is delegated a whole /48 (65,536 /64s)
+and can rotate through it. So every request is also charged to its block (`b6:<the /48>`; `b4:<the /24>`
+when enabled), a budget of `multiplier` × the policy's quota and burst (RATE_LIMIT_IPV6_BLOCK_MULTIPLIER,
+default 16; RATE_LIMIT_IPV4_BLOCK_MULTIPLIER, default 0 = off, see the README for why). A request is allowed
+only if both budgets allow it: the script checks and charges both keys atomically, in the same batched call
+(still one round trip). A client's first round trip under a block takes a lease of 1, so clients seen once
+strand nothing of the block's budget, and a block Redis reported full is refused locally until it has room,
+so rotating through fresh /64s costs no round trips either.
+
+Memory: every table keyed by client input is bounded in entries and key size: the identity memos
+(ClientKeys: peers, and forwarded headers of at most 128 bytes), leases, cached block denials and the local
+fallback's table (`max_keys`, 100,000 each; keys are normalised `ip:`/`b6:`/`b4:` strings, never raw input).
+
 Degradation: on a Redis error or a timeout (`timeout_s`, default 100 ms) the limiter switches to an
 in-process GCRA at 1/`processes` of each quota and burst (so one instance still enforces about the quota;
 M instances enforce up to M × quota), logs one warning per outage, reports `degraded`, and probes Redis in
@@ -34,10 +47,18 @@ the background at most every `probe_interval_s` (1 s) to switch back. `check` ne
 """
 
 from server.ratelimit.decision import Decision, policy_header, rate_limit_headers, ratelimit_header
-from server.ratelimit.identity import ClientKeys, IPNetwork, client_key, parse_ip, user_key
+from server.ratelimit.identity import (
+    ClientKeys,
+    Identity,
+    IPNetwork,
+    client_identity,
+    client_key,
+    parse_ip,
+    user_key,
+)
 from server.ratelimit.limiter import GCRA_LUA, RateLimiter, Strategy
 from server.ratelimit.local import LocalLimiter
-from server.ratelimit.policy import DEFAULT_POLICIES, Policy, parse_optional_policy, parse_policy
+from server.ratelimit.policy import DEFAULT_POLICIES, Policy, parse_optional_policy, parse_policy, scaled
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -45,10 +66,12 @@ __all__ = [
     "ClientKeys",
     "Decision",
     "IPNetwork",
+    "Identity",
     "LocalLimiter",
     "Policy",
     "RateLimiter",
     "Strategy",
+    "client_identity",
     "client_key",
     "parse_ip",
     "parse_optional_policy",
@@ -56,5 +79,6 @@ __all__ = [
     "policy_header",
     "rate_limit_headers",
     "ratelimit_header",
+    "scaled",
     "user_key",
 ]

@@ -16,7 +16,11 @@ _EPS = 1e-9
 
 
 class LocalLimiter:
-    """GCRA over a dict of theoretical arrival times, with quota and burst divided by `processes`."""
+    """GCRA over a dict of theoretical arrival times, with quota and burst divided by `processes`.
+
+    Like the shared limiter, a request may also be charged to its client's block (a coarser budget): it is
+    allowed only if both have room. At most `max_keys` keys (client and block keys alike) are kept.
+    """
 
     def __init__(
         self, processes: int = 1, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
@@ -37,22 +41,33 @@ class LocalLimiter:
             share = self._shares[policy] = (policy.window_s / quota, burst)
         return share
 
-    def check(self, policy: Policy, key: str) -> Decision:
-        """Spend one request of `key` under this process's share of `policy`."""
-        interval, burst = self._share(policy)
+    def check(
+        self, policy: Policy, key: str, block_policy: Policy | None = None, block: str | None = None
+    ) -> Decision:
+        """Spend one request of `key` (and of `block` under `block_policy`) under this process's share."""
         now = self._clock()
         k = policy.name + ":" + key
-        tat = self._tat.get(k, now)
-        if tat < now:
-            tat = now
-        new_tat = tat + interval
-        tau = burst * interval
-        if new_tat - now > tau + _EPS:
-            return Decision(False, 0, math.ceil(tat - now), max(1, math.ceil(new_tat - tau - now)))
-        if len(self._tat) >= self.max_keys and k not in self._tat:
-            self._prune(now)
+        interval, burst = self._share(policy)
+        tat = max(self._tat.get(k, now), now)
+        new_tat, tau = tat + interval, burst * interval
+        wait = new_tat - tau - now  # > 0: denied for this long
+        bk, new_btat, binterval, bburst = "", 0.0, 1.0, 0
+        if block_policy is not None and block is not None:
+            bk = policy.name + ":" + block
+            binterval, bburst = self._share(block_policy)
+            new_btat = max(self._tat.get(bk, now), now) + binterval
+            wait = max(wait, new_btat - bburst * binterval - now)
+        if wait > _EPS:
+            retry = max(1, math.ceil(wait))
+            return Decision(False, 0, max(retry, math.ceil(tat - now)), retry)
+        for kk in (k, bk) if bk else (k,):
+            if len(self._tat) >= self.max_keys and kk not in self._tat:
+                self._prune(now)
         self._tat[k] = new_tat
         remaining = int((now + tau - new_tat) / interval + _EPS)
+        if bk:
+            self._tat[bk] = new_btat
+            remaining = min(remaining, int((now + bburst * binterval - new_btat) / binterval + _EPS))
         return Decision(True, remaining, math.ceil(new_tat - now - _EPS), 0)
 
     def _prune(self, now: float) -> None:

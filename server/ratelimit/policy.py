@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_POLICIES", "OFF_WORDS", "Policy", "parse_optional_policy", "parse_policy"]
+__all__ = ["DEFAULT_POLICIES", "OFF_WORDS", "Policy", "parse_optional_policy", "parse_policy", "scaled"]
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_QUOTA = 1_000_000_000
@@ -81,3 +81,11 @@ def parse_optional_policy(name: str, text: str) -> Policy | None:
     if text.strip().lower() in OFF_WORDS or not text.strip():
         return None
     return parse_policy(name, text)
+
+
+def scaled(policy: Policy, factor: int) -> Policy:
+    """`factor` times the quota and the burst over the same window (a block budget of many clients)."""
+    if factor < 1:
+        raise ValueError(f"rate-limit policy {policy.name!r}: factor must be >= 1, got {factor}")
+    quota = min(MAX_QUOTA, policy.quota * factor)
+    return Policy(policy.name, quota, policy.window_s, min(quota, policy.burst * factor))
