@@ -145,6 +145,9 @@ def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
         ("DATABASE_URL", "mysql://x"),
         ("IMAGE_REFRESH_INTERVAL_S", "-1"),
         ("LOG_LEVEL", "LOUD"),
+        ("READY_DETAIL_NETWORKS", "nope"),
+        ("READY_CACHE_MS", "-1"),
+        ("READY_DB_FAIL_AFTER_S", "1000"),
     ],
 )
 def test_bad_setting_fails_at_start_naming_the_variable(tmp_path: Path, name: str, value: str) -> None:
