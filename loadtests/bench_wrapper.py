@@ -79,7 +79,7 @@ async def measure(dsn: str, redis_url: str, rounds: int, per_round: int) -> tupl
     endpoint = wrap(route, config)
     res = Resources(settings)
     await res.start()
-    state.attach(res, ImageStore(uploads, recheck_s=1.0))
+    state.attach(res, ImageStore.from_settings(settings, res.images))
     limiter = res.limiter
     request = make_request(100)
     off: list[float] = []
