@@ -361,3 +361,40 @@ def test_head_reports_the_real_length(api: httpx.Client, image: tuple[str, bytes
     ranged = api.head(url, headers={"Range": "bytes=0-9"})
     assert ranged.status_code == 206 and ranged.headers["content-range"] == f"bytes 0-9/{len(body)}"
     assert (head.headers["content-length"], ranged.headers["content-length"]) == (str(len(body)), "10")
+
+
+def test_target_changed_behind_an_inside_link_is_judged_when_opened(
+    api: httpx.Client, database: Database
+) -> None:
+    # A change inside a sub-folder leaves the uploads folder's mtime alone, so the index keeps counting
+    # the link; the open-time checks must still refuse a FIFO (which would block a reader forever) and a
+    # target swapped for a link out of the folder.
+    item = _fresh(api, False, 1)[0]
+    sub = database.uploads / "_swap"
+    sub.mkdir()
+    target = sub / "a.jpg"
+    shutil.copyfile(_jpeg_file(database), target)
+    link = database.uploads / f"{item['zoho_item_id']}.jpg"
+    link.symlink_to(Path("_swap") / "a.jpg")
+    url = f"/product-images/{link.name}"
+    secret = database.uploads.parent / "behind-link-secret.jpg"
+    secret.write_bytes(b"\xff\xd8 secret bytes")
+    try:
+        assert _wait_for_has_image(api, item["id"], True)
+        assert _statuses(api, url) == {200}
+        time.sleep(2.2)  # past the index's racy window: it stops rescanning an unchanged folder
+        os.mkfifo(sub / "staged")
+        os.replace(sub / "staged", target)
+        time.sleep(0.3)  # past IMAGE_REFRESH_INTERVAL_S: cached copies are re-validated
+        for _ in range(6):
+            assert api.get(url, timeout=5).status_code == 404
+        (sub / "staged").symlink_to(secret)
+        os.replace(sub / "staged", target)
+        time.sleep(0.3)
+        for _ in range(6):
+            resp = api.get(url, timeout=5)
+            assert resp.status_code == 404 and b"secret" not in resp.content
+    finally:
+        link.unlink()
+        shutil.rmtree(sub)
+        secret.unlink()
