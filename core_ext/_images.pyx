@@ -43,6 +43,12 @@ cdef extern from "<dirent.h>" nogil:
 cdef extern from "<stdlib.h>" nogil:
     char* realpath(const char* path, char* resolved)
 
+cdef extern from "<unistd.h>" nogil:
+    Py_ssize_t readlinkat(int dirfd, const char* path, char* buf, size_t size)
+
+cdef extern from "<limits.h>":
+    enum: PATH_MAX
+
 
 cdef bint _link_is_served(bytes link, bytes prefix):
     """Whether a symlink resolves to a regular file inside the folder (``prefix`` = its real path + "/")."""
@@ -253,6 +259,10 @@ cdef class ImageIndex:
         # A symlink counts only if the image route would serve it: resolved inside the real folder.
         cdef bytes prefix = os.fsencode(os.path.join(os.path.realpath(self._folder), ""))
         cdef bytes base = os.path.join(self._folder_b, b"")
+        # Every link sits in the folder, so links with the same target text resolve alike within one scan.
+        cdef dict link_verdicts = {}
+        cdef char target[PATH_MAX]
+        cdef Py_ssize_t tlen
         d = opendir(PyBytes_AS_STRING(self._folder_b))
         if d is NULL:
             err = c.errno
@@ -283,7 +293,14 @@ cdef class ImageIndex:
                             continue  # removed since readdir returned it
                         kind = DT_REG if S_ISREG(st.st_mode) else DT_LNK if S_ISLNK(st.st_mode) else DT_UNKNOWN
                     if kind == DT_LNK:
-                        if not _link_is_served(base + stem + b".jpg", prefix):
+                        tlen = readlinkat(dirfd(d), entry.d_name, target, PATH_MAX)
+                        if tlen < 0:
+                            continue  # removed since readdir returned it
+                        text = PyBytes_FromStringAndSize(target, tlen)
+                        verdict = link_verdicts.get(text)
+                        if verdict is None:
+                            verdict = link_verdicts[text] = _link_is_served(base + stem + b".jpg", prefix)
+                        if not verdict:
                             continue
                     elif kind != DT_REG:
                         continue

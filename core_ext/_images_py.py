@@ -167,6 +167,8 @@ class ImageIndex:
         catalog = self._catalog
         # A symlink counts only if the image route would serve it: resolved inside the real folder.
         prefix = os.path.join(os.path.realpath(self._folder), "")
+        # Every link sits in the folder, so links with the same target text resolve alike within one scan.
+        link_verdicts: dict[str, bool] = {}
         try:
             entries = os.scandir(self._folder)
         except (FileNotFoundError, NotADirectoryError):
@@ -181,7 +183,14 @@ class ImageIndex:
                     if i is None:
                         continue
                     if entry.is_symlink():
-                        if not _link_is_served(entry.path, prefix):
+                        try:
+                            text = os.readlink(entry.path)
+                        except OSError:
+                            continue  # removed since the scan listed it
+                        verdict = link_verdicts.get(text)
+                        if verdict is None:
+                            verdict = link_verdicts[text] = _link_is_served(entry.path, prefix)
+                        if not verdict:
                             continue
                     elif not entry.is_file(follow_symlinks=False):
                         continue

@@ -85,6 +85,23 @@ def test_symlinks_count_only_when_they_stay_inside_the_folder(impl: Impl, tmp_pa
     assert ix.has(7)
 
 
+def test_links_sharing_a_target_are_judged_alike(impl: Impl, folder: Path) -> None:
+    # The scan resolves each distinct link text once; every link of that text gets the same verdict.
+    (folder / "_lib").mkdir()
+    (folder / "_lib" / "v.jpg").write_bytes(b"\xff\xd8\xff")
+    (folder.parent / "out.jpg").write_bytes(b"\xff\xd8\xff")
+    catalog = {f"in{i}": i for i in range(50)} | {f"out{i}": 100 + i for i in range(50)}
+    for i in range(50):
+        (folder / f"in{i}.jpg").symlink_to("_lib/v.jpg")
+        (folder / f"out{i}.jpg").symlink_to("../out.jpg")
+    ix = index_for(impl, folder, catalog=catalog)
+    assert ix.count == 50 and all(ix.has_many(range(50))) and not any(ix.has_many(range(100, 150)))
+    (folder / "_lib" / "v.jpg").unlink()
+    (folder / "_lib" / "v.jpg").symlink_to(folder.parent / "out.jpg")  # the shared target now leads out
+    assert ix.refresh(force=True) is True
+    assert ix.count == 0
+
+
 def test_has_item(impl: Impl, folder: Path) -> None:
     make_entry(folder, "1001.jpg", "file")
     make_entry(folder, "1002.jpg", "outside")
