@@ -73,20 +73,31 @@ def opened_inside(fd: int, path: str, real_folder: str) -> bool:
     """Whether the open file `fd` (opened from `path`) is a file under `real_folder` (a resolved path).
 
     Linux: the kernel's name of the open file (/proc/self/fd) is compared, so nothing that happens to the
-    path after `open` matters. Elsewhere: the resolved path is walked from the folder one component at a
-    time without following links and must reach the same inode, which also holds whatever races the walk.
+    path after `open` matters. Elsewhere: `walked_inside`.
+    """
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(os.path.join(real_folder, ""))
+    except OSError:
+        return walked_inside(fd, path, real_folder)
+
+
+def walked_inside(fd: int, path: str, real_folder: str) -> bool:
+    """`opened_inside` without /proc: walk the resolved path from the folder, following no link.
+
+    Each step opens one component relative to the previous folder with O_NOFOLLOW, and the last one must
+    be the very inode `fd` has open; whatever is renamed during the walk, success proves that inode is
+    linked inside the folder.
     """
     prefix = os.path.join(real_folder, "")
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}").startswith(prefix)
-    except OSError:
-        pass
     real = os.path.realpath(path)
     if not real.startswith(prefix):
         return False
     parts = real[len(prefix) :].split("/")
     opened = os.fstat(fd)
-    dir_fd = os.open(real_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dir_fd = os.open(real_folder, _DIR_NOFOLLOW)
+    except OSError:
+        return False
     try:
         for part in parts[:-1]:
             next_fd = os.open(part, _DIR_NOFOLLOW, dir_fd=dir_fd)
