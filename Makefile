@@ -8,7 +8,7 @@ PRODUCTS ?= 10000
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run ext venv wheel test test-compiled test-pure test-env lint stubtest bench clean
+.PHONY: run run-edge ext venv wheel test test-compiled test-pure test-env lint stubtest bench clean
 
 ## Development virtualenv with the package installed editable (the extension built in place).
 $(VENV)/.ok: pyproject.toml setup.py
@@ -27,6 +27,11 @@ venv: $(VENV)/.ok
 ## Serve on HOST:PORT (default 127.0.0.1:8000); embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL set.
 run: venv
 	$(PY) -m server serve --seed-if-empty $(PRODUCTS)
+
+## The same behind nginx (docs/nginx.conf with local values) on EDGE_PORT (default 8080), as in production:
+## header/body timeouts, body limit and nginx's own errors as problem+json. Needs the nginx binary.
+run-edge: venv
+	$(PY) -m server.nginx --with-service --seed-if-empty $(PRODUCTS)
 
 ## The wheel (compiled core_ext inside).
 wheel: venv

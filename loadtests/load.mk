@@ -25,7 +25,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-steps bench-http freshness
+.PHONY: load load-distributed load-steps bench-http freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -47,3 +47,7 @@ bench-http: venv
 ## Freshness: 100 commits, time until every process serves each one (p50/p99/max; exit 1 if targets missed).
 freshness: venv
 	$(PY) -m loadtests.freshness --processes $(LOAD_PROCESSES)
+
+## What a stalled Redis (SIGSTOP) adds to a request: prints each phase; exit 1 above 100 ms.
+redis-stall: venv
+	$(PY) -m loadtests.redis_stall

@@ -104,7 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             env["DATABASE_URL"] = settings.DATABASE_URL.get_secret_value()
         if settings.REDIS_URL is None:
-            redis = EmbeddedRedis(settings.DATA_DIR / "redis")
+            redis = EmbeddedRedis(
+                settings.DATA_DIR / "redis", maxmemory_mb=settings.EMBEDDED_REDIS_MAXMEMORY_MB
+            )
             env["REDIS_URL"] = redis.start()
         asyncio.run(
             _migrate_and_seed(env["DATABASE_URL"], args.seed_if_empty, args.seed, settings.UPLOADS_DIR)

@@ -10,6 +10,7 @@ import logging
 
 from robyn import Robyn
 from robyn.argument_parser import Config
+from robyn.robyn import HttpMethod
 
 from server import openapi
 from server.cache import Page
@@ -26,7 +27,8 @@ from server.state import AppState
 
 log = logging.getLogger("server.app")
 VERSION = "0.1.0"
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Every method Robyn can route: an unlisted one would get Robyn's own text/plain 404, not our problem+json.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 
 def api_routes(state: AppState) -> list[Route]:
@@ -50,21 +52,21 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     """Build the app; nothing is connected until Robyn's start-up handler runs in each process."""
     state = AppState(settings)
     app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
-    edge = Edge(
-        policies=settings.rate_policies(),
-        trusted_proxies=list(settings.TRUSTED_PROXIES),
-        cors_origins=list(settings.CORS_ORIGINS),
-        max_body_bytes=settings.MAX_BODY_BYTES,
-        max_header_bytes=settings.MAX_HEADER_BYTES,
-        max_query_bytes=settings.MAX_QUERY_BYTES,
-    )
+    edge = Edge.from_settings(settings)
     http_config = HttpConfig(
-        edge=edge, slow_request_ms=settings.SLOW_REQUEST_MS, server_timing=settings.SERVER_TIMING
+        edge=edge,
+        slow_request_ms=settings.SLOW_REQUEST_MS,
+        server_timing=settings.SERVER_TIMING,
+        max_inflight=settings.MAX_INFLIGHT,
     )
     spec_holder: list[Page] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
     spec = openapi.build_spec(
-        routes, title="Catalog API", version=VERSION, server_url=settings.PUBLIC_BASE_URL
+        routes,
+        title="Catalog API",
+        version=VERSION,
+        server_url=settings.PUBLIC_BASE_URL,
+        rate_limited=[g for g, p in edge.policies.items() if p is not None and settings.RATE_LIMIT_ENABLED],
     )
     spec_holder.append(Page.build(openapi.spec_bytes(spec)))
     _register(app, routes, http_config)
@@ -104,10 +106,16 @@ def _register(app: Robyn, routes: list[Route], config: HttpConfig) -> None:
         app.add_route("OPTIONS", path, wrap(_preflight_route(path, allow, groups[path], config), config))
         for method in METHODS:
             if method not in methods:
-                app.add_route(method, path, wrap(_error_route(method, path, MethodNotAllowed, allow), config))
+                endpoint = wrap(_error_route(method, path, MethodNotAllowed, allow), config)
+                app.add_route(_robyn_method(method), path, endpoint)
     for method in METHODS:
         for path in ("/*path", "/") if "/" not in allowed else ("/*path",):
-            app.add_route(method, path, wrap(_error_route(method, path, NotFound), config))
+            app.add_route(_robyn_method(method), path, wrap(_error_route(method, path, NotFound), config))
+
+
+def _robyn_method(method: str) -> HttpMethod:
+    # Robyn's add_route maps only seven method names from strings; TRACE and CONNECT need the enum.
+    return getattr(HttpMethod, method)  # type: ignore[no-any-return]
 
 
 def _error_route(method: str, path: str, error: type[AppError], allow: str | None = None) -> Route:

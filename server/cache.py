@@ -5,66 +5,88 @@ the version (database triggers + LISTEN/NOTIFY, see resources.py), so old entrie
 is ever scanned or deleted by pattern. L1 is simply emptied when the generation changes.
 
 Each entry holds the JSON bytes, their gzip bytes (compressed once per fill, never per request) and a strong
-ETag. Concurrent misses on one key are filled once: per process with a shared future, across processes and
-instances with a short Redis lock that the others wait on (polling L2). Redis trouble never fails a request:
-L2 is skipped (logged once, reported on /ready) and retried after a pause.
+ETag, or a "not found" marker (a scan of unknown ids costs one query per id and version, not one per
+request). Concurrent misses on one key are filled once: per process with a shared future, across processes
+and instances with a Redis lock carrying an owner token (only its owner releases it) that the others wait on
+for as long as a fill may take, taking it over if the owner vanished. Pages nobody else is likely to ask for
+(deep pages, empty results) stay in L1: Redis holds only what is shared. Redis trouble never fails a request:
+each call has a short timeout, then L2 is skipped (logged once, reported on /ready) and retried after a pause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.http import GZIP_MIN_BYTES, gzip_bytes, strong_etag
+from server.encoding import GZIP_MIN_BYTES, gzip_bytes, strong_etag
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 log = logging.getLogger("server.cache")
 
-_HEADER = struct.Struct("!BII")  # format version, len(body), len(gzip)
-_FORMAT = 1
+_HEADER = struct.Struct("!BHII")  # format version, status, len(body), len(gzip)
+_FORMAT = 2
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+# Delete the fill lock only if we still own it (our token): a lock that expired and was taken by another
+# process must not be freed by the first owner finishing late.
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass(slots=True, frozen=True)
+class Made:
+    """What a fill produced: the body, its status (200, or 404 for "no such thing"), and whether other
+    processes are likely to want it (False keeps it out of Redis)."""
+
+    body: bytes
+    status: int = 200
+    shared: bool = True
 
 
 @dataclass(slots=True, frozen=True)
 class Page:
-    """One cached response body in both encodings, with its ETag."""
+    """One cached response body in both encodings, with its ETag (or a 404 marker with an empty body)."""
 
     body: bytes
     gzip: bytes | None
     etag: str
+    status: int = 200
 
     @classmethod
-    def build(cls, body: bytes) -> Page:
+    def build(cls, body: bytes, status: int = 200) -> Page:
         """Compress (when worth it) and tag a freshly made body."""
         gz = gzip_bytes(body) if len(body) >= GZIP_MIN_BYTES else None
-        return cls(body, gz, strong_etag(body))
+        return cls(body, gz, strong_etag(body), status)
 
     def pack(self) -> bytes:
         """Bytes for Redis: header, body, gzip, etag."""
         gz = self.gzip or b""
-        return _HEADER.pack(_FORMAT, len(self.body), len(gz)) + self.body + gz + self.etag.encode()
+        header = _HEADER.pack(_FORMAT, self.status, len(self.body), len(gz))
+        return header + self.body + gz + self.etag.encode()
 
     @classmethod
     def unpack(cls, raw: bytes) -> Page | None:
         """Inverse of pack; None for anything malformed (treated as a miss)."""
         if len(raw) < _HEADER.size:
             return None
-        version, n_body, n_gz = _HEADER.unpack_from(raw)
+        version, status, n_body, n_gz = _HEADER.unpack_from(raw)
         start = _HEADER.size
         if version != _FORMAT or len(raw) < start + n_body + n_gz + 2:
             return None
         body = raw[start : start + n_body]
         gz = raw[start + n_body : start + n_body + n_gz] or None
         etag = raw[start + n_body + n_gz :].decode("ascii", "replace")
-        return cls(body, gz, etag)
+        return cls(body, gz, etag, status)
 
     @property
     def size(self) -> int:
@@ -102,17 +124,40 @@ class CacheConfig:
     l1_max_bytes: int = 64 * 1024 * 1024
     l2_ttl_s: int = 300
     key_prefix: str = "catalog:"
-    lock_ttl_ms: int = 3000
-    wait_timeout_s: float = 2.0
+    # A fill may take as long as a statement may run: the lock lives that long, and waiters wait that long
+    # (a waiter that gave up earlier would query too, and a herd would reach the database).
+    lock_ttl_ms: int = 11_000
     redis_retry_s: float = 1.0
+    not_found_ttl_s: int = 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CacheConfig:
+        """Bounds and timings of this service's settings."""
+        return cls(
+            enabled=settings.CACHE_ENABLED,
+            l1_max_entries=settings.CACHE_L1_MAX_ENTRIES,
+            l1_max_bytes=settings.CACHE_L1_MAX_MB * 1024 * 1024,
+            l2_ttl_s=settings.CACHE_L2_TTL_S,
+            key_prefix=settings.REDIS_KEY_PREFIX,
+            lock_ttl_ms=int(settings.DB_COMMAND_TIMEOUT_S * 1000) + 1000,
+            not_found_ttl_s=settings.CACHE_NOT_FOUND_TTL_S,
+        )
 
 
 class PageCache:
     """get_or_fill(route, inputs, generation, fill) -> Page, through L1, L2 and single flight."""
 
-    def __init__(self, config: CacheConfig, redis: aioredis.Redis | None) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        redis: aioredis.Redis | None,
+        redis_suspect: Callable[[], bool] | None = None,
+    ) -> None:
         self.config = config
         self.redis = redis if config.enabled else None
+        # Another user of the same Redis (the rate limiter) already found it unreachable: skip L2 at once
+        # instead of paying a second timeout in the same request.
+        self._suspect = redis_suspect or (lambda: False)
         self.stats = CacheStats()
         self._l1: OrderedDict[str, Page] = OrderedDict()
         self._l1_bytes = 0
@@ -169,7 +214,7 @@ class PageCache:
     # -- L2 -------------------------------------------------------------------------------------
 
     def _redis_usable(self) -> bool:
-        return self.redis is not None and time.monotonic() >= self._redis_down_until
+        return self.redis is not None and time.monotonic() >= self._redis_down_until and not self._suspect()
 
     def _redis_failed(self, exc: BaseException) -> None:
         self.stats.l2_errors += 1
@@ -204,30 +249,42 @@ class PageCache:
         if not self._redis_usable():
             return
         assert self.redis is not None
+        ttl = self.config.l2_ttl_s if page.status == 200 else min(self.config.not_found_ttl_s, 600)
         try:
-            await self.redis.set(self.config.key_prefix + "page:" + key, page.pack(), ex=self.config.l2_ttl_s)
+            await self.redis.set(self.config.key_prefix + "page:" + key, page.pack(), ex=ttl)
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
 
-    async def _lock(self, key: str) -> bool | None:
+    async def _lock(self, key: str, token: bytes) -> bool | None:
         """True: we fill. False: someone else is filling. None: Redis unusable (fill locally)."""
         if not self._redis_usable():
             return None
         assert self.redis is not None
         try:
             got = await self.redis.set(
-                self.config.key_prefix + "fill:" + key, b"1", nx=True, px=self.config.lock_ttl_ms
+                self.config.key_prefix + "fill:" + key, token, nx=True, px=self.config.lock_ttl_ms
             )
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
             return None
         return bool(got)
 
-    async def _unlock(self, key: str) -> None:
+    async def _locked(self, key: str) -> bool:
+        """Whether someone holds the fill lock of `key` (False when Redis cannot tell)."""
+        if not self._redis_usable():
+            return False
+        assert self.redis is not None
+        try:
+            return bool(await self.redis.exists(self.config.key_prefix + "fill:" + key))
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return False
+
+    async def _unlock(self, key: str, token: bytes) -> None:
         if self.redis is None:
             return
         try:
-            await self.redis.delete(self.config.key_prefix + "fill:" + key)
+            await self.redis.eval(_UNLOCK, 1, self.config.key_prefix + "fill:" + key, token)
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
 
@@ -246,17 +303,21 @@ class PageCache:
         self,
         key: str,
         generation: Callable[[], str],
-        fill: Callable[[], Awaitable[bytes]],
+        fill: Callable[[], Awaitable[Made]],
+        *,
+        shared: bool = True,
     ) -> Page:
         """The page for `key` in the current generation, made with `fill()` at most once per cluster.
 
-        `generation()` is read before and after the fill: a page made while it changed is served but not
-        stored (the image fingerprint can return to an earlier value, so a page made across a change could
-        otherwise be found again under the earlier key).
+        `shared=False` (or a fill that says so) keeps the page in this process only. `generation()` is read
+        before and after the fill: a page made while it changed is served but not stored (the image
+        fingerprint can return to an earlier value, so a page made across a change could otherwise be
+        found again under the earlier key).
         """
         if not self.config.enabled:
             self.stats.fills += 1
-            return Page.build(await fill())
+            made = await fill()
+            return Page.build(made.body, made.status)
         gen = generation()
         full_key = f"{gen}|{key}"
         page = self.peek(full_key, gen)
@@ -270,7 +331,10 @@ class PageCache:
         future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
         self._inflight[full_key] = future
         try:
-            page = await self._fill_shared(full_key, fill, lambda: generation() == gen)
+            if shared:
+                page = await self._fill_shared(full_key, fill, lambda: generation() == gen)
+            else:
+                page = await self._fill_local(fill)
             if self._generation == gen and generation() == gen:
                 self._l1_put(full_key, page)
             future.set_result(page)
@@ -282,19 +346,26 @@ class PageCache:
         finally:
             del self._inflight[full_key]
 
+    async def _fill_local(self, fill: Callable[[], Awaitable[Made]]) -> Page:
+        self.stats.fills += 1
+        made = await fill()
+        return Page.build(made.body, made.status)
+
     async def _fill_shared(
-        self, key: str, fill: Callable[[], Awaitable[bytes]], still_current: Callable[[], bool]
+        self, key: str, fill: Callable[[], Awaitable[Made]], still_current: Callable[[], bool]
     ) -> Page:
         page = await self._l2_get(key)
         if page is not None:
             self.stats.l2_hits += 1
             return page
         self.stats.l2_misses += 1
-        locked = await self._lock(key)
+        token = secrets.token_bytes(12)
+        locked = await self._lock(key, token)
         if locked is False:
-            # Another process or instance is filling: wait for its result in L2, briefly.
+            # Another process or instance is filling: wait for its result in L2 as long as its lock may
+            # live; if the lock goes away without a page (its owner failed or died), take over.
             self.stats.waits += 1
-            deadline = time.monotonic() + self.config.wait_timeout_s
+            deadline = time.monotonic() + self.config.lock_ttl_ms / 1000
             delay = 0.002
             while time.monotonic() < deadline and self._redis_usable():
                 await asyncio.sleep(delay)
@@ -303,19 +374,24 @@ class PageCache:
                 if page is not None:
                     self.stats.l2_hits += 1
                     return page
-        elif locked:
+                if not await self._locked(key):
+                    locked = await self._lock(key, token)
+                    if locked:
+                        break
+        if locked:
             # The previous holder may have stored the page between our miss and our lock.
             page = await self._l2_get(key)
             if page is not None:
-                await self._unlock(key)
+                await self._unlock(key, token)
                 self.stats.l2_hits += 1
                 return page
         try:
             self.stats.fills += 1
-            page = Page.build(await fill())
-            if still_current():
+            made = await fill()
+            page = Page.build(made.body, made.status)
+            if made.shared and still_current():
                 await self._l2_put(key, page)
             return page
         finally:
             if locked:
-                await self._unlock(key)
+                await self._unlock(key, token)

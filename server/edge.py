@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import chain
+from typing import TYPE_CHECKING
 
 from robyn import Request
 
-from server.errors import AppError, PayloadTooLarge, RateLimited
+from server.errors import HeaderTooLarge, OriginNotAllowed, PayloadTooLarge, RateLimited, UriTooLong
 from server.ratelimit import ClientKeys, Decision, IPNetwork, Policy, RateLimiter, rate_limit_headers
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 CORS_ALLOW_HEADERS = (
     "accept",
@@ -25,33 +29,6 @@ CORS_ALLOW_HEADERS = (
 )
 CORS_EXPOSE = "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding"
 CORS_MAX_AGE_S = "600"
-
-
-class HeaderTooLarge(AppError):
-    """The request's header section is larger than the server accepts."""
-
-    code, status = "headers_too_large", 431
-    title, title_ar = "Request header fields too large", "حقول ترويسة الطلب كبيرة جداً"
-    detail_default = "The request headers are larger than the server accepts."
-    detail_ar_default = "ترويسات الطلب أكبر مما يقبله الخادم."
-
-
-class UriTooLong(AppError):
-    """The query string is longer than the server accepts."""
-
-    code, status = "uri_too_long", 414
-    title, title_ar = "URI too long", "عنوان الطلب طويل جداً"
-    detail_default = "The query string is longer than the server accepts."
-    detail_ar_default = "سلسلة الاستعلام أطول مما يقبله الخادم."
-
-
-class OriginNotAllowed(AppError):
-    """A CORS preflight from an origin outside CORS_ORIGINS."""
-
-    code, status = "origin_not_allowed", 403
-    title, title_ar = "Origin not allowed", "المصدر غير مسموح به"
-    detail_default = "This origin may not call the API from a browser."
-    detail_ar_default = "لا يُسمح لهذا المصدر باستدعاء الواجهة من المتصفح."
 
 
 class Edge:
@@ -66,16 +43,32 @@ class Edge:
         max_body_bytes: int,
         max_header_bytes: int,
         max_query_bytes: int,
+        max_path_bytes: int = 2048,
     ) -> None:
         self.policies = dict(policies)
         self.client_keys = ClientKeys(trusted_proxies)
+        self.cors_enabled = bool(cors_origins)
         self.any_origin = "*" in cors_origins
         self.origins = frozenset(cors_origins)
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.max_query_bytes = max_query_bytes
+        self.max_path_bytes = max_path_bytes
         self.limiter: RateLimiter | None = None
         self.rejected = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Edge:
+        """The edge policy of this service's settings."""
+        return cls(
+            policies=settings.rate_policies(),
+            trusted_proxies=list(settings.TRUSTED_PROXIES),
+            cors_origins=list(settings.CORS_ORIGINS),
+            max_body_bytes=settings.MAX_BODY_BYTES,
+            max_header_bytes=settings.MAX_HEADER_BYTES,
+            max_query_bytes=settings.MAX_QUERY_BYTES,
+            max_path_bytes=settings.MAX_PATH_BYTES,
+        )
 
     def policy(self, group: str) -> Policy | None:
         """The policy of a route group (None: not limited)."""
@@ -83,10 +76,13 @@ class Edge:
 
     def check_sizes(self, request: Request, query: Mapping[str, list[str]]) -> None:
         """414/431/413 for oversized query strings, headers and bodies."""
-        items = request.headers.items()
+        # Every line counts, repeated names included (items() would keep only the last value of each).
+        items = request.headers.multi_items()
         header_bytes = sum(map(len, chain.from_iterable(items))) + 4 * len(items)
         if header_bytes > self.max_header_bytes:
             raise HeaderTooLarge()
+        if len(request.url.path) > self.max_path_bytes:
+            raise UriTooLong("The path is longer than the server accepts.", "المسار أطول مما يقبله الخادم.")
         if (
             query
             and sum(len(k) + sum(len(v) + 2 for v in vs) for k, vs in query.items()) > self.max_query_bytes
@@ -108,11 +104,8 @@ class Edge:
         origin = request.headers.get("origin")
         if not origin or not (self.any_origin or origin.rstrip("/") in self.origins):
             return {}
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Expose-Headers": CORS_EXPOSE,
-            "Vary": "Origin, Accept-Encoding",
-        }
+        # Vary: Origin is added by the wrapper to every answer while CORS is on, allowed origin or not.
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": CORS_EXPOSE}
 
     def preflight_headers(self, request: Request, allow_methods: str) -> dict[str, str]:
         """Headers of a 204 preflight answer; OriginNotAllowed for an origin outside the allowlist."""

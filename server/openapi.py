@@ -1,62 +1,138 @@
 """OpenAPI 3.0 document built from the route table (inputs, bounds, responses, errors) and /docs assets.
 
+Every status an operation can answer is documented with its headers, derived from the Route and the
+wrapper's behaviour (server/http.py): 413/414/431 from the size checks and 422 from input validation on
+every route, 429 where the route's group has a rate-limit policy, 503 when the database is down, 304 where
+the answer carries an ETag. Response bodies are named schemas: a schema dict with a `title` becomes one
+`components/schemas` entry, referenced wherever it is used. Two keys of a route's response schema are facts
+about the answer, not the body, and are taken out: `x-conditional: false` (no ETag, never 304) and
+`x-statuses` (statuses answered with this body, default [200]).
+
 /docs is Swagger UI from the `swagger-ui-bundle` package, served by us: no CDN, and a CSP without inline
 scripts (the initializer is our own file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib import resources
 from typing import Any
 
 import orjson
 
-from server.errors import ALL_ERRORS
+from server.errors import AppError, error_classes, error_codes
 from server.http import Route
 
-_PROBLEM_SCHEMA: dict[str, Any] = {
+_FACTS = ("x-conditional", "x-statuses")
+SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
+
+FIELD_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "FieldError",
     "type": "object",
-    "required": ["type", "title", "status", "detail", "code", "title_ar", "detail_ar", "request_id"],
+    "required": ["field", "message", "message_ar"],
     "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string", "enum": sorted({e.code for e in ALL_ERRORS})},
-        "title_ar": {"type": "string"},
-        "detail_ar": {"type": "string"},
-        "request_id": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "message", "message_ar"],
-                "properties": {
-                    "field": {"type": "string", "example": "query.page_size"},
-                    "message": {"type": "string"},
-                    "message_ar": {"type": "string"},
-                },
-            },
-        },
+        "field": {"type": "string", "example": "query.page_size"},
+        "message": {"type": "string"},
+        "message_ar": {"type": "string"},
     },
 }
-_ERROR_TEXT = {
-    400: "Bad request",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Body too large",
-    422: "Validation failed (names each field)",
-    429: "Rate limited",
-    500: "Internal error (no internals)",
-    503: "Not ready or a dependency is down",
-}
-_REQUEST_ID_HEADER = {
-    "X-Request-ID": {
-        "description": "The client's id when it matches [A-Za-z0-9._-]{1,128}, else a new one",
-        "schema": {"type": "string"},
+_ANY_JSON: dict[str, Any] = {"title": "JsonObject", "type": "object", "description": "A JSON object"}
+_BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def problem_schema() -> dict[str, Any]:
+    """RFC 9457 problem+json with our fields; `code` is every registered error code, nothing else."""
+    return {
+        "title": "Problem",
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "code", "title_ar", "detail_ar", "request_id"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "enum": error_codes()},
+            "title_ar": {"type": "string"},
+            "detail_ar": {"type": "string"},
+            "request_id": {"type": "string"},
+            "errors": {"type": "array", "items": FIELD_ERROR_SCHEMA},
+        },
     }
+
+
+def _header(description: str, *, required: bool = False, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"description": description, "required": required, "schema": schema}
+
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": _header(
+        "The client's X-Request-ID when it matches [A-Za-z0-9._-]{1,128}, else a new one", required=True
+    ),
+    "ETag": _header("Strong validator of this body; send it back in If-None-Match for a 304", required=True),
+    "Cache-Control": _header("How long clients and proxies may reuse the answer"),
+    "RateLimit": _header(
+        'Quota left in this route group and seconds until it is full again, e.g. `"catalog";r=99;t=1` '
+        "(IETF draft-10; on rate-limited route groups)"
+    ),
+    "RateLimit-Policy": _header(
+        'The route group\'s policy, e.g. `"catalog";q=600;w=60` (IETF draft-10; on rate-limited route groups)'
+    ),
+    "Retry-After": _header("Seconds to wait before retrying", required=True, pattern=r"^[0-9]+$"),
+    "Allow": _header("The methods this path answers", required=True),
 }
+_ERROR_HEADERS: dict[int, tuple[str, ...]] = {429: ("Retry-After",), 503: ("Retry-After",), 405: ("Allow",)}
+
+
+def _headers(*names: str) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def _response_name(error: type[AppError]) -> str:
+    return "InternalError" if error is AppError else error.__name__
+
+
+def _error_responses() -> tuple[dict[int, str], dict[str, Any]]:
+    """status -> components/responses name, and those responses: one per registered error class."""
+    names: dict[int, str] = {}
+    responses: dict[str, Any] = {}
+    for error in error_classes():
+        name = _response_name(error)
+        names[error.status] = name
+        headers = ("X-Request-ID", *_ERROR_HEADERS.get(error.status, ()), "RateLimit", "RateLimit-Policy")
+        responses[name] = {
+            "description": f"{error.title} (`code`: `{error.code}`)",
+            "headers": _headers(*headers),
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    responses["NotModified"] = {
+        "description": "Not modified: If-None-Match matched the ETag (no body)",
+        "headers": _headers("ETag", "X-Request-ID", "RateLimit", "RateLimit-Policy"),
+    }
+    return names, responses
+
+
+def hoist(schema: Any, named: dict[str, Any]) -> Any:
+    """`schema` with every titled sub-schema moved into `named` and replaced by a $ref to it."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k not in _FACTS}
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(out.get(key), dict):
+            out[key] = hoist(out[key], named)
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in out:
+            out[key] = [hoist(s, named) for s in out[key]]
+    if "properties" in out:
+        out["properties"] = {k: hoist(v, named) for k, v in out["properties"].items()}
+    title = out.get("title")
+    if not isinstance(title, str):
+        return out
+    if named.setdefault(title, out) != out:
+        raise ValueError(f"two different schemas are named {title!r}")
+    return {"$ref": f"#/components/schemas/{title}"}
 
 
 def _openapi_path(path: str) -> str:
@@ -67,36 +143,61 @@ def _operation_id(route: Route) -> str:
     return f"{route.method.lower()}_{route.path.strip('/').replace('/', '_').replace(':', '')}"
 
 
-def _problem(status: int) -> dict[str, Any]:
-    return {
-        "description": _ERROR_TEXT.get(status, "Error"),
-        "headers": _REQUEST_ID_HEADER,
-        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
+def _responses(
+    route: Route, *, limited: bool, errors: dict[int, str], named: dict[str, Any]
+) -> dict[str, Any]:
+    declared = route.response_schema or {}
+    conditional = declared.get("x-conditional", True)
+    if route.response_schema is not None:
+        body = hoist(route.response_schema, named)
+    else:
+        body = hoist(_ANY_JSON, named) if route.content_type == "application/json" else _BINARY
+    ok_headers = ["X-Request-ID", "Cache-Control"]
+    if conditional:
+        ok_headers.insert(1, "ETag")
+    if limited:
+        ok_headers += ["RateLimit", "RateLimit-Policy"]
+    responses: dict[str, Any] = {}
+    for status in declared.get("x-statuses", [200]):
+        responses[str(status)] = {
+            "description": "OK" if status == 200 else f"The same document, answered with status {status}",
+            "headers": _headers(*(h for h in ok_headers if status == 200 or h != "ETag")),
+            "content": {route.content_type: {"schema": body}},
+        }
+    statuses = {*route.errors, *SIZE_STATUSES, 500, 503}
+    if conditional:
+        statuses.add(304)
+    if not route.any_query:
+        statuses.add(422)  # unknown or malformed query parameters
+    if limited:
+        statuses.add(429)
+    for status in sorted(statuses):
+        if str(status) not in responses:
+            name = "NotModified" if status == 304 else errors[status]
+            responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
+    return dict(sorted(responses.items()))
 
 
-def build_spec(routes: Sequence[Route], *, title: str, version: str, server_url: str) -> dict[str, Any]:
-    """The OpenAPI document for `routes`."""
+def build_spec(
+    routes: Sequence[Route],
+    *,
+    title: str,
+    version: str,
+    server_url: str,
+    rate_limited: Collection[str],
+) -> dict[str, Any]:
+    """The OpenAPI document for `routes`; `rate_limited` names the route groups that have a policy."""
+    named: dict[str, Any] = {}
+    hoist(problem_schema(), named)
+    errors, error_responses = _error_responses()
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        ok: dict[str, Any] = {"description": "OK", "headers": _REQUEST_ID_HEADER}
-        if route.response_schema is not None:
-            ok["content"] = {route.content_type: {"schema": route.response_schema}}
-        elif route.content_type != "application/json":
-            ok["content"] = {route.content_type: {"schema": {"type": "string", "format": "binary"}}}
-        else:
-            ok["content"] = {route.content_type: {"schema": {"type": "object"}}}
-        responses: dict[str, Any] = {"200": ok}
-        if route.response_schema is not None or route.content_type != "application/json":
-            responses["304"] = {"description": "Not modified (If-None-Match matched the ETag)"}
-        for status in sorted({*route.errors, 500}):
-            responses[str(status)] = _problem(status)
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": _operation_id(route),
             "tags": [route.tag],
             "parameters": [p.openapi() for p in route.params],
-            "responses": responses,
+            "responses": _responses(route, limited=route.group in rate_limited, errors=errors, named=named),
         }
         paths.setdefault(_openapi_path(route.path), {})[route.method.lower()] = op
     return {
@@ -104,11 +205,20 @@ def build_spec(routes: Sequence[Route], *, title: str, version: str, server_url:
         "info": {
             "title": title,
             "version": version,
-            "description": "Consumer catalog API. Errors are RFC 9457 problem+json in English and Arabic.",
+            "description": (
+                "Consumer catalog API. Errors are RFC 9457 problem+json in English and Arabic; `code` is "
+                "stable. A method a path does not list answers 405 with `Allow` "
+                "(components/responses/MethodNotAllowed); an unknown path answers 404; a CORS preflight "
+                "from an origin outside the allowlist answers 403 `origin_not_allowed`."
+            ),
         },
         "servers": [{"url": server_url}],
         "paths": paths,
-        "components": {"schemas": {"Problem": _PROBLEM_SCHEMA}},
+        "components": {
+            "schemas": dict(sorted(named.items())),
+            "headers": HEADERS,
+            "responses": error_responses,
+        },
     }
 
 

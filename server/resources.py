@@ -89,22 +89,13 @@ class Resources:
             slow_query_ms=s.SLOW_QUERY_MS,
         )
         if s.REDIS_URL is not None:
+            timeout = s.CACHE_REDIS_TIMEOUT_MS / 1000
             self.redis = aioredis.Redis.from_url(
                 s.REDIS_URL.get_secret_value(),
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
                 health_check_interval=10,
             )
-        self.cache = PageCache(
-            CacheConfig(
-                enabled=s.CACHE_ENABLED,
-                l1_max_entries=s.CACHE_L1_MAX_ENTRIES,
-                l1_max_bytes=s.CACHE_L1_MAX_MB * 1024 * 1024,
-                l2_ttl_s=s.CACHE_L2_TTL_S,
-                key_prefix=s.REDIS_KEY_PREFIX,
-            ),
-            self.redis,
-        )
         self.limiter = RateLimiter(None, processes=s.PROCESSES, enabled=False)
         if s.REDIS_URL is not None and s.RATE_LIMIT_ENABLED:
             self.limiter = RateLimiter.from_url(
@@ -115,6 +106,10 @@ class Resources:
             )
         elif s.RATE_LIMIT_ENABLED:
             self.limiter = RateLimiter(None, processes=s.PROCESSES)  # local limits only
+        limiter = self.limiter
+        self.cache = PageCache(
+            CacheConfig.from_settings(s), self.redis, redis_suspect=lambda: limiter.degraded
+        )
         await self._connect_listener()
         await self._load_map()
         self._tasks = [

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     PROCESSES: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     PUBLIC_BASE_URL: str = ""  # default: http://HOST:PORT
     MAX_BODY_BYTES: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    # Requests in flight per process beyond which new ones get 503 + Retry-After at once (load shedding).
+    MAX_INFLIGHT: int = Field(512, ge=1, le=100_000)
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
     TRUSTED_PROXIES: Annotated[list[IPNetwork], NoDecode] = []
     SHUTDOWN_GRACE_S: float = Field(3.0, gt=0, le=30)
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     CACHE_L1_MAX_MB: int = Field(128, ge=1, le=16_384)
     CACHE_L2_TTL_S: int = Field(600, ge=1, le=86_400)
     REDIS_KEY_PREFIX: str = Field("catalog:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
+    # Pages past this one, and empty results, stay in L1 only: nobody else is likely to ask for them.
+    CACHE_L2_MAX_PAGE: int = Field(10, ge=0, le=1_000_000)
+    CACHE_NOT_FOUND_TTL_S: int = Field(30, ge=1, le=3600)  # "no such product", versioned like pages
+    # Per Redis call of the page cache: a stalled Redis must cost a request little (the limiter has its own).
+    CACHE_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
+    # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
+    EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 
     # Rate limits per route group: "<quota>/<window>[;burst=<n>]" or "off" (see server/ratelimit).
     RATE_LIMIT_ENABLED: bool = True
@@ -64,9 +73,10 @@ class Settings(BaseSettings):
     RATE_LIMIT_HEALTH: str = DEFAULT_POLICIES["health"]
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
-    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(100.0, gt=0, le=1000)
+    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
     MAX_HEADER_BYTES: int = Field(16_384, ge=1024, le=1_048_576)
     MAX_QUERY_BYTES: int = Field(4096, ge=256, le=65_536)
+    MAX_PATH_BYTES: int = Field(2048, ge=256, le=65_536)
 
     # Images.
     UPLOADS_DIR: Path = Path(".data/uploads")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.errors import ServiceUnavailable
 from server.images.service import ImageStore
 from server.resources import Resources
 from server.settings import Settings
@@ -19,14 +20,16 @@ class AppState:
 
     @property
     def res(self) -> Resources:
-        """This process's resources; only valid after start-up."""
-        assert self._res is not None, "resources are created in the start-up handler"
+        """This process's resources; 503 before start-up finished or once shutdown began."""
+        if self._res is None:
+            raise _not_serving()
         return self._res
 
     @property
     def image_store(self) -> ImageStore:
-        """This process's image file cache."""
-        assert self._images is not None
+        """This process's image file cache (503 outside the process's serving life, like `res`)."""
+        if self._images is None:
+            raise _not_serving()
         return self._images
 
     def attach(self, res: Resources, images: ImageStore) -> None:
@@ -37,3 +40,11 @@ class AppState:
         """Take the resources back for shutdown."""
         res, self._res = self._res, None
         return res
+
+
+def _not_serving() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "This process is starting or stopping; retry shortly.",
+        "هذه العملية قيد البدء أو الإيقاف؛ أعد المحاولة بعد قليل.",
+        headers={"Retry-After": "1"},
+    )

@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from server.cache import Page
+from server.cache import Made, Page
 from server.catalog import schemas, service
+from server.catalog.query import CategoryQuery, ProductId, ProductQuery
 from server.http import Call, Handler, Reply, Route
 from server.resources import Resources
 from server.state import AppState
 
 # Shoppers' apps may show a page for a few seconds; the ETag makes revalidation cheap.
 LIST_CACHE_CONTROL = "public, max-age=5, stale-while-revalidate=30"
-
-
-def cache_key(route: str, params: dict[str, Any]) -> str:
-    """Route plus the validated inputs (defaults filled in, declaration order): one key per answer."""
-    return route + "?" + "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
 
 
 def cached_reply(page: Page) -> Reply:
@@ -27,21 +23,28 @@ def cached_reply(page: Page) -> Reply:
 
 def routes(state: AppState) -> list[Route]:
     """The consumer catalog endpoints."""
+    max_shared_page = state.settings.CACHE_L2_MAX_PAGE
 
-    def cached(name: str, make: Callable[[Resources, dict[str, Any]], Awaitable[bytes]]) -> Handler:
-        # Every catalog read: the page cache in front, `make` on a miss.
+    def cached(make: Callable[[Resources, Any], Awaitable[Made]]) -> Handler:
+        # Every catalog read: the page cache in front, `make` on a miss. The key comes from the typed,
+        # normalised query the wrapper built (Route.typed), the same object `make` computes from.
         async def handler(call: Call) -> Reply:
-            res = state.res
+            res, query = state.res, call.input
             page = await res.cache.get_or_fill(
-                cache_key(name, call.params), res.current_generation, lambda: make(res, call.params)
+                query.cache_key,
+                res.current_generation,
+                lambda: make(res, query),
+                shared=query.page <= max_shared_page,
             )
+            if page.status == 404:
+                raise service.product_not_found(query.id)  # only details make 404 markers
             return cached_reply(page)
 
         return handler
 
-    list_products = cached("products", service.product_page)
-    get_product = cached("product", lambda res, params: service.product_detail(res, params["id"]))
-    list_categories = cached("categories", service.category_page)
+    list_products = cached(service.product_page)
+    get_product = cached(service.product_detail)
+    list_categories = cached(service.category_page)
 
     return [
         Route(
@@ -49,6 +52,7 @@ def routes(state: AppState) -> list[Route]:
             "/api/consumer/products",
             list_products,
             schemas.PRODUCT_LIST_PARAMS,
+            typed=ProductQuery.from_params,
             summary="List active products (filters, sort, pagination)",
             response_schema=schemas.page_schema(schemas.PRODUCT_ITEM_SCHEMA),
         ),
@@ -57,6 +61,7 @@ def routes(state: AppState) -> list[Route]:
             "/api/consumer/products/:id",
             get_product,
             (schemas.PRODUCT_ID,),
+            typed=ProductId.from_params,
             summary="One product with every consumer-visible price",
             errors=(404, 422),
             response_schema=schemas.PRODUCT_DETAIL_SCHEMA,
@@ -66,6 +71,7 @@ def routes(state: AppState) -> list[Route]:
             "/api/consumer/categories",
             list_categories,
             schemas.CATEGORY_LIST_PARAMS,
+            typed=CategoryQuery.from_params,
             summary="Active categories with product counts",
             response_schema=schemas.page_schema(schemas.CATEGORY_ITEM_SCHEMA),
         ),

@@ -41,16 +41,8 @@ CATEGORY_LIST_PARAMS: tuple[Param, ...] = (
     ),
 )
 
-_CATEGORY = {
-    "type": "object",
-    "nullable": True,
-    "required": ["id", "name", "name_ar"],
-    "properties": {
-        "id": {"type": "integer"},
-        "name": {"type": "string"},
-        "name_ar": {"type": "string", "nullable": True},
-    },
-}
+# Output shapes. Each named schema (its `title`) becomes one entry of the OpenAPI components, referenced
+# wherever it is used (server.openapi hoists them), so generated clients get one type per shape.
 _NULLABLE_STR = {"type": "string", "nullable": True}
 _PRICE = {
     "type": "string",
@@ -59,7 +51,26 @@ _PRICE = {
     "description": "exact decimal as a string",
 }
 
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A named schema that may also be null: `nullable` beside a one-branch `anyOf` reference (OpenAPI 3.0
+    has no `null` type; with a `type` here too, client generators drop the null)."""
+    return {"nullable": True, "anyOf": [schema]}
+
+
+CATEGORY_REF_SCHEMA: dict[str, Any] = {
+    "title": "CategoryRef",
+    "type": "object",
+    "required": ["id", "name", "name_ar"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "name_ar": _NULLABLE_STR,
+    },
+}
+
 PRODUCT_ITEM_SCHEMA: dict[str, Any] = {
+    "title": "ProductItem",
     "type": "object",
     "required": ["id", "zoho_item_id", "name", "price", "stock", "in_stock", "has_image", "image_url"],
     "properties": {
@@ -68,7 +79,7 @@ PRODUCT_ITEM_SCHEMA: dict[str, Any] = {
         "sku": _NULLABLE_STR,
         "name": {"type": "string"},
         "name_ar": _NULLABLE_STR,
-        "category": _CATEGORY,
+        "category": nullable(CATEGORY_REF_SCHEMA),
         "price": _PRICE,
         "currency": _NULLABLE_STR,
         "stock": {"type": "integer"},
@@ -79,7 +90,21 @@ PRODUCT_ITEM_SCHEMA: dict[str, Any] = {
     },
 }
 
+PRODUCT_PRICE_SCHEMA: dict[str, Any] = {
+    "title": "ProductPrice",
+    "type": "object",
+    "required": ["price_list", "name", "currency", "price"],
+    "properties": {
+        "price_list": {"type": "string"},
+        "name": {"type": "string"},
+        "name_ar": _NULLABLE_STR,
+        "currency": {"type": "string"},
+        "price": {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$"},
+    },
+}
+
 PRODUCT_DETAIL_SCHEMA: dict[str, Any] = {
+    "title": "ProductDetail",
     "type": "object",
     "required": [*PRODUCT_ITEM_SCHEMA["required"], "description", "description_ar", "prices", "updated_at"],
     "properties": {
@@ -87,24 +112,12 @@ PRODUCT_DETAIL_SCHEMA: dict[str, Any] = {
         "description": _NULLABLE_STR,
         "description_ar": _NULLABLE_STR,
         "updated_at": {"type": "string", "format": "date-time"},
-        "prices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["price_list", "name", "currency", "price"],
-                "properties": {
-                    "price_list": {"type": "string"},
-                    "name": {"type": "string"},
-                    "name_ar": _NULLABLE_STR,
-                    "currency": {"type": "string"},
-                    "price": {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$"},
-                },
-            },
-        },
+        "prices": {"type": "array", "items": PRODUCT_PRICE_SCHEMA},
     },
 }
 
 CATEGORY_ITEM_SCHEMA: dict[str, Any] = {
+    "title": "Category",
     "type": "object",
     "required": ["id", "zoho_category_id", "name", "parent_id", "product_count"],
     "properties": {
@@ -120,8 +133,9 @@ CATEGORY_ITEM_SCHEMA: dict[str, Any] = {
 
 
 def page_schema(item: dict[str, Any]) -> dict[str, Any]:
-    """The envelope of every list endpoint."""
+    """The envelope of every list endpoint, named after its item (ProductItem -> ProductPage)."""
     return {
+        "title": str(item["title"]).removesuffix("Item") + "Page",
         "type": "object",
         "required": ["items", "page", "page_size", "total", "pages"],
         "properties": {

@@ -2,49 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from core_ext import serialize_page
+from server.cache import Made
 from server.catalog import repo
+from server.catalog.query import CategoryQuery, ProductId, ProductQuery
 from server.catalog.schemas import page_meta
 from server.errors import NotFound
 from server.resources import Resources
 
 
-async def product_page(res: Resources, params: dict[str, Any]) -> bytes:
-    """JSON bytes of one page of the product list."""
-    flt = repo.ProductFilter(
-        category_id=params["category_id"],
-        q=params["q"],
-        min_price=params["min_price"],
-        max_price=params["max_price"],
-        in_stock=params["in_stock"],
-        sort=params["sort"],
-    )
-    page, size = params["page"], params["page_size"]
+def product_not_found(product_id: int) -> NotFound:
+    """The 404 of an unknown or inactive product."""
+    return NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
+
+
+async def product_page(res: Resources, query: ProductQuery) -> Made:
+    """JSON bytes of one page of the product list (not shared beyond this process when empty)."""
     # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
-    generation, key = f"{res.catalog.epoch}:{res.catalog.version}", repo.filter_key(flt)
+    generation, key = f"{res.catalog.epoch}:{res.catalog.version}", query.total_key
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
             conn,
             price_list=res.settings.CONSUMER_PRICE_LIST,
-            flt=flt,
-            limit=size,
-            offset=(page - 1) * size,
+            flt=query.filter,
+            limit=query.page_size,
+            offset=query.offset,
             known_total=res.cache.total(generation, key),
         )
     res.cache.remember_total(generation, key, total)
-    return serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, page_meta(page, size, total))
+    meta = page_meta(query.page, query.page_size, total)
+    body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
+    return Made(body, shared=bool(rows))
 
 
-async def product_detail(res: Resources, product_id: int) -> bytes:
-    """JSON bytes of one product with all consumer-visible prices; NotFound if absent or inactive."""
+async def product_detail(res: Resources, query: ProductId) -> Made:
+    """JSON bytes of one product with all consumer-visible prices; a 404 marker if absent or inactive."""
+    product_id = query.id
     async with res.pool.acquire() as conn:
         row = await repo.get_product(conn, product_id)
     if row is None:
-        raise NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
+        return Made(b"", status=404)
     has_image = res.images.has(row["id"])
     prices = [
         {
@@ -81,7 +80,7 @@ async def product_detail(res: Resources, product_id: int) -> bytes:
         "prices": prices,
         "updated_at": row["updated_at"],
     }
-    return orjson.dumps(doc)
+    return Made(orjson.dumps(doc))
 
 
 def image_url(res: Resources, zoho_item_id: str) -> str:
@@ -89,12 +88,11 @@ def image_url(res: Resources, zoho_item_id: str) -> str:
     return f"{res.settings.PUBLIC_BASE_URL}/product-images/{zoho_item_id}.jpg"
 
 
-async def category_page(res: Resources, params: dict[str, Any]) -> bytes:
+async def category_page(res: Resources, query: CategoryQuery) -> Made:
     """JSON bytes of one page of categories with product counts."""
-    page, size = params["page"], params["page_size"]
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_categories(
-            conn, parent_id=params["parent_id"], limit=size, offset=(page - 1) * size
+            conn, parent_id=query.parent_id, limit=query.page_size, offset=query.offset
         )
     items = [
         {
@@ -108,4 +106,5 @@ async def category_page(res: Resources, params: dict[str, Any]) -> bytes:
         }
         for r in rows
     ]
-    return orjson.dumps({"items": items, **page_meta(page, size, total)})
+    body = orjson.dumps({"items": items, **page_meta(query.page, query.page_size, total)})
+    return Made(body, shared=bool(items))

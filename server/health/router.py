@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from server.db.pool import pool_usage
+from server.health.schemas import HEALTH_SCHEMA, READINESS_SCHEMA
 from server.http import Call, Reply, Route
 from server.state import AppState
 
@@ -74,7 +75,16 @@ def routes(state: AppState) -> list[Route]:
         )
 
     return [
-        Route("GET", "/health", health, summary="Liveness", tag="health", group="health", errors=()),
+        Route(
+            "GET",
+            "/health",
+            health,
+            summary="Liveness",
+            tag="health",
+            group="health",
+            errors=(),
+            response_schema=HEALTH_SCHEMA,
+        ),
         Route(
             "GET",
             "/ready",
@@ -83,5 +93,6 @@ def routes(state: AppState) -> list[Route]:
             tag="health",
             group="health",
             errors=(503,),
+            response_schema=READINESS_SCHEMA,
         ),
     ]

@@ -7,6 +7,7 @@ the whole file, which the RFC allows and no image client needs.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from server.errors import RangeNotSatisfiable
@@ -58,7 +59,13 @@ def if_range_allows(if_range: str | None, etag: str, last_modified: str) -> bool
         return value == etag  # strong comparison
     if value.startswith("W/"):
         return False  # a weak validator never allows a range
+    date, ours = http_date(value), http_date(last_modified)
+    return date is not None and date == ours
+
+
+def http_date(text: str) -> datetime | None:
+    """An HTTP-date, or None for any text we cannot read (offsets that overflow included)."""
     try:
-        return parsedate_to_datetime(value) == parsedate_to_datetime(last_modified)
-    except (TypeError, ValueError):
-        return False
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None

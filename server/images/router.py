@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
-
 from robyn import Headers
 
-from server.http import Call, Reply, Route, etag_matches
-from server.images.ranges import byte_range, if_range_allows
+from server.encoding import etag_matches
+from server.http import Call, Reply, Route
+from server.images.ranges import byte_range, http_date, if_range_allows
 from server.images.service import ImageFile
 from server.params import Param
 from server.state import AppState
@@ -30,9 +29,10 @@ def _not_modified(headers: Headers, img: ImageFile) -> bool:
     ims = headers.get("if-modified-since")
     if not ims:
         return False
+    since, ours = http_date(ims), http_date(img.last_modified)
     try:
-        return parsedate_to_datetime(img.last_modified) <= parsedate_to_datetime(ims)
-    except (TypeError, ValueError):
+        return since is not None and ours is not None and ours <= since
+    except TypeError:  # a date without a zone cannot be compared with ours
         return False
 
 

@@ -30,8 +30,11 @@ def test_spec_is_valid_and_complete(api: httpx.Client) -> None:
     assert params["q"]["schema"]["maxLength"] == 100
     responses = paths["/api/consumer/products"]["get"]["responses"]
     assert {"200", "422", "500"} <= set(responses)
-    assert "application/problem+json" in responses["422"]["content"]
-    assert "404" in paths["/api/consumer/products/{id}"]["get"]["responses"]
+    assert responses["422"] == {"$ref": "#/components/responses/ValidationFailed"}
+    assert "application/problem+json" in spec["components"]["responses"]["ValidationFailed"]["content"]
+    assert paths["/api/consumer/products/{id}"]["get"]["responses"]["404"] == {
+        "$ref": "#/components/responses/NotFound"
+    }
     assert paths["/api/consumer/products/{id}"]["get"]["parameters"][0]["in"] == "path"
 
 

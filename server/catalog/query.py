@@ -1,0 +1,160 @@
+"""Typed, normalised catalog queries: one object per request gives the SQL filter, the cache key and the
+key of the remembered total, so the three can never disagree.
+
+Normalisation makes equal answers share a key (`min_price=5`, `5.0` and `5.00`; `q=Pro` and `q=pro`, since
+matching is case-insensitive), and the key is a JSON array of the normalised values: every string is
+escaped, so no input can forge another query's key (`q=a&min_price=4000` inside a `q` value stays a `q`).
+The answer is computed from the same normalised values, so two requests that share a key share the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+
+from server.catalog.repo import ProductFilter
+
+CENT = Decimal("0.01")
+
+
+def _price(value: Decimal | None) -> Decimal | None:
+    # Params admit at most 2 decimals, so quantising is exact: 5, 5.0 and 5.00 become 5.00.
+    return None if value is None else value.quantize(CENT)
+
+
+def _search(text: str | None) -> str | None:
+    # Matching lowers both sides (repo._like_pattern): lowering here changes no answer, only the key.
+    if text is None:
+        return None
+    text = text.strip().lower()
+    return text or None
+
+
+class CatalogQuery(Protocol):
+    """What the page cache needs of any catalog query."""
+
+    @property
+    def cache_key(self) -> str: ...
+
+    @property
+    def page(self) -> int: ...
+
+
+def _key(route: str, values: tuple[Any, ...]) -> str:
+    return route + orjson.dumps(values, default=str).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ProductQuery:
+    """`GET /api/consumer/products`, validated and normalised."""
+
+    page: int
+    page_size: int
+    category_id: int | None
+    q: str | None
+    min_price: Decimal | None
+    max_price: Decimal | None
+    in_stock: bool | None
+    sort: str
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ProductQuery:
+        """Normalise the wrapper's validated params."""
+        return cls(
+            page=params["page"],
+            page_size=params["page_size"],
+            category_id=params["category_id"],
+            q=_search(params["q"]),
+            min_price=_price(params["min_price"]),
+            max_price=_price(params["max_price"]),
+            in_stock=params["in_stock"],
+            sort=params["sort"],
+        )
+
+    @property
+    def filter(self) -> ProductFilter:
+        """The SQL filter (repo) of this query."""
+        return ProductFilter(
+            category_id=self.category_id,
+            q=self.q,
+            min_price=self.min_price,
+            max_price=self.max_price,
+            in_stock=self.in_stock,
+            sort=self.sort,
+        )
+
+    @property
+    def offset(self) -> int:
+        """Rows skipped before this page."""
+        return (self.page - 1) * self.page_size
+
+    @property
+    def cache_key(self) -> str:
+        """Unambiguous key of the answer (page cache)."""
+        return _key("products", self._values())
+
+    @property
+    def total_key(self) -> str:
+        """Unambiguous key of what the total depends on: the filters, not the sort or the page."""
+        return _key("total", self._values()[2:7])
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.page,
+            self.page_size,
+            self.category_id,
+            self.q,
+            self.min_price,
+            self.max_price,
+            self.in_stock,
+            self.sort,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProductId:
+    """`GET /api/consumer/products/{id}`."""
+
+    id: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ProductId:
+        """From the wrapper's validated params."""
+        return cls(params["id"])
+
+    @property
+    def cache_key(self) -> str:
+        """Key of the answer (page cache)."""
+        return _key("product", (self.id,))
+
+    @property
+    def page(self) -> int:
+        """Depth, as for lists: a product is always worth sharing."""
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryQuery:
+    """`GET /api/consumer/categories`."""
+
+    page: int
+    page_size: int
+    parent_id: int | None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> CategoryQuery:
+        """From the wrapper's validated params."""
+        return cls(params["page"], params["page_size"], params["parent_id"])
+
+    @property
+    def offset(self) -> int:
+        """Rows skipped before this page."""
+        return (self.page - 1) * self.page_size
+
+    @property
+    def cache_key(self) -> str:
+        """Key of the answer (page cache)."""
+        return _key("categories", (self.page, self.page_size, self.parent_id))

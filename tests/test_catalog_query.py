@@ -1,0 +1,129 @@
+"""Typed catalog queries: normalisation shares keys between equal answers, and no two different queries
+ever share a key (the cache-poisoning class of bug)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.catalog.query import CategoryQuery, ProductId, ProductQuery
+from server.catalog.repo import SORTS
+from server.catalog.schemas import PRODUCT_LIST_PARAMS
+from server.params import parse_inputs
+
+prices = st.one_of(st.none(), st.decimals(min_value=0, max_value=10**6, places=2))
+texts = st.one_of(st.none(), st.text(max_size=30))
+raw_queries = st.fixed_dictionaries(
+    {
+        "page": st.integers(1, 1000),
+        "page_size": st.integers(1, 200),
+        "category_id": st.one_of(st.none(), st.integers(1, 10**6)),
+        "q": texts,
+        "min_price": prices,
+        "max_price": prices,
+        "in_stock": st.one_of(st.none(), st.booleans()),
+        "sort": st.sampled_from(sorted(SORTS)),
+    }
+)
+
+
+def normal(params: dict[str, Any]) -> tuple[Any, ...]:
+    """What the answer depends on, normalised independently of ProductQuery."""
+    q = (params["q"] or "").strip().lower() or None
+
+    def cents(d: Decimal | None) -> int | None:
+        return None if d is None else int(d * 100)
+
+    return (
+        params["page"],
+        params["page_size"],
+        params["category_id"],
+        q,
+        cents(params["min_price"]),
+        cents(params["max_price"]),
+        params["in_stock"],
+        params["sort"],
+    )
+
+
+@given(raw_queries, raw_queries)
+def test_keys_are_equal_exactly_when_the_normalised_queries_are(a: dict[str, Any], b: dict[str, Any]) -> None:
+    qa, qb = ProductQuery.from_params(a), ProductQuery.from_params(b)
+    assert (qa.cache_key == qb.cache_key) == (normal(a) == normal(b))
+    assert (qa.cache_key == qb.cache_key) == (qa == qb)
+
+
+@given(raw_queries)
+def test_the_key_decodes_to_the_values_the_answer_is_computed_from(a: dict[str, Any]) -> None:
+    query = ProductQuery.from_params(a)
+    route, _, rest = query.cache_key.partition("[")
+    decoded = orjson.loads("[" + rest)
+    flt = query.filter
+    assert route == "products"
+    assert decoded[3] == flt.q and decoded[2] == flt.category_id and decoded[7] == flt.sort
+    assert decoded[4] == (None if flt.min_price is None else str(flt.min_price))
+
+
+def test_the_reported_poisoning_request_gets_its_own_key() -> None:
+    def key(query: dict[str, list[str]]) -> str:
+        return ProductQuery.from_params(parse_inputs(PRODUCT_LIST_PARAMS, query)).cache_key
+
+    forged = key({"q": ["crispy&min_price=4000"], "page_size": ["3"]})
+    real = key({"q": ["crispy"], "min_price": ["4000"], "page_size": ["3"]})
+    assert forged != real
+
+
+def test_spellings_of_one_answer_share_a_key() -> None:
+    def key(**raw: str) -> str:
+        return ProductQuery.from_params(
+            parse_inputs(PRODUCT_LIST_PARAMS, {k: [v] for k, v in raw.items()})
+        ).cache_key
+
+    assert key(min_price="5") == key(min_price="5.0") == key(min_price="5.00") == key(min_price="05")
+    assert key(q="Pro") == key(q="pro") == key(q=" PRO ")
+    assert key(in_stock="true") == key(in_stock="1") == key(in_stock="yes")
+    assert key() == key(page="1", page_size="50", sort="name")
+    assert key(min_price="5") != key(max_price="5")
+    assert key(q="pro") != key(q="pro ", page="2")
+
+
+def test_the_totals_key_ignores_page_and_sort_only() -> None:
+    base = {
+        "page": 1,
+        "page_size": 50,
+        "category_id": 3,
+        "q": "x",
+        "min_price": None,
+        "max_price": None,
+        "in_stock": True,
+        "sort": "name",
+    }
+    one = ProductQuery.from_params(base)
+    assert one.total_key == ProductQuery.from_params({**base, "page": 7, "sort": "-price"}).total_key
+    assert one.total_key != ProductQuery.from_params({**base, "in_stock": False}).total_key
+    assert one.total_key != ProductQuery.from_params({**base, "q": "x|None"}).total_key
+
+
+def test_other_routes_keys_cannot_meet() -> None:
+    keys = {
+        ProductId(5).cache_key,
+        CategoryQuery(5, 50, None).cache_key,
+        CategoryQuery(1, 5, None).cache_key,
+        ProductQuery.from_params(
+            {
+                "page": 5,
+                "page_size": 50,
+                "category_id": None,
+                "q": None,
+                "min_price": None,
+                "max_price": None,
+                "in_stock": None,
+                "sort": "name",
+            }
+        ).cache_key,
+    }
+    assert len(keys) == 4
