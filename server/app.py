@@ -75,7 +75,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         res = Resources(settings)
         await res.start()
         edge.limiter = res.limiter
-        state.attach(res, ImageStore(settings.UPLOADS_DIR, recheck_s=settings.IMAGE_REFRESH_INTERVAL_S))
+        state.attach(res, ImageStore.from_settings(settings, res.images))
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
     async def shutdown() -> None:
