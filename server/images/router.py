@@ -83,6 +83,7 @@ def routes(state: AppState) -> list[Route]:
             group="images",
             content_type=JPEG,
             errors=(404, 416),
+            ranges=True,
             any_query=True,  # cache-busting queries (`?v=2`) are ignored, not rejected
         ),
     ]
