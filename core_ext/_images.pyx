@@ -12,7 +12,7 @@ from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySeque
 from libc cimport errno as c
 from libc.errno cimport ENOENT, ENOTDIR
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp, strlen
+from libc.string cimport memcmp, strlen, strncmp
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW
 from posix.stat cimport S_ISLNK, S_ISREG, fstatat, stat, struct_stat
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
@@ -38,6 +38,34 @@ cdef extern from "<dirent.h>" nogil:
     enum: DT_UNKNOWN
     enum: DT_REG
     enum: DT_LNK
+
+
+cdef extern from "<stdlib.h>" nogil:
+    char* realpath(const char* path, char* resolved)
+
+cdef extern from "<unistd.h>" nogil:
+    Py_ssize_t readlinkat(int dirfd, const char* path, char* buf, size_t size)
+
+cdef extern from "<limits.h>":
+    enum: PATH_MAX
+
+
+cdef bint _link_is_served(bytes link, bytes prefix):
+    """Whether a symlink resolves to a regular file inside the folder (``prefix`` = its real path + "/")."""
+    cdef char* real = realpath(PyBytes_AS_STRING(link), NULL)
+    cdef struct_stat st
+    cdef bint ok
+    if real is NULL:
+        return False  # dangling, a loop, or a component that is not a folder
+    try:
+        ok = (
+            strncmp(real, PyBytes_AS_STRING(prefix), len(prefix)) == 0
+            and stat(real, &st) == 0
+            and S_ISREG(st.st_mode)
+        )
+    finally:
+        free(real)
+    return ok
 
 
 cdef inline double _monotonic() noexcept:
@@ -162,6 +190,17 @@ cdef class ImageIndex:
         wall = _wall_ns()
         self._rescan(wall, self._stat_mtime())
 
+    def has_item(self, zoho_item_id):
+        """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""
+        if not isinstance(zoho_item_id, str):
+            raise TypeError(f"zoho_item_id must be a str, got {type(zoho_item_id).__name__}")
+        try:
+            stem = os.fsencode(zoho_item_id)
+        except UnicodeEncodeError:
+            return False
+        cdef PyObject* found = PyDict_GetItem(self._catalog, stem)
+        return found is not NULL and bitset_test(self._bits, <long long><object>found)
+
     def has(self, dense_id):
         """Whether the product with this dense id has an image (False when unknown); no file-system access."""
         return bitset_test(self._bits, _as_index(dense_id))
@@ -217,6 +256,13 @@ cdef class ImageIndex:
         cdef PyObject* found
         cdef dict catalog = self._catalog
         cdef int err
+        # A symlink counts only if the image route would serve it: resolved inside the real folder.
+        cdef bytes prefix = os.fsencode(os.path.join(os.path.realpath(self._folder), ""))
+        cdef bytes base = os.path.join(self._folder_b, b"")
+        # Every link sits in the folder, so links with the same target text resolve alike within one scan.
+        cdef dict link_verdicts = {}
+        cdef char target[PATH_MAX]
+        cdef Py_ssize_t tlen
         d = opendir(PyBytes_AS_STRING(self._folder_b))
         if d is NULL:
             err = c.errno
@@ -245,9 +291,18 @@ cdef class ImageIndex:
                         # Some file systems (XFS without ftype, some FUSE) do not fill d_type.
                         if fstatat(dirfd(d), entry.d_name, &st, AT_SYMLINK_NOFOLLOW) != 0:
                             continue  # removed since readdir returned it
-                        if not (S_ISREG(st.st_mode) or S_ISLNK(st.st_mode)):
+                        kind = DT_REG if S_ISREG(st.st_mode) else DT_LNK if S_ISLNK(st.st_mode) else DT_UNKNOWN
+                    if kind == DT_LNK:
+                        tlen = readlinkat(dirfd(d), entry.d_name, target, PATH_MAX)
+                        if tlen < 0:
+                            continue  # removed since readdir returned it
+                        text = PyBytes_FromStringAndSize(target, tlen)
+                        verdict = link_verdicts.get(text)
+                        if verdict is None:
+                            verdict = link_verdicts[text] = _link_is_served(base + stem + b".jpg", prefix)
+                        if not verdict:
                             continue
-                    elif kind != DT_REG and kind != DT_LNK:
+                    elif kind != DT_REG:
                         continue
                     i = <long long><object>found
                     mask = <unsigned char>(1 << (i & 7))

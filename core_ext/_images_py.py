@@ -6,6 +6,7 @@ import hashlib
 import math
 import operator
 import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -48,6 +49,17 @@ def _validated_catalog(mapping: Mapping[str, int]) -> tuple[dict[str, int], int]
         catalog[key] = int(value)
         nbits = max(nbits, value + 1)
     return catalog, nbits
+
+
+def _link_is_served(link: str, prefix: str) -> bool:
+    """Whether a symlink resolves to a regular file inside the folder (``prefix`` = its real path + "/")."""
+    real = os.path.realpath(link)
+    if not real.startswith(prefix):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(real).st_mode)
+    except OSError:
+        return False  # dangling, a loop, or a component that is not a folder
 
 
 class ImageIndex:
@@ -104,6 +116,14 @@ class ImageIndex:
         self._last_check = time.monotonic()
         self._rescan(*self._probe())
 
+    def has_item(self, zoho_item_id: str) -> bool:
+        """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""
+        if not isinstance(zoho_item_id, str):
+            raise TypeError(f"zoho_item_id must be a str, got {type(zoho_item_id).__name__}")
+        i = self._catalog.get(zoho_item_id)
+        bits = self._snap.bits
+        return i is not None and i < len(bits) * 8 and bool(bits[i >> 3] >> (i & 7) & 1)
+
     def has(self, dense_id: int) -> bool:
         """Whether the product with this dense id has an image (False when unknown); no file-system access."""
         i = dense_id if type(dense_id) is int else operator.index(dense_id)
@@ -145,6 +165,10 @@ class ImageIndex:
         bits = bytearray((self._nbits + 7) >> 3)
         count = 0
         catalog = self._catalog
+        # A symlink counts only if the image route would serve it: resolved inside the real folder.
+        prefix = os.path.join(os.path.realpath(self._folder), "")
+        # Every link sits in the folder, so links with the same target text resolve alike within one scan.
+        link_verdicts: dict[str, bool] = {}
         try:
             entries = os.scandir(self._folder)
         except (FileNotFoundError, NotADirectoryError):
@@ -156,7 +180,19 @@ class ImageIndex:
                     if len(name) <= 4 or not name.endswith(_SUFFIX):
                         continue
                     i = catalog.get(name[:-4])
-                    if i is None or not (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+                    if i is None:
+                        continue
+                    if entry.is_symlink():
+                        try:
+                            text = os.readlink(entry.path)
+                        except OSError:
+                            continue  # removed since the scan listed it
+                        verdict = link_verdicts.get(text)
+                        if verdict is None:
+                            verdict = link_verdicts[text] = _link_is_served(entry.path, prefix)
+                        if not verdict:
+                            continue
+                    elif not entry.is_file(follow_symlinks=False):
                         continue
                     mask = 1 << (i & 7)
                     if not bits[i >> 3] & mask:

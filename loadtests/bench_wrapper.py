@@ -81,7 +81,7 @@ async def measure(
     endpoint = wrap(route, config)
     res = Resources(settings)
     await res.start()
-    state.attach(res, ImageStore(uploads, recheck_s=1.0))
+    state.attach(res, ImageStore.from_settings(settings, res.images))
     limiter = res.limiter
     request = make_request(100, peer)
     off: list[float] = []

@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
             os._exit(3)
         held.append(res)
         edge.limiter = res.limiter
-        state.attach(res, ImageStore(settings.UPLOADS_DIR, recheck_s=settings.IMAGE_REFRESH_INTERVAL_S))
+        state.attach(res, ImageStore.from_settings(settings, res.images))
         workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 

@@ -115,6 +115,15 @@ class PayloadTooLarge(AppError):
     detail_ar_default = "حجم محتوى الطلب أكبر مما يقبله الخادم."
 
 
+class RangeNotSatisfiable(AppError):
+    """A byte range that starts beyond the end of the file (sent with `Content-Range: bytes */<length>`)."""
+
+    code, status = "range_not_satisfiable", 416
+    title, title_ar = "Range not satisfiable", "النطاق المطلوب غير متاح"
+    detail_default = "The requested byte range lies outside the file."
+    detail_ar_default = "نطاق البايتات المطلوب يقع خارج الملف."
+
+
 class ValidationFailed(AppError):
     """One or more inputs are invalid; `errors` names each field."""
 

@@ -86,6 +86,7 @@ class Route:
     group: str = "catalog"  # rate-limit policy group
     any_query: bool = False  # catch-alls (and images) ignore the query string
     typed: Callable[[dict[str, Any]], Any] | None = None  # validated params -> the handler's query object
+    ranges: bool = False  # answers single byte ranges (206, Content-Range): documented in OpenAPI
 
 
 class HttpConfig:

@@ -82,8 +82,19 @@ HEADERS: dict[str, dict[str, Any]] = {
     ),
     "Retry-After": _header("Seconds to wait before retrying", required=True, pattern=r"^[0-9]+$"),
     "Allow": _header("The methods this path answers", required=True),
+    "Content-Range": _header(
+        "The byte range sent, e.g. `bytes 0-99/5000` (on 416: `bytes */5000`)",
+        required=True,
+        pattern=r"^bytes ([0-9]+-[0-9]+|\*)/[0-9]+$",
+    ),
+    "Accept-Ranges": _header("`bytes`: single byte ranges are served (Range, If-Range)"),
 }
-_ERROR_HEADERS: dict[int, tuple[str, ...]] = {429: ("Retry-After",), 503: ("Retry-After",), 405: ("Allow",)}
+_ERROR_HEADERS: dict[int, tuple[str, ...]] = {
+    429: ("Retry-After",),
+    503: ("Retry-After",),
+    405: ("Allow",),
+    416: ("Content-Range",),
+}
 
 
 def _headers(*names: str) -> dict[str, Any]:
@@ -157,7 +168,15 @@ def _responses(
         ok_headers.insert(1, "ETag")
     if limited:
         ok_headers += ["RateLimit", "RateLimit-Policy"]
+    if route.ranges:
+        ok_headers.append("Accept-Ranges")
     responses: dict[str, Any] = {}
+    if route.ranges:
+        responses["206"] = {
+            "description": "One byte range of the file (`Range: bytes=…`, honouring `If-Range`)",
+            "headers": _headers("Content-Range", *ok_headers),
+            "content": {route.content_type: {"schema": body}},
+        }
     for status in declared.get("x-statuses", [200]):
         responses[str(status)] = {
             "description": "OK" if status == 200 else f"The same document, answered with status {status}",

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     UPLOADS_DIR: Path = Path(".data/uploads")
     IMAGE_REFRESH_INTERVAL_S: float = Field(1.0, ge=0.01, le=3600)
     IMAGE_MAX_AGE_S: int = Field(86_400, ge=0, le=31_536_000)
+    IMAGE_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)  # larger files: 404
 
     # Observability.
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

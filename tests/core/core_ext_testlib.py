@@ -94,15 +94,31 @@ def row(
     )
 
 
+# Entry kinds the image route serves (and the index counts); the others are never served.
+SERVED_KINDS = ("file", "symlink")
+
+
 def make_entry(folder: Path, name: str, kind: str) -> None:
-    """Create one directory entry of the given kind: file, symlink, dangling, dir or fifo."""
+    """Create one directory entry of the given kind.
+
+    file; symlink (relative, to a file in a sub-folder of `folder`); outside (absolute, to a file outside
+    `folder`); escape (relative `../`, outside); dirlink (to a folder inside); dangling; dir; fifo.
+    """
     path = folder / name
     if kind == "file":
         path.write_bytes(b"\xff\xd8\xff")
     elif kind == "symlink":
+        library = folder / "_lib"
+        library.mkdir(exist_ok=True)
+        (library / f"target-{name}").write_bytes(b"\xff\xd8\xff")
+        path.symlink_to(Path("_lib") / f"target-{name}")
+    elif kind in ("outside", "escape"):
         target = folder.parent / f"target-{name}"
         target.write_bytes(b"\xff\xd8\xff")
-        path.symlink_to(target)
+        path.symlink_to(target if kind == "outside" else Path("..") / target.name)
+    elif kind == "dirlink":
+        (folder / "_dir").mkdir(exist_ok=True)
+        path.symlink_to("_dir")
     elif kind == "dangling":
         path.symlink_to(folder.parent / "does-not-exist" / name)
     elif kind == "dir":

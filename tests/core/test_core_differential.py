@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_ext_testlib import Impl, make_entry, reference_bytes
+from core_ext_testlib import SERVED_KINDS, Impl, make_entry, reference_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core_ext import PRODUCT_COLUMNS, SerializationError
 
 ZOHO = st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=8)
-KINDS = ("file", "symlink", "dangling", "dir", "fifo")
+KINDS = ("file", "symlink", "outside", "escape", "dirlink", "dangling", "dir", "fifo")
 JUNK = ("{}.jpeg", "{}.JPG", "{}.jpg.tmp", ".{}.jpg.part", "{}jpg", "unknown-{}.jpg")
 
 CATALOGS = st.dictionaries(ZOHO, st.integers(0, 5000), max_size=40)
@@ -47,7 +47,7 @@ def test_index_builds_agree(
         expected = {
             catalog[name[:-4]]
             for name, kind in entries.items()
-            if kind in ("file", "symlink", "dangling") and name.endswith(".jpg") and name[:-4] in catalog
+            if kind in SERVED_KINDS and name.endswith(".jpg") and name[:-4] in catalog
         }
         results = []
         for build in both:
@@ -56,7 +56,10 @@ def test_index_builds_agree(
             ids = [*range(max(catalog.values(), default=0) + 10), *probe]
             flags = ix.has_many(ids)
             assert {i for i, f in zip(ids, flags, strict=True) if f} == expected
-            results.append((flags, ix.count, ix.fingerprint, ix.nbytes))
+            names = [*sorted(catalog), "unknown-name", ""]
+            by_name = [ix.has_item(name) for name in names]
+            assert by_name == [name in catalog and catalog[name] in expected for name in names]
+            results.append((flags, by_name, ix.count, ix.fingerprint, ix.nbytes))
         assert results[0] == results[1]
 
 

@@ -53,9 +53,76 @@ def test_entry_kinds_and_junk_names(impl: Impl, folder: Path) -> None:
     for junk in ("x.jpeg", ".jpg", "ABC.JPG", "1001.jpg.tmp", "999.jpg", "1001.JPG", "1001jpg", "1001.jpg "):
         make_entry(folder, junk, "file")
     ix = index_for(impl, folder)
-    assert ix.has_many([0, 1, 2, 3, 4, 5, 6, 7, 8]) == [False, True, True, True] + [False] * 5
-    assert ix.count == 3
+    assert ix.has_many([0, 1, 2, 3, 4, 5, 6, 7, 8]) == [False, True, True] + [False] * 6
+    assert ix.count == 2
     assert [ix.has(i) for i in range(9)] == ix.has_many(range(9))
+
+
+def test_symlinks_count_only_when_they_stay_inside_the_folder(impl: Impl, tmp_path: Path) -> None:
+    # The index agrees with the image route: a link counts only if it resolves to a regular file inside
+    # the folder's real path (a folder configured through a symlink keeps its inside links).
+    real = tmp_path / "real-uploads"
+    real.mkdir()
+    folder = tmp_path / "uploads"
+    folder.symlink_to(real)
+    make_entry(folder, "1001.jpg", "symlink")
+    make_entry(folder, "1002.jpg", "outside")
+    make_entry(folder, "1003.jpg", "escape")
+    make_entry(folder, "1004.jpg", "dirlink")
+    make_entry(folder, "1005.jpg", "dangling")
+    (folder / "ABC.jpg").symlink_to(folder / "_lib" / "target-1001.jpg")  # absolute, through the link
+    (folder / "x.jpg").symlink_to("/etc/passwd")
+    (tmp_path / "sneaky").symlink_to(real / "_lib")
+    make_entry(folder, "loop.jpg", "file")
+    (folder / "loop.jpg").unlink()
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    ix = index_for(impl, folder, catalog={**CATALOG, "loop": 8})
+    assert ix.has_many(range(9)) == [False, True, False, False, False, False, True, False, False]
+    assert ix.count == 2
+    (folder / "x.jpg").unlink()
+    (folder / "x.jpg").symlink_to(tmp_path / "sneaky" / "target-1001.jpg")  # via an outside link, back in
+    assert ix.refresh(force=True) is True
+    assert ix.has(7)
+
+
+def test_links_sharing_a_target_are_judged_alike(impl: Impl, folder: Path) -> None:
+    # The scan resolves each distinct link text once; every link of that text gets the same verdict.
+    (folder / "_lib").mkdir()
+    (folder / "_lib" / "v.jpg").write_bytes(b"\xff\xd8\xff")
+    (folder.parent / "out.jpg").write_bytes(b"\xff\xd8\xff")
+    catalog = {f"in{i}": i for i in range(50)} | {f"out{i}": 100 + i for i in range(50)}
+    for i in range(50):
+        (folder / f"in{i}.jpg").symlink_to("_lib/v.jpg")
+        (folder / f"out{i}.jpg").symlink_to("../out.jpg")
+    ix = index_for(impl, folder, catalog=catalog)
+    assert ix.count == 50 and all(ix.has_many(range(50))) and not any(ix.has_many(range(100, 150)))
+    (folder / "_lib" / "v.jpg").unlink()
+    (folder / "_lib" / "v.jpg").symlink_to(folder.parent / "out.jpg")  # the shared target now leads out
+    assert ix.refresh(force=True) is True
+    assert ix.count == 0
+
+
+def test_has_item(impl: Impl, folder: Path) -> None:
+    make_entry(folder, "1001.jpg", "file")
+    make_entry(folder, "1002.jpg", "outside")
+    make_entry(folder, "zzz.jpg", "file")
+    ix = index_for(impl, folder, catalog={"1001": 1, "1002": 2, "1003": 3, "alias": 1})
+    assert [ix.has_item(n) for n in ("1001", "1002", "1003", "alias", "zzz", "", "1001.jpg")] == [
+        True,
+        False,
+        False,
+        True,  # shares product 1's dense id
+        False,  # a file whose name is not in the catalog (an inactive or unknown product)
+        False,
+        False,
+    ]
+    assert ix.has_item("\udcff") is False  # not encodable as a file name
+    with pytest.raises(TypeError):
+        ix.has_item(b"1001")
+    with pytest.raises(TypeError):
+        ix.has_item(1001)
+    ix.set_catalog({"1002": 2})
+    assert ix.has_item("1001") is False  # left the catalog (deactivated)
 
 
 def test_has_out_of_range(impl: Impl, folder: Path) -> None:
@@ -140,9 +207,12 @@ def test_refresh_add_remove_rename_symlink(impl: Impl, folder: Path) -> None:
     (folder / "1001.jpg").rename(folder / "1002.jpg")
     assert ix.refresh() is True
     assert ix.has_many([1, 2]) == [False, True]
-    make_entry(folder, "1003.jpg", "dangling")
+    make_entry(folder, "1003.jpg", "symlink")
     assert ix.refresh() is True
     assert ix.has(3)
+    make_entry(folder, "1005.jpg", "outside")
+    assert ix.refresh() is False  # rescanned; a link out of the folder is not an image
+    assert not ix.has(5)
     (folder / "1002.jpg").unlink()
     assert ix.refresh() is True
     assert ix.has_many([1, 2, 3]) == [False, False, True]
