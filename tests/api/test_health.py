@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from catalog_testlib import Database, ServerProcess, Services, drop_database, make_database, run
+from lifecycle_testlib import TableLock
 
 PRODUCTS = "/api/consumer/products"
 
@@ -75,8 +76,6 @@ def test_a_slow_database_degrades_before_it_makes_the_process_unavailable(
     """Two requests blocked on a table lock hold the whole pool: the probe cannot get a connection within
     its budget. One failed probe is 'degraded' (200); a failure lasting READY_DB_FAIL_AFTER_S is 503; the
     process is ready again as soon as the database answers."""
-    from test_supervisor import TableLock
-
     srv = ServerProcess(
         fresh_db,
         services,
