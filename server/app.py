@@ -98,14 +98,14 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         # answered. What arrives after the close (on a kept-alive connection) meets a closed pool (503) or
         # a cached page, never missing resources.
         budget = max(0.1, settings.SHUTDOWN_GRACE_S - CLOSE_BUDGET_S)
-        left = await workers.drain(budget)
+        left = await workers.drain(budget, lambda: http_config.inflight)
         if left:
             log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
         for res in held:
             await res.close(CLOSE_BUDGET_S - FLUSH_S)
         held.clear()
         if left:  # what the close cut short answers 503: give it a moment to be written before we exit
-            await workers.drain(FLUSH_S)
+            await workers.drain(FLUSH_S, lambda: http_config.inflight)
         state.detach()
         log.info("process stopped")
 

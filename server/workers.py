@@ -30,6 +30,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -132,23 +133,15 @@ def processes() -> dict[str, Any] | None:
     return None if _current is None else _current.table.snapshot()
 
 
-async def drain(budget_s: float, quiet_s: float = 0.05) -> int:
-    """Wait until no request is being handled (for `quiet_s` in a row) or `budget_s` passed; return how many
-    are still running.
-
-    Each request Robyn hands to Python runs as an unnamed asyncio task ("Task-<n>"); every long-lived
-    background task of this service is created with a name, so the unnamed ones are the requests (and the
-    short work they spawned).
+async def drain(budget_s: float, in_flight: Callable[[], int], quiet_s: float = 0.05) -> int:
+    """Wait until no request is being handled (`in_flight()` is 0 for `quiet_s` in a row) or `budget_s`
+    passed; return how many are still running. The count is the HTTP wrapper's, kept for every request
+    (server/http.py), so it cannot confuse a request with a background task.
     """
-    me = asyncio.current_task()
     deadline = time.monotonic() + budget_s
     quiet_since: float | None = None
     while True:
-        busy = [
-            t
-            for t in asyncio.all_tasks()
-            if t is not me and not t.done() and t.get_name().startswith("Task-")
-        ]
+        busy = in_flight()
         now = time.monotonic()
         if busy:
             quiet_since = None
@@ -157,7 +150,7 @@ async def drain(budget_s: float, quiet_s: float = 0.05) -> int:
         elif now - quiet_since >= quiet_s:
             return 0
         if now >= deadline:
-            return len(busy)
+            return busy
         await asyncio.sleep(0.01)
 
 
