@@ -55,7 +55,7 @@ bench-http: venv
 freshness: venv
 	$(PY) -m loadtests.freshness --processes $(LOAD_PROCESSES)
 
-## What a stalled Redis (SIGSTOP) adds to a request: prints each phase; exit 1 above 100 ms.
+## What a stalled Redis (SIGSTOP) adds to a request: prints each phase; exit 1 above 120 ms.
 redis-stall: venv
 	$(PY) -m loadtests.redis_stall
 

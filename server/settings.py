@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     CACHE_L2_MAX_PAGE: int = Field(10, ge=0, le=1_000_000)
     CACHE_NOT_FOUND_TTL_S: int = Field(30, ge=1, le=3600)  # "no such product", versioned like pages
     # Per Redis call of the page cache: a stalled Redis must cost a request little (the limiter has its own).
-    CACHE_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
+    CACHE_REDIS_TIMEOUT_MS: float = Field(80.0, gt=0, le=1000)
     # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
     EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_HEALTH: str = DEFAULT_POLICIES["health"]
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
-    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(50.0, gt=0, le=1000)
+    RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(100.0, gt=0, le=1000)
     # Block budgets: every client of one IPv6 /48 (a site's delegation: 65,536 /64s) or, when enabled, of
     # one IPv4 /24 shares this many times each policy's quota and burst; 0 turns a family's block budget off.
     RATE_LIMIT_IPV6_BLOCK_MULTIPLIER: int = Field(16, ge=0, le=65_536)

@@ -141,7 +141,10 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/ready", timeout=1).status_code == 200:
+                resp = httpx.get(self.base_url + "/ready", timeout=1)
+                # Ready, and every worker serving (one answering is not all of them yet).
+                procs = resp.json().get("processes") if resp.status_code == 200 else None
+                if resp.status_code == 200 and (procs is None or procs["live"] >= procs["expected"]):
                     return self
             except httpx.HTTPError:
                 pass

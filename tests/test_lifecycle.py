@@ -45,10 +45,17 @@ def test_signal_stops_everything_within_5s(
 ) -> None:
     srv = ServerProcess(fresh_db, services, tmp_path, PROCESSES=processes).start()
     assert srv.proc is not None
-    tree = _tree(srv.proc.pid)
-    assert len(tree) >= 2 + (processes if processes > 1 else 0)
-    pids = {httpx.get(srv.base_url + "/ready").json()["pid"] for _ in range(10)}
-    assert len(pids) == processes
+    try:
+        tree = _tree(srv.proc.pid)
+        assert len(tree) >= 2 + (processes if processes > 1 else 0)
+        # Which worker accepts a connection is the kernel's choice (one shared socket): ask the pool.
+        pool = httpx.get(srv.base_url + "/ready").json()["processes"]
+        pids = {w["pid"] for w in pool["workers"]}
+        assert pool["live"] == processes and len(pids) == processes
+        assert pids <= {p.pid for p in tree}
+    except BaseException:
+        srv.stop()  # never leave a server behind a failed assertion
+        raise
     elapsed = srv.stop(sig)
     assert srv.proc.returncode == 0, srv.log()
     assert elapsed < 5.0, f"took {elapsed:.2f}s"
