@@ -18,283 +18,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import math
 import os
-import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlencode
 
 from loadtests.bench_http import ensure_wrk
-from loadtests.service import free_port
+from loadtests.mix_stack import (
+    ROOT,
+    Side,
+    ensure_database,
+    flush_redis,
+    ours_embedded,
+    ours_on_peer,
+    peer,
+    split_cores,
+)
+from loadtests.mix_urls import (
+    COMMON_MIX,
+    COMMON_SORTS,
+    FULL_MIX,
+    FULL_SORTS,
+    Catalog,
+    build_urls,
+    describe,
+    get_json,
+    read_catalog,
+    write_list,
+)
+from loadtests.mix_writer import Writer
 
-ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("bench_mix.lua")
-PRODUCTS = "/api/consumer/products"
-CATEGORIES = "/api/consumer/categories"
 GZIP = "Accept-Encoding: gzip"
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-# Share of each kind of request. The side-by-side mix keeps only what the seed's stack serves, in the same
-# proportions among themselves.
-FULL_MIX = {"list": 0.45, "detail": 0.30, "categories": 0.08, "search": 0.10, "filter": 0.07}
-COMMON_MIX = {"list": 0.54, "detail": 0.36, "categories": 0.10}
-FULL_SORTS = ("name", "-name", "price", "-price", "newest")
-COMMON_SORTS = ("name", "price")  # the seed's stack knows these two (and its default, by id)
-LIST_PAGE_SIZES = (20, 24, 48, 50, 100)
-LIST_PAGE_SIZE_WEIGHTS = (30, 15, 15, 25, 15)
-FIRST_PAGES = (1, 2, 3, 4, 5)
-FIRST_PAGE_WEIGHTS = (50, 18, 9, 5, 4)  # the remaining 14 %: a deep page, uniform past page 5
-DEEP_SHARE = 0.14
-ALL_CATEGORIES_SHARE = 0.3  # list pages without category_id
-
 WRITES_PER_S = 20.0
-_STOCK_UPDATE = "UPDATE products SET stock_on_hand = $1 WHERE id = $2"
-
-
-# --- the URL list ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What the URLs are made of, read from one service: every active id and some of its words."""
-
-    product_ids: tuple[int, ...]
-    skus: tuple[str, ...]
-    words: tuple[str, ...]
-    categories: tuple[tuple[int, int], ...]  # (id, product count), categories with products only
-    prices: tuple[float, ...]  # sorted consumer prices
-    total: int
-
-
-def _get_json(url: str, timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
-def read_catalog(base: str) -> Catalog:
-    """Every active product (pages of 200) and every category, through the public API of `base`."""
-    items: list[dict] = []  # type: ignore[type-arg]
-    page, pages = 1, 1
-    while page <= pages:
-        doc = _get_json(f"{base}{PRODUCTS}?page={page}&page_size=200&sort=name")
-        items += doc["items"]
-        pages, page = int(doc["pages"]), page + 1
-    if not items:
-        raise SystemExit(f"bench_mix: {base} has no products: seed the catalog first")
-    categories = [
-        (int(c["id"]), int(c["product_count"]))
-        for c in _get_json(f"{base}{CATEGORIES}?page=1&page_size=200")["items"]
-        if int(c.get("product_count") or 0) > 0
-    ]
-    words = {w.lower() for it in items for w in it["name"].split() if w.isalpha() and len(w) >= 4}
-    return Catalog(
-        product_ids=tuple(sorted(int(it["id"]) for it in items)),
-        skus=tuple(sorted({it["sku"] for it in items if it.get("sku")})),
-        words=tuple(sorted(words)),
-        categories=tuple(sorted(categories)),
-        prices=tuple(sorted(float(it["price"]) for it in items if it.get("price") is not None)),
-        total=len(items),
-    )
-
-
-def _page(rnd: random.Random, pages: int) -> int:
-    """Skewed to the first pages; DEEP_SHARE of draws a deep one (uniform past page 5)."""
-    if pages > len(FIRST_PAGES) and rnd.random() < DEEP_SHARE:
-        return rnd.randint(len(FIRST_PAGES) + 1, pages)
-    page = rnd.choices(FIRST_PAGES, FIRST_PAGE_WEIGHTS)[0]
-    return page if page <= pages else rnd.randint(1, pages)
-
-
-def _price_range(rnd: random.Random, catalog: Catalog) -> dict[str, str]:
-    prices = catalog.prices or (1.0, 100.0)
-    lo, hi = sorted(rnd.sample(range(len(prices)), 2)) if len(prices) > 1 else (0, 0)
-    shape = rnd.random()
-    if shape < 0.2:
-        return {"max_price": f"{math.ceil(prices[hi])}"}
-    if shape < 0.4:
-        return {"min_price": f"{math.floor(prices[lo])}"}
-    return {"min_price": f"{math.floor(prices[lo])}", "max_price": f"{math.ceil(prices[hi])}"}
-
-
-def _one(kind: str, rnd: random.Random, catalog: Catalog, sorts: Sequence[str]) -> str:
-    """One request path of `kind`."""
-    if kind == "detail":
-        return f"{PRODUCTS}/{rnd.choice(catalog.product_ids)}"
-    if kind == "categories":
-        size = rnd.choice((20, 50, 100))
-        pages = max(1, -(-len(catalog.categories) // size))
-        page = 2 if pages > 1 and rnd.random() < 0.2 else 1
-        return f"{CATEGORIES}?{urlencode({'page': page, 'page_size': size})}"
-    size = rnd.choices(LIST_PAGE_SIZES, LIST_PAGE_SIZE_WEIGHTS)[0]
-    query: dict[str, str | int] = {}
-    count = catalog.total
-    if kind == "list":
-        if catalog.categories and rnd.random() >= ALL_CATEGORIES_SHARE:
-            cat, count = rnd.choice(catalog.categories)
-            query["category_id"] = cat
-        query["sort"] = rnd.choice(sorts)
-        query["page"] = _page(rnd, max(1, -(-count // size)))
-    elif kind == "search":
-        use_sku = catalog.skus and (not catalog.words or rnd.random() < 0.3)
-        query["q"] = rnd.choice(catalog.skus) if use_sku else rnd.choice(catalog.words)
-        query["sort"] = rnd.choice(sorts)
-        query["page"] = 1 if rnd.random() < 0.85 else 2
-        size = 20
-    elif kind == "filter":
-        shape = rnd.random()
-        if shape < 0.35:
-            query["in_stock"] = "true"
-        elif shape < 0.7:
-            query.update(_price_range(rnd, catalog))
-        else:
-            query["in_stock"] = "true"
-            query.update(_price_range(rnd, catalog))
-        if catalog.categories and rnd.random() < 0.5:
-            query["category_id"] = rnd.choice(catalog.categories)[0]
-        query["sort"] = rnd.choice(sorts)
-        query["page"] = rnd.choices((1, 2, 3), (70, 20, 10))[0]
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
-    query["page_size"] = size
-    return f"{PRODUCTS}?{urlencode(query)}"
-
-
-def build_urls(
-    catalog: Catalog,
-    count: int,
-    seed: int = 1,
-    mix: dict[str, float] | None = None,
-    sorts: Sequence[str] = FULL_SORTS,
-) -> list[tuple[str, str]]:
-    """`count` (kind, path) pairs drawn with `seed`: the same catalog and seed give the same list."""
-    shares = mix or FULL_MIX
-    kinds, weights = list(shares), list(shares.values())
-    rnd = random.Random(seed)
-    drawn = rnd.choices(kinds, weights, k=count)
-    return [(kind, _one(kind, rnd, catalog, sorts)) for kind in drawn]
-
-
-def describe(urls: Sequence[tuple[str, str]]) -> str:
-    """One line: requests, distinct URLs, share of each kind."""
-    kinds = Counter(kind for kind, _ in urls)
-    shares = ", ".join(f"{k} {n / len(urls):.0%}" for k, n in kinds.most_common())
-    return f"{len(urls):,} requests, {len({p for _, p in urls}):,} distinct URLs ({shares})"
-
-
-def write_list(urls: Sequence[tuple[str, str]], path: Path) -> Path:
-    """The paths, one per line, for bench_mix.lua."""
-    path.write_text("".join(p + "\n" for _, p in urls), encoding="ascii")
-    return path
-
-
-# --- pinning, servers -----------------------------------------------------------------------------------
-
-
-def split_cores() -> tuple[set[int] | None, set[int] | None]:
-    """(server cores, load cores): the first allowed core for the server, the others for everything else;
-    (None, None) when there is only one core or no affinity API (no pinning)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None, None
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return None, None
-    return {cores[0]}, set(cores[1:])
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def pin_tree(root: int, cores: set[int]) -> int:
-    """Move every thread of `root` and of its Python descendants to `cores` (PostgreSQL and Redis children
-    keep the load cores they were started on); returns the number of processes moved."""
-    tree, todo, moved = _children(), [root], 0
-    while todo:
-        pid = todo.pop()
-        todo += tree.get(pid, [])
-        with contextlib.suppress(OSError):
-            if not Path(f"/proc/{pid}/comm").read_text().startswith(("python", "uvicorn")):
-                continue
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cores)
-            moved += 1
-    return moved
-
-
-class Server:
-    """One server process group started for one run (inheriting the load cores), then moved to its core."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path, ready_path: str, log: Path):
-        self.name, self.cmd, self.env, self.cwd, self.log = name, cmd, env, cwd, log
-        self.port = int(env["PORT"]) if "PORT" in env else free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ready_path = ready_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, server_cores: set[int] | None, timeout: float = 300) -> Server:
-        """Start and wait until `ready_path` answers 200 (a first start may seed the catalog)."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [a.replace("{port}", str(self.port)) for a in self.cmd],
-                env={k: v.replace("{port}", str(self.port)) for k, v in self.env.items()}
-                | {"PORT": str(self.port)},
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"bench_mix: {self.name} exited with {self.proc.returncode}; see {self.log}")
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"bench_mix: {self.name} not ready within {timeout:.0f}s; see {self.log}")
-            time.sleep(0.2)
-        if server_cores:
-            pin_tree(self.proc.pid, server_cores)
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM the group, SIGKILL what is left after 20 s."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 # --- wrk ------------------------------------------------------------------------------------------------
@@ -393,168 +157,11 @@ def warm_up(base: str, url_list: Path, threads: int, conns: int, duration: str) 
     time.sleep(1)
 
 
-# --- the writer -----------------------------------------------------------------------------------------
-
-
-async def _write(dsn: str, rate: float, seconds: float, seed: int) -> dict[str, float]:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        ids = [r[0] for r in await conn.fetch("SELECT id FROM products WHERE is_active")]
-        rnd = random.Random(seed)
-        print("ready", flush=True)
-        start = time.perf_counter()
-        commits, late_max = 0, 0.0
-        while True:
-            due = start + commits / rate  # a fixed schedule: a slow commit is caught up, not dropped
-            now = time.perf_counter()
-            if due - start >= seconds:
-                break
-            if due > now:
-                await asyncio.sleep(due - now)
-            else:
-                late_max = max(late_max, now - due)
-            # Autocommit: each statement is its own transaction, as an ERP sync would send them.
-            await conn.execute(_STOCK_UPDATE, rnd.randint(0, 500), rnd.choice(ids))
-            commits += 1
-        elapsed = time.perf_counter() - start
-        return {
-            "commits": commits,
-            "seconds": elapsed,
-            "rate": commits / elapsed,
-            "late_max_ms": late_max * 1e3,
-        }
-    finally:
-        await conn.close()
-
-
-def writer_main(dsn: str, rate: float, seconds: float, seed: int) -> int:
-    """The writer process: prints `ready`, commits for `seconds`, prints its figures as JSON."""
-    print(json.dumps(asyncio.run(_write(dsn, rate, seconds, seed))), flush=True)
-    return 0
-
-
-class Writer:
-    """The writer as a separate process (inheriting the load cores)."""
-
-    def __init__(self, dsn: str, rate: float, seconds: float, seed: int) -> None:
-        cmd = [sys.executable, "-m", "loadtests.bench_mix", "--writer", dsn]
-        cmd += ["--writer-rate", str(rate), "--writer-seconds", str(seconds), "--seed", str(seed)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if line != "ready":
-            self.proc.kill()
-            raise SystemExit(f"bench_mix: the writer did not start ({line or 'no output'})")
-
-    def result(self) -> dict[str, float]:
-        """Wait for the writer's figures."""
-        out, _ = self.proc.communicate(timeout=60)
-        if self.proc.returncode != 0:
-            raise SystemExit(f"bench_mix: the writer failed ({self.proc.returncode})")
-        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-# --- the sides ------------------------------------------------------------------------------------------
-
-
 def _seconds(duration: str) -> float:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)?", duration)
     if not m:
         raise SystemExit(f"bench_mix: duration {duration!r}: use e.g. 10s")
     return float(m.group(1)) * (60 if m.group(2) == "m" else 1)
-
-
-@dataclass
-class Side:
-    """How to start one stack for a run, its database and its Redis databases to empty before a run."""
-
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    cwd: Path
-    ready_path: str
-    dsn: str
-    redis_flush: tuple[str, ...] = ()
-
-    def server(self, cache: bool, log: Path) -> Server:
-        """A Server for one run with CACHE_ENABLED=`cache`."""
-        return Server(
-            self.name,
-            self.cmd,
-            {**self.env, "CACHE_ENABLED": str(cache).lower()},
-            self.cwd,
-            self.ready_path,
-            log,
-        )
-
-
-# Rate limits stay on, as in production, with a policy wrk (one address) never reaches (as side_by_side.sh).
-_OUT_OF_REACH = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_CATALOG": "100000000/60s;burst=1000000"}
-
-
-def _base_env() -> dict[str, str]:
-    dropped = ("DATABASE_URL", "REDIS_URL", "DATA_DIR", "UPLOADS_DIR", "PORT", "HOST", "PUBLIC_BASE_URL")
-    return {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("CACHE_")}
-
-
-def ours_embedded(data_dir: Path, products: int, processes: int) -> Side:
-    """Our service on its embedded PostgreSQL/Redis in `data_dir` (seeded on the first start, reused)."""
-    env = _base_env() | _OUT_OF_REACH
-    env.update(DATA_DIR=str(data_dir), UPLOADS_DIR=str(data_dir / "uploads"), HOST="127.0.0.1")
-    env.update(PROCESSES=str(processes), LOG_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "server", "serve", "--seed-if-empty", str(products)]
-    return Side("ours", cmd, env, ROOT, "/ready", f"postgresql://postgres@/catalog?host={data_dir / 'pg'}")
-
-
-def ours_on_peer(scratch: Path, products: int, processes: int, redis_db: int) -> Side:
-    """Our service on the peer's PostgreSQL (database `proj`) and Redis (db `redis_db`): side_by_side.sh."""
-    dsn = f"postgresql://postgres@/proj?host={scratch}&port=55433"
-    env = _base_env() | _OUT_OF_REACH
-    env.update(DATABASE_URL=dsn, REDIS_URL=f"redis://127.0.0.1:56379/{redis_db}", HOST="127.0.0.1")
-    env.update(UPLOADS_DIR=str(scratch / "proj-uploads"), PROCESSES=str(processes), LOG_LEVEL="WARNING")
-    cmd = [sys.executable, "-m", "server", "serve", "--seed-if-empty", str(products)]
-    return Side("ours", cmd, env, ROOT, "/ready", dsn, (f"redis://127.0.0.1:56379/{redis_db}",))
-
-
-def peer(peer_dir: Path, scratch: Path) -> Side:
-    """The seed's stack (uvicorn, one worker) from `peer_dir`, its venv and data under `scratch`."""
-    uvicorn = scratch / "venv" / "bin" / "uvicorn"
-    if not uvicorn.exists() or not (peer_dir / "app.py").exists():
-        raise SystemExit(f"bench_mix: no peer: run {peer_dir}/measure.sh up first (PEER_DIR, SCRATCH)")
-    dsn = f"postgresql://postgres@/peer?host={scratch}&port=55433"
-    env = _base_env()
-    env.update(
-        DATABASE_URL=dsn, UPLOADS_DIR=str(scratch / "uploads"), PUBLIC_BASE_URL="http://127.0.0.1:{port}"
-    )
-    cmd = [str(uvicorn), "app:app", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop"]
-    cmd += ["--http", "httptools", "--workers", "1", "--no-access-log", "--log-level", "warning"]
-    # Its page cache (db 0) and limiter counters (db 1), emptied so every run starts cold like ours.
-    flush = ("redis://127.0.0.1:56379/0", "redis://127.0.0.1:56379/1")
-    return Side("seed", cmd, env, peer_dir, CATEGORIES, dsn, flush)
-
-
-async def _ensure_database(scratch: Path, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://postgres@/postgres?host={scratch}&port=55433")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-def _flush(urls: Sequence[str]) -> None:
-    import redis
-
-    for url in urls:
-        client = redis.Redis.from_url(url)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
 
 
 # --- runs -----------------------------------------------------------------------------------------------
@@ -577,7 +184,7 @@ def measure(
     side: Side, cache: bool, url_list: Path, plan: Plan, label: str, writer_rate: float = 0.0
 ) -> Result:
     """Start `side`, warm up on the list, measure (with the writer when `writer_rate`), stop."""
-    _flush(side.redis_flush)
+    flush_redis(side.redis_flush)
     server = side.server(cache, plan.logs / f"{side.name}.log").start(plan.server_cores)
     try:
         warm_up(server.url, url_list, plan.threads, plan.conns, plan.warmup)
@@ -611,7 +218,7 @@ def measure(
 
 def cache_counters(base: str) -> dict[str, int]:
     """Our cache's counters and catalog version from /ready (of the process that answers: PROCESSES=1)."""
-    doc = _get_json(f"{base}/ready")
+    doc = get_json(f"{base}/ready")
     return {**doc.get("cache", {}), "version": int(doc.get("catalog", {}).get("version", 0))}
 
 
@@ -640,7 +247,7 @@ def url_list(
     return write_list(urls, plan.logs / f"{name.replace(' ', '-')}-urls.txt")
 
 
-_ROW = "{:<28} {:>9} {:>8} {:>8} {:>9} {:>8} {:>6}  {}"
+_ROW = "{:<38} {:>9} {:>8} {:>8} {:>9} {:>8} {:>6}  {}"
 
 
 def render_row(r: Result) -> str:
@@ -705,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scratch", default=os.environ.get("SCRATCH", "/tmp/peer"))
     p.add_argument("--redis-db", type=int, default=2, help="our Redis db on the peer's Redis (side by side)")
     p.add_argument("--out", type=Path, help="logs folder (default loadtests/reports/bench-mix-<timestamp>)")
-    p.add_argument("--writer", metavar="DSN", help=argparse.SUPPRESS)
-    p.add_argument("--writer-seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.writer:
-        return writer_main(args.writer, args.writer_rate, args.writer_seconds, args.seed)
     _seconds(args.duration)
     if unknown := set(args.runs) - set(RUNS):
         p.error(f"--runs: unknown {sorted(unknown)}; choose from {','.join(RUNS)}")
@@ -732,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.side_by_side:
             scratch = Path(args.scratch)
             seed_side = peer(Path(args.peer_dir).resolve(), scratch)
-            asyncio.run(_ensure_database(scratch, "proj"))
+            asyncio.run(ensure_database(scratch, "proj"))
             (scratch / "proj-uploads").mkdir(exist_ok=True)
             ours = ours_on_peer(scratch, args.products, args.processes, args.redis_db)
             return side_by_side(ours, seed_side, plan, args, conf)

@@ -22,16 +22,16 @@ import pytest
 from catalog_testlib import Database, ServerProcess, Services
 
 ROOT = Path(__file__).resolve().parents[2]
-WRITER = (sys.executable, "-m", "loadtests.bench_mix", "--writer")
+WRITER = (sys.executable, "-m", "loadtests.mix_writer")
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 
 
-def bench_mix() -> ModuleType:
-    """loadtests.bench_mix of this tree (the repo root is not on sys.path under pytest; `loadtests` here is
+def load(name: str = "bench_mix") -> ModuleType:
+    """loadtests.<name> of this tree (the repo root is not on sys.path under pytest; `loadtests` here is
     also this test folder's name, a namespace portion that the regular package outranks)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    module = importlib.import_module("loadtests.bench_mix")
+    module = importlib.import_module(f"loadtests.{name}")
     assert Path(module.__file__ or "").parent == ROOT / "loadtests"
     return module
 
@@ -51,7 +51,7 @@ def synthetic_catalog(bm: ModuleType) -> Any:
 
 
 def test_the_mix_has_its_shares_spread_and_page_skew() -> None:
-    bm = bench_mix()
+    bm = load("mix_urls")
     catalog = synthetic_catalog(bm)
     urls = bm.build_urls(catalog, 20_000, seed=3)
     assert len(urls) == 20_000
@@ -89,7 +89,7 @@ def test_the_mix_has_its_shares_spread_and_page_skew() -> None:
 
 
 def test_the_side_by_side_mix_uses_only_what_the_seed_stack_serves() -> None:
-    bm = bench_mix()
+    bm = load("mix_urls")
     urls = bm.build_urls(synthetic_catalog(bm), 5_000, 1, bm.COMMON_MIX, bm.COMMON_SORTS)
     assert {kind for kind, _ in urls} == {"list", "detail", "categories"}
     for _, path in urls:
@@ -111,7 +111,7 @@ def one_process(
 def test_the_catalog_is_read_whole_and_every_generated_url_answers_200(
     one_process: ServerProcess, database: Database
 ) -> None:
-    bm = bench_mix()
+    bm = load("mix_urls")
     catalog = bm.read_catalog(one_process.base_url)
     active = asyncio.run(database.fetch("SELECT id FROM products WHERE is_active ORDER BY id"))
     assert catalog.product_ids == tuple(r["id"] for r in active)
@@ -127,7 +127,7 @@ def test_the_catalog_is_read_whole_and_every_generated_url_answers_200(
 def test_wrk_walks_the_whole_list_and_counts_non_2xx(
     one_process: ServerProcess, database: Database, tmp_path: Path
 ) -> None:
-    bm = bench_mix()
+    bm = load()
     ids = [r["id"] for r in asyncio.run(database.fetch("SELECT id FROM products WHERE is_active LIMIT 60"))]
     listed = bm.write_list([("detail", f"/api/consumer/products/{i}") for i in ids], tmp_path / "ok.txt")
     # A commit moves the catalog version: nothing cached before counts, every listed URL must miss once.
@@ -152,10 +152,10 @@ def test_wrk_walks_the_whole_list_and_counts_non_2xx(
 
 
 def test_the_writer_commits_on_its_fixed_schedule(database: Database) -> None:
-    bench_mix()  # the module of this tree, run below as a separate process like the benchmark does
+    load("mix_writer")  # this tree's, run below as its own process as the benchmark runs it
     before = asyncio.run(database.fetch("SELECT id, stock_on_hand FROM products WHERE is_active"))
     out = subprocess.run(
-        [*WRITER, database.url, "--writer-rate", "40", "--writer-seconds", "0.5", "--seed", "2"],
+        [*WRITER, database.url, "--rate", "40", "--seconds", "0.5", "--seed", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
