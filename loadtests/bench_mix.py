@@ -50,6 +50,7 @@ from loadtests.mix_urls import (
     build_urls,
     describe,
     get_json,
+    kind_of,
     read_catalog,
     write_list,
 )
@@ -188,30 +189,53 @@ def measure(
     server = side.server(cache, plan.logs / f"{side.name}.log").start(plan.server_cores)
     try:
         warm_up(server.url, url_list, plan.threads, plan.conns, plan.warmup)
-        # Our cache's counters, when one process answers every request (the seed's stack has none).
-        counted = side.name == "ours" and side.env.get("PROCESSES") == "1"
-        before = cache_counters(server.url) if counted else None
-        writer = Writer(side.dsn, writer_rate, _seconds(plan.duration), plan.seed) if writer_rate else None
-        result = run_wrk(
-            label, server.url, url_list, plan.threads, plan.conns, plan.duration, plan.logs / "wrk.txt"
-        )
-        notes = [result.note]
-        if writer is not None:
-            w = writer.result()
-            notes.append(
-                f"writer {w['commits']:.0f} commits in {w['seconds']:.1f} s = {w['rate']:.1f}/s "
-                f"(target {writer_rate:g}/s, max lateness {w['late_max_ms']:.0f} ms)"
-            )
-        if before is not None:
-            after = cache_counters(server.url)
-            result = replace(result, hits=hit_share(before, after))
-            if l2_errors := after["l2_errors"] - before["l2_errors"]:
-                notes.append(f"{l2_errors} Redis cache errors (L2 skipped for a while after each)")
-            if writer is not None:
-                notes.append(f"catalog version +{after['version'] - before['version']}")
-        result = replace(result, note="; ".join(notes))
+        return _run(side, server.url, url_list, plan, label, writer_rate)
     finally:
         server.stop()
+
+
+def measure_kinds(side: Side, cache: bool, url_list: Path, plan: Plan, prefix: str) -> list[Result]:
+    """Start `side`, warm up on the whole list, then measure each kind's part of it in turn."""
+    paths = url_list.read_text(encoding="ascii").split()
+    parts: dict[str, list[str]] = {}
+    for path in paths:
+        parts.setdefault(kind_of(path), []).append(path)
+    flush_redis(side.redis_flush)
+    server = side.server(cache, plan.logs / f"{side.name}.log").start(plan.server_cores)
+    try:
+        warm_up(server.url, url_list, plan.threads, plan.conns, plan.warmup)
+        results = []
+        for kind, part in parts.items():
+            listed = write_list([(kind, p) for p in part], url_list.with_name(f"{url_list.stem}-{kind}.txt"))
+            label = f"{prefix}{kind} ({len(part) / len(paths):.0%}, {len(set(part)):,} URLs)"
+            results.append(_run(side, server.url, listed, plan, label, 0.0))
+        return results
+    finally:
+        server.stop()
+
+
+def _run(side: Side, base: str, url_list: Path, plan: Plan, label: str, writer_rate: float) -> Result:
+    """One measured run against a started server, with our cache's figures when they can be read."""
+    # Our cache's counters, when one process answers every request (the seed's stack has none).
+    counted = side.name == "ours" and side.env.get("PROCESSES") == "1"
+    before = cache_counters(base) if counted else None
+    writer = Writer(side.dsn, writer_rate, _seconds(plan.duration), plan.seed) if writer_rate else None
+    result = run_wrk(label, base, url_list, plan.threads, plan.conns, plan.duration, plan.logs / "wrk.txt")
+    notes = [result.note]
+    if writer is not None:
+        w = writer.result()
+        notes.append(
+            f"writer {w['commits']:.0f} commits in {w['seconds']:.1f} s = {w['rate']:.1f}/s "
+            f"(target {writer_rate:g}/s, max lateness {w['late_max_ms']:.0f} ms)"
+        )
+    if before is not None:
+        after = cache_counters(base)
+        result = replace(result, hits=hit_share(before, after))
+        if l2_errors := after["l2_errors"] - before["l2_errors"]:
+            notes.append(f"{l2_errors} Redis cache errors (L2 skipped for a while after each)")
+        if writer is not None:
+            notes.append(f"catalog version +{after['version'] - before['version']}")
+    result = replace(result, note="; ".join(notes))
     print(f"  {render_row(result)}", file=sys.stderr, flush=True)
     return result
 
@@ -302,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--runs",
         type=lambda v: [r for r in v.split(",") if r],
-        default=list(RUNS),
-        help="our runs, in order (default on,off,writer)",
+        default=list(DEFAULT_RUNS),
+        help="our runs, in order (default on,off,writer; also kinds-on, kinds-off: each kind alone)",
     )
     p.add_argument("--writer-rate", type=float, default=WRITES_PER_S, help="commits/s of the writer run")
     p.add_argument("--side-by-side", action="store_true", help="also the seed's stack, same mix, ratios")
@@ -348,16 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-RUNS = ("on", "off", "writer")
+RUNS = ("on", "off", "writer", "kinds-on", "kinds-off")
+DEFAULT_RUNS = RUNS[:3]
 
 
 def our_runs(
     ours: Side, urls: Path, plan: Plan, runs: Sequence[str], rate: float, prefix: str
 ) -> list[Result]:
-    """The selected runs of our service on `urls`: cache on, cache off, cache on with the writer."""
+    """The selected runs of our service on `urls`: cache on, cache off, cache on with the writer, and each
+    kind of request alone (cache on or off, one service start for all kinds)."""
     out = []
     for run in runs:
-        if run == "on":
+        if run.startswith("kinds-"):
+            cache = run == "kinds-on"
+            out += measure_kinds(ours, cache, urls, plan, f"{prefix}cache {'on' if cache else 'off'}: ")
+        elif run == "on":
             out.append(measure(ours, True, urls, plan, f"{prefix}cache on"))
         elif run == "off":
             out.append(measure(ours, False, urls, plan, f"{prefix}cache off"))

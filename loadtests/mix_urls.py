@@ -156,6 +156,21 @@ def build_urls(
     return [(kind, _one(kind, rnd, catalog, sorts)) for kind in drawn]
 
 
+def kind_of(path: str) -> str:
+    """The kind of a request path of the mix (as build_urls drew it)."""
+    route, _, query = path.partition("?")
+    if route.startswith(CATEGORIES):
+        return "categories"
+    if route != PRODUCTS:
+        return "detail"
+    names = {pair.split("=", 1)[0] for pair in query.split("&")}
+    if "q" in names:
+        return "search"
+    if names & {"in_stock", "min_price", "max_price"}:
+        return "filter"
+    return "list"
+
+
 def describe(urls: Sequence[tuple[str, str]]) -> str:
     """One line: requests, distinct URLs, share of each kind."""
     kinds = Counter(kind for kind, _ in urls)
