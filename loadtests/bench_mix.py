@@ -219,7 +219,9 @@ def _run(side: Side, base: str, url_list: Path, plan: Plan, label: str, writer_r
     # Our cache's counters, when one process answers every request (the seed's stack has none).
     counted = side.name == "ours" and side.env.get("PROCESSES") == "1"
     before = cache_counters(base) if counted else None
-    writer = Writer(side.dsn, writer_rate, _seconds(plan.duration), plan.seed) if writer_rate else None
+    writer = None
+    if writer_rate:
+        writer = Writer(side.dsn, writer_rate, _seconds(plan.duration), plan.seed, check_url=base)
     result = run_wrk(label, base, url_list, plan.threads, plan.conns, plan.duration, plan.logs / "wrk.txt")
     notes = [result.note]
     if writer is not None:
@@ -228,6 +230,11 @@ def _run(side: Side, base: str, url_list: Path, plan: Plan, label: str, writer_r
             f"writer {w['commits']:.0f} commits in {w['seconds']:.1f} s = {w['rate']:.1f}/s "
             f"(target {writer_rate:g}/s, max lateness {w['late_max_ms']:.0f} ms)"
         )
+        if "fresh_p50_ms" in w:
+            notes.append(
+                f"served after p50 {w['fresh_p50_ms']:.0f} / p99 {w['fresh_p99_ms']:.0f} / max "
+                f"{w['fresh_max_ms']:.0f} ms, {w['stale']:.0f} stale answers, {w['never_served']:.0f} never"
+            )
     if before is not None:
         after = cache_counters(base)
         result = replace(result, hits=hit_share(before, after))
@@ -300,6 +307,8 @@ def render_ratios(pairs: dict[str, list[tuple[Result, Result]]]) -> str:
     head = ("cache", "seed req/s (p99 ms)", "ours req/s (p99 ms)", "req/s ratio", "p99 ratio")
     lines.append("{:<6} {:>28} {:>28} {:>12} {:>10}".format(*head))
     for cache, runs in pairs.items():
+        if not runs:
+            continue
         seed_s = " ".join(f"{s.rps:,.0f} ({s.p99_ms:.0f})" for s, _ in runs)
         ours_s = " ".join(f"{o.rps:,.0f} ({o.p99_ms:.0f})" for _, o in runs)
         rps = statistics.median(o.rps / s.rps for s, o in runs if s.rps)
@@ -331,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--writer-rate", type=float, default=WRITES_PER_S, help="commits/s of the writer run")
     p.add_argument("--side-by-side", action="store_true", help="also the seed's stack, same mix, ratios")
-    p.add_argument("--passes", type=int, default=1, help="side-by-side passes (ratios: median)")
+    p.add_argument(
+        "--passes", type=int, default=1, help="side-by-side passes (ratios: median; 0: only our full mix)"
+    )
     p.add_argument("--peer-dir", default=os.environ.get("PEER_DIR", str(ROOT.parent / "shared" / "peer")))
     p.add_argument("--scratch", default=os.environ.get("SCRATCH", "/tmp/peer"))
     p.add_argument("--redis-db", type=int, default=2, help="our Redis db on the peer's Redis (side by side)")
@@ -416,7 +427,8 @@ def side_by_side(ours: Side, seed_side: Side, plan: Plan, args: argparse.Namespa
             f"\nshopper mix side by side, {conf}; ours PROCESSES={args.processes}, seed 1 uvicorn worker",
         )
     )
-    print(render_ratios(pairs), flush=True)
+    if args.passes > 0:
+        print(render_ratios(pairs), flush=True)
     return 0
 
 

@@ -152,19 +152,18 @@ def test_wrk_walks_the_whole_list_and_counts_non_2xx(
     assert gone.requests > 0 and gone.non_2xx == gone.requests  # 404s are counted
 
 
-def test_the_writer_commits_on_its_fixed_schedule(database: Database) -> None:
+def test_the_writer_commits_on_its_fixed_schedule_and_every_commit_is_served(
+    one_process: ServerProcess, database: Database
+) -> None:
     load("mix_writer")  # this tree's, run below as its own process as the benchmark runs it
     before = asyncio.run(database.fetch("SELECT id, stock_on_hand FROM products WHERE is_active"))
+    args = ["--rate", "40", "--seconds", "0.5", "--seed", "2", "--check-url", one_process.base_url]
     out = subprocess.run(
-        [*WRITER, database.url, "--rate", "40", "--seconds", "0.5", "--seed", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        [*WRITER, database.url, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
-    lines = out.stdout.split()
-    assert lines[0] == "ready"
-    assert json.loads(out.stdout.splitlines()[-1])["commits"] == 20  # 40/s for 0.5 s, none dropped
+    assert out.stdout.split()[0] == "ready"
+    figures = json.loads(out.stdout.splitlines()[-1])
+    assert figures["commits"] == 20  # 40/s for 0.5 s, none dropped
+    assert figures["never_served"] == 0  # the service showed every committed stock (checked per commit)
     after = dict(asyncio.run(database.fetch("SELECT id, stock_on_hand FROM products WHERE is_active")))
     assert sum(after[r["id"]] != r["stock_on_hand"] for r in before) > 0
