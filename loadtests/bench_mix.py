@@ -1,16 +1,17 @@
 """Shopper-mix benchmark: wrk walks a seeded list of many distinct URLs read from the service's own data.
 
-    python -m loadtests.bench_mix [-d 10s] [--products 10000] [--urls 50000] [--seed 1]
-    python -m loadtests.bench_mix --side-by-side     (after /work/shared/peer/measure.sh up)
+    python -m loadtests.bench_mix [-d 10s] [--products 10000] [--urls 50000] [--seed 1] [--runs on,off,writer]
+    python -m loadtests.bench_mix --side-by-side [--passes 2]    (after ../shared/peer/measure.sh up)
 
-The list mixes product list pages (category x sort x page, page_size 20-100, pages skewed to the first few,
-some deep), details uniform over every active product, categories pages, searches (words of product names
-and SKUs) and filters (in_stock, price ranges). Three runs, each on a freshly started service: cache on,
-cache off (CACHE_ENABLED=false), and cache on while a separate process commits 20 stock updates per second
-(one UPDATE per transaction; every commit moves the catalog version). With --side-by-side the seed's own
-stack (PEER_DIR) runs the same mix restricted to what it supports (no search or filters; sort name/price),
-alternating with ours, and ratios ours/seed are printed. The server is pinned to the first core, wrk (one
-thread per remaining core), the writer, PostgreSQL and Redis to the others.
+The list (mix_urls.py) mixes product list pages (category x sort x page, page_size 20-100, pages skewed to
+the first few, some deep), details uniform over every active product, categories pages, searches (words of
+product names and SKUs) and filters (in_stock, price ranges). Runs, each on a freshly started service
+(mix_stack.py) after a warm-up on the same list: cache on, cache off (CACHE_ENABLED=false), cache on while
+mix_writer.py commits 20 stock updates per second (one UPDATE per transaction) and checks each is served,
+and on request each kind alone (kinds-on, kinds-off). With --side-by-side the seed's own stack (PEER_DIR)
+runs the mix restricted to what it supports (no search or filters; sort name/price), alternating with ours on
+the same PostgreSQL and Redis, and ratios ours/seed are printed. The server is pinned to the first core; wrk
+(one thread per remaining core), the writer, PostgreSQL and Redis run on the others.
 """
 
 from __future__ import annotations
@@ -380,7 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         results = our_runs(ours, mix, plan, args.runs, args.writer_rate, "")
         print(render(results, f"\nshopper mix, {conf}; our service, PROCESSES={args.processes}"), flush=True)
         shutil.rmtree(data_dir, ignore_errors=True)
+    _warn_failures(results)
     return 0
+
+
+def _warn_failures(results: Sequence[Result]) -> None:
+    if any(r.non_2xx or r.socket_errors for r in results):
+        print(
+            "bench_mix: some runs had non-2xx answers or socket errors (the server log says which): "
+            "their figures include failures",
+            file=sys.stderr,
+        )
 
 
 RUNS = ("on", "off", "writer", "kinds-on", "kinds-off")
@@ -429,6 +440,7 @@ def side_by_side(ours: Side, seed_side: Side, plan: Plan, args: argparse.Namespa
     )
     if args.passes > 0:
         print(render_ratios(pairs), flush=True)
+    _warn_failures(rows)
     return 0
 
 

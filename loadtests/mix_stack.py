@@ -188,6 +188,7 @@ def peer(peer_dir: Path, scratch: Path) -> Side:
 
 
 async def ensure_database(scratch: Path, name: str) -> None:
+    """Create database `name` on the seed stack's PostgreSQL unless it exists (as side_by_side.sh)."""
     conn = await asyncpg.connect(f"postgresql://postgres@/postgres?host={scratch}&port=55433")
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
@@ -197,6 +198,7 @@ async def ensure_database(scratch: Path, name: str) -> None:
 
 
 def flush_redis(urls: Sequence[str]) -> None:
+    """Empty each Redis database (FLUSHDB) named by `urls`."""
     for url in urls:
         client = redis.Redis.from_url(url)
         try:
