@@ -33,7 +33,6 @@ from pathlib import Path
 
 from loadtests.bench_http import ensure_wrk
 from loadtests.mix_stack import (
-    ROOT,
     Side,
     ensure_database,
     flush_redis,
@@ -57,6 +56,7 @@ from loadtests.mix_urls import (
 )
 from loadtests.mix_writer import Writer
 
+ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("bench_mix.lua")
 GZIP = "Accept-Encoding: gzip"
 WRITES_PER_S = 20.0

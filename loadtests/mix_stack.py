@@ -21,8 +21,6 @@ import redis
 from loadtests.mix_urls import CATEGORIES
 from loadtests.service import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def split_cores() -> tuple[set[int] | None, set[int] | None]:
     """(server cores, load cores): the first allowed core for the server, the others for everything else;
@@ -157,7 +155,11 @@ def ours_embedded(data_dir: Path, products: int, processes: int) -> Side:
     env.update(DATA_DIR=str(data_dir), UPLOADS_DIR=str(data_dir / "uploads"), HOST="127.0.0.1")
     env.update(PROCESSES=str(processes), LOG_LEVEL="WARNING")
     cmd = [sys.executable, "-m", "server", "serve", "--seed-if-empty", str(products)]
-    return Side("ours", cmd, env, ROOT, "/ready", f"postgresql://postgres@/catalog?host={data_dir / 'pg'}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Not from the repo root: `server` must be the installed package (compiled core), as LocalService does.
+    return Side(
+        "ours", cmd, env, data_dir, "/ready", f"postgresql://postgres@/catalog?host={data_dir / 'pg'}"
+    )
 
 
 def ours_on_peer(scratch: Path, products: int, processes: int, redis_db: int) -> Side:
@@ -167,7 +169,7 @@ def ours_on_peer(scratch: Path, products: int, processes: int, redis_db: int) ->
     env.update(DATABASE_URL=dsn, REDIS_URL=f"redis://127.0.0.1:56379/{redis_db}", HOST="127.0.0.1")
     env.update(UPLOADS_DIR=str(scratch / "proj-uploads"), PROCESSES=str(processes), LOG_LEVEL="WARNING")
     cmd = [sys.executable, "-m", "server", "serve", "--seed-if-empty", str(products)]
-    return Side("ours", cmd, env, ROOT, "/ready", dsn, (f"redis://127.0.0.1:56379/{redis_db}",))
+    return Side("ours", cmd, env, scratch, "/ready", dsn, (f"redis://127.0.0.1:56379/{redis_db}",))
 
 
 def peer(peer_dir: Path, scratch: Path) -> Side:

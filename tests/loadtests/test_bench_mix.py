@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,24 @@ def test_the_writer_commits_on_its_fixed_schedule_and_every_commit_is_served(
     assert figures["never_served"] == 0  # the service showed every committed stock (checked per commit)
     after = dict(asyncio.run(database.fetch("SELECT id, stock_on_hand FROM products WHERE is_active")))
     assert sum(after[r["id"]] != r["stock_on_hand"] for r in before) > 0
+
+
+@needs_wrk
+def test_make_bench_mix_end_to_end_on_a_small_catalog(tmp_path: Path) -> None:
+    args = ["--products", "200", "--urls", "2000", "-d", "1s", "--warmup", "0", "--runs", "on,writer"]
+    out = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_mix", *args, "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = {line.split("  ")[0].strip(): line for line in out.stdout.splitlines()}
+    assert "cache on" in rows and "cache on + writer 20/s" in rows, out.stdout
+    assert "writer 20 commits" in rows["cache on + writer 20/s"]  # 20/s for the 1 s run
+    assert "0 never" in rows["cache on + writer 20/s"]
+    assert re.search(r"mix: 2,000 requests, [\d,]+ distinct URLs \(list", out.stdout)
+    assert (tmp_path / "ours-urls.txt").read_text().count("\n") == 2000
+    assert "Requests/sec" in (tmp_path / "wrk.txt").read_text()
