@@ -5,10 +5,10 @@
 
 Takes 100-item product pages from the service (without --url a throw-away one is started on the embedded
 PostgreSQL/Redis with the demo seed, and stopped before timing, so it does not compete for the cores), then
-times each codec and level on those bytes: best of ``--repeat`` autoranged runs per page (timeit style),
-averaged over the pages. Prints µs per page, the compressed size in % of raw (the issue's goal: <= 15 %), and
-MB/s. Codecs whose package is not installed are listed as missing, not failed. Figures are printed, never
-asserted: they depend on the machine.
+times each codec and level on those bytes: best of ``--repeat`` autoranged runs over all the pages (timeit
+style). Prints µs per page, MB/s, and the compressed size in % of raw, mean and worst page (the goal: every
+page <= 15 %, i.e. shrunk by >= 85 %). Codecs whose package is not installed are listed as missing, not
+failed. Figures are printed, never asserted: they depend on the machine.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _gunzip(data: bytes) -> bytes:
 
 def codecs() -> tuple[list[Codec], list[str]]:
     """Every candidate that imports here, and the names of those that do not."""
-    found: list[Codec] = [Codec(f"zlib {lvl}", _deflate(zlib, lvl), _gunzip) for lvl in (1, 4, 6, 9)]
+    found: list[Codec] = [Codec(f"zlib {lvl}", _deflate(zlib, lvl), _gunzip) for lvl in (1, 4, 5, 6, 9)]
     missing: list[str] = []
 
     def optional(label: str, build: Callable[[], list[Codec]]) -> None:
@@ -65,7 +65,7 @@ def codecs() -> tuple[list[Codec], list[str]]:
 
     def zlib_ng() -> list[Codec]:
         mod = importlib.import_module("zlib_ng.zlib_ng")
-        return [Codec(f"zlib-ng {lvl}", _deflate(mod, lvl), _gunzip) for lvl in (1, 2, 3, 4, 6)]
+        return [Codec(f"zlib-ng {lvl}", _deflate(mod, lvl), _gunzip) for lvl in (1, 2, 3, 4, 5, 6)]
 
     def isal() -> list[Codec]:
         mod = importlib.import_module("isal.isal_zlib")
@@ -83,7 +83,7 @@ def codecs() -> tuple[list[Codec], list[str]]:
     def zstandard() -> list[Codec]:
         mod = importlib.import_module("zstandard")
         out = []
-        for lvl in (-1, 1, 2, 3, 6):
+        for lvl in (-1, 1, 2, 3, 4, 6):
             # One compressor per level, reused: how a server keeps it (one event-loop thread per process).
             comp = mod.ZstdCompressor(level=lvl)
             out.append(Codec(f"zstandard {lvl}", comp.compress, mod.ZstdDecompressor().decompress))
@@ -140,21 +140,26 @@ def fetch_pages(base: str, count: int) -> list[bytes]:
     return pages
 
 
-def measure(pages: list[bytes], repeat: int) -> list[tuple[str, float, float]]:
-    """(codec, µs per page, compressed % of raw), averaged over the pages; checks every round trip."""
+def measure(pages: list[bytes], repeat: int) -> list[tuple[str, float, float, float]]:
+    """(codec, µs per page, mean and worst compressed % of raw) over the pages; checks every round trip."""
     found, missing = codecs()
     for label in missing:
         print(f"missing: {label}", file=sys.stderr)
     rows = []
     for codec in found:
-        micros, shares = [], []
+        shares = []
         for body in pages:
             out = codec.compress(body)
             if codec.decompress(out) != body:
                 raise SystemExit(f"bench_compress: {codec.name} does not round-trip")
-            micros.append(best(lambda c=codec, b=body: c.compress(b), repeat) * 1e6)
             shares.append(len(out) / len(body) * 100)
-        rows.append((codec.name, sum(micros) / len(micros), sum(shares) / len(shares)))
+
+        def all_pages(c: Codec = codec) -> None:
+            for body in pages:
+                c.compress(body)
+
+        micros = best(all_pages, repeat) * 1e6 / len(pages)
+        rows.append((codec.name, micros, sum(shares) / len(shares), max(shares)))
     return rows
 
 
@@ -186,10 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(pages)} product pages of 100 items, {raw / 1024:.1f} KiB raw on average "
         f"(zlib {zlib.ZLIB_VERSION})"
     )
-    print(f"{'codec level':<16} {'µs/page':>9} {'size % raw':>11} {'MB/s':>7}")
-    for name, micros, share in measure(pages, args.repeat):
-        goal = "" if share <= 15 else "  (> 15 %: misses the goal)"
-        print(f"{name:<16} {micros:>9.0f} {share:>10.1f}% {raw / micros:>7.0f}{goal}")
+    print(f"{'codec level':<16} {'µs/page':>8} {'MB/s':>6} {'size % raw':>11} {'worst page':>11}")
+    for name, micros, share, worst in measure(pages, args.repeat):
+        goal = "" if worst <= 15 else "  (misses the 85 % shrink goal)"
+        print(f"{name:<16} {micros:>8.0f} {raw / micros:>6.0f} {share:>10.1f}% {worst:>10.1f}%{goal}")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
 _ALIASES = {"x-gzip": "gzip"}  # RFC 9110 8.4.1.3
 _MEMO: dict[tuple[str, tuple[str, ...]], str] = {}
 _MEMO_MAX_ENTRIES = 1024
-_MEMO_MAX_KEY_CHARS = 256
+_MEMO_MAX_KEY_CHARS = 128
 _warned = False
 
 
