@@ -4,7 +4,10 @@ then Hypothesis properties against RFC 9110's rules), codecs, per-coding ETags, 
 from __future__ import annotations
 
 import gzip
+import json
 import re
+import subprocess
+import sys
 
 import brotli
 import orjson
@@ -172,3 +175,34 @@ def test_redis_form_keeps_gzip_and_drops_old_formats() -> None:
     assert back.lazy == {}  # made again per process on demand
     old = b"\x02" + page.pack()[1:]  # format 2 held zlib level 6 bytes under the same ETag
     assert Page.unpack(old) is None
+
+
+FALLBACK_PROBE = """
+import gzip, json, logging, sys
+for name in ("zlib_ng", "brotli", "backports", "compression"):
+    sys.modules[name] = None  # an import of any of them now raises ImportError
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s", stream=sys.stdout)
+from server import encoding
+from server.cache import Page
+page = Page.build(b'{"a": "' + b"x" * 4000 + b'"}')
+print(json.dumps({
+    "codings": encoding.CODINGS,
+    "flavour": encoding.GZIP_FLAVOUR,
+    "chosen": [encoding.negotiate(h, page.codings()) for h in ("zstd, br, gzip", "br", "zstd, gzip;q=0.1")],
+    "etag": encoding.gzip_etag('"e"'),
+    "round_trip": gzip.decompress(page.encoded("gzip")) == page.body,
+}))
+"""
+
+
+def test_without_the_compression_packages_gzip_falls_back_to_the_stdlib_and_says_so_once() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FALLBACK_PROBE], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    warnings = [line for line in out if line.startswith("server.encoding ")]
+    assert len(warnings) == 3 and all("compression package missing" in w for w in warnings)
+    facts = json.loads(out[-1])
+    assert facts["codings"] == ["gzip"] and facts["flavour"] == 2
+    assert facts["chosen"] == ["gzip", "identity", "gzip"]
+    assert facts["etag"] == '"e.gzs"'  # its bytes differ from zlib-ng's: its own validator
+    assert facts["round_trip"] is True
