@@ -74,6 +74,10 @@ class Page:
     status: int = 200
     # coding -> bytes, or None once it proved not worth keeping; only zstd/br, only for compressed pages
     lazy: dict[str, bytes | None] = field(default_factory=dict, repr=False)
+    _offer: tuple[str, ...] = field(default=(), init=False, repr=False)  # codings(), kept current
+
+    def __post_init__(self) -> None:
+        self._offer = CODINGS if self.gzip is not None else ()
 
     @classmethod
     def build(cls, body: bytes, status: int = 200) -> Page:
@@ -83,11 +87,7 @@ class Page:
 
     def codings(self) -> tuple[str, ...]:
         """The codings this page can be sent in, in server preference order."""
-        if self.gzip is None:
-            return ()
-        if not self.lazy or None not in self.lazy.values():
-            return CODINGS
-        return tuple(c for c in CODINGS if c == "gzip" or self.lazy.get(c, b"") is not None)
+        return self._offer
 
     def encoded(self, coding: str) -> bytes | None:
         """The body in `coding` (made on first use and kept), or None if it is not worth sending."""
@@ -102,6 +102,8 @@ class Page:
             out = encode(self.body, coding)
             kept = out if len(out) <= _room(gz) else None
             self.lazy[coding] = kept
+            if kept is None:
+                self._offer = tuple(c for c in self._offer if c != coding)
             return kept
 
     def pack(self) -> bytes:

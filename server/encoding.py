@@ -158,7 +158,7 @@ def gzip_etag(etag: str) -> str:
 
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
 _ALIASES = {"x-gzip": "gzip"}  # RFC 9110 8.4.1.3
-_MEMO: dict[tuple[str, tuple[str, ...]], str] = {}
+_MEMO: dict[str, tuple[str, ...]] = {}  # header -> _ranking(header)
 _MEMO_MAX_ENTRIES = 1024
 _MEMO_MAX_KEY_CHARS = 128
 _warned = False
@@ -183,22 +183,20 @@ def _weights(accept_encoding: str) -> dict[str, float]:
     return weights
 
 
-def _choose(accept_encoding: str, available: tuple[str, ...]) -> str:
+def _ranking(accept_encoding: str) -> tuple[str, ...]:
+    """The codings this header accepts, best first (higher q, then the server's order), without those
+    identity beats; () means identity."""
     weights = _weights(accept_encoding)
     star = weights.get("*")
-    chosen, best = IDENTITY, 0.0
-    for coding in available:  # server preference order: a later coding must beat an earlier one's q
-        q = weights.get(coding, star if star is not None else 0.0)
-        if q > best:
-            chosen, best = coding, q
+    q = {coding: weights.get(coding, star if star is not None else 0.0) for coding in CODINGS}
     # identity is acceptable unless excluded (`identity;q=0`, or `*;q=0` without identity listed); when
-    # it is not listed it only takes what no coding wanted. It wins a coding only with a strictly higher q.
+    # it is not listed it only takes what no coding wanted. It beats a coding only with a strictly higher q.
     identity_q = weights.get(IDENTITY, star)
-    if identity_q is not None and identity_q > best:
-        return IDENTITY
+    floor = identity_q if identity_q is not None else 0.0
+    ranked = sorted((c for c in CODINGS if q[c] > 0 and q[c] >= floor), key=lambda c: -q[c])  # stable
     # Nothing acceptable at all (every coding and identity excluded): RFC 9110 12.1 lets us disregard
     # the field rather than answer 406, and identity is what every client can read.
-    return chosen
+    return tuple(ranked)
 
 
 def negotiate(accept_encoding: str | None, available: tuple[str, ...] = CODINGS) -> str:
@@ -207,19 +205,21 @@ def negotiate(accept_encoding: str | None, available: tuple[str, ...] = CODINGS)
     RFC 9110 12.5.3: the highest q wins, ties go to the server's order, `q=0` excludes, `*` stands for
     every coding not listed (identity included), identity is acceptable unless excluded; unknown codings
     are ignored. No header means no preference and gets identity (clients that never asked for a coding
-    may not decode one); an empty one asks for identity. Memoised per (header, available), bounded.
+    may not decode one); an empty one asks for identity. The ranking is memoised per header, bounded.
     """
     if not accept_encoding or not available:
         return IDENTITY
-    key = (accept_encoding, available)
-    chosen = _MEMO.get(key)
-    if chosen is None:
+    ranked = _MEMO.get(accept_encoding)
+    if ranked is None:
         _warn_missing_once()
-        chosen = _choose(accept_encoding, available)
+        ranked = _ranking(accept_encoding)
         # Clients send a handful of distinct short values: bound entries and key size both.
         if len(_MEMO) < _MEMO_MAX_ENTRIES and len(accept_encoding) <= _MEMO_MAX_KEY_CHARS:
-            _MEMO[key] = chosen
-    return chosen
+            _MEMO[accept_encoding] = ranked
+    for coding in ranked:
+        if coding in available:
+            return coding
+    return IDENTITY
 
 
 def _warn_missing_once() -> None:

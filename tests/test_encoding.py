@@ -124,7 +124,7 @@ def test_the_negotiation_memo_is_bounded() -> None:
         negotiate(f"gzip;q=0.{n % 1000:03d}, br;q=0.{n // 1000}", ALL)
     negotiate("br, " + "x" * 1000, ALL)
     assert len(encoding._MEMO) <= encoding._MEMO_MAX_ENTRIES
-    assert all(len(header) <= encoding._MEMO_MAX_KEY_CHARS for header, _ in encoding._MEMO)
+    assert all(len(header) <= encoding._MEMO_MAX_KEY_CHARS for header in encoding._MEMO)
 
 
 @pytest.mark.parametrize("coding", ALL)
