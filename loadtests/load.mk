@@ -5,6 +5,7 @@
 #   make load-steps STEPS=10,50,100,200,400 STEP_DURATION=10s
 #   make bench-http WRK_ARGS="-t 2 -c 64 -d 10s" BENCH_ENV="CACHE_ENABLED=false" [COMPARE=CACHE_ENABLED=false,true]
 #   make bench-mix [MIX_DURATION=10s] [SIDE_BY_SIDE=1] [MIX_ARGS="--passes 2 --runs on,off,writer"]
+#   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -28,7 +29,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-ui load-steps bench-http bench-mix freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -61,6 +62,11 @@ MIX_ARGS ?=
 bench-mix: venv
 	$(PY) -m loadtests.bench_mix --duration $(MIX_DURATION) --products $(LOAD_PRODUCTS) \
 		$(if $(filter 1 true yes,$(SIDE_BY_SIDE)),--side-by-side) $(MIX_ARGS)
+
+## Codecs and levels (zlib, zlib-ng, ISA-L, brotli, zstd) on real 100-item product pages: µs/page and size.
+COMPRESS_ARGS ?=
+bench-compress: venv
+	$(PY) -m loadtests.bench_compress --products $(LOAD_PRODUCTS) $(COMPRESS_ARGS)
 
 ## Freshness: 100 commits, time until every process serves each one (p50/p99/max; exit 1 if targets missed).
 freshness: venv

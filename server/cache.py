@@ -4,13 +4,14 @@ A key is `route | normalised inputs | catalog epoch:version | image fingerprint`
 the version (database triggers + LISTEN/NOTIFY, see resources.py), so old entries become unreachable; nothing
 is ever scanned or deleted by pattern. L1 is simply emptied when the generation changes.
 
-Each entry holds the JSON bytes, their gzip bytes (compressed once per fill, never per request) and a strong
-ETag, or a "not found" marker (a scan of unknown ids costs one query per id and version, not one per
-request). Concurrent misses on one key are filled once: per process with a shared future, across processes
-and instances with a Redis lock carrying an owner token (only its owner releases it) that the others wait on
-for as long as a fill may take, taking it over if the owner vanished. Pages nobody else is likely to ask for
-(deep pages, empty results) stay in L1: Redis holds only what is shared. Redis trouble never fails a request:
-each call has a short timeout, then L2 is skipped (logged once, reported on /ready) and retried after a pause.
+Each entry holds the JSON bytes, their gzip bytes (compressed once per fill, never per request; zstd and br
+once per process on first use, see Page) and a strong ETag, or a "not found" marker (a scan of unknown ids
+costs one query per id and version, not one per request). Concurrent misses on one key are filled once: per
+process with a shared future, across processes and instances with a Redis lock carrying an owner token (only
+its owner releases it) that the others wait on for as long as a fill may take, taking it over if the owner
+vanished. Pages nobody else is likely to ask for (deep pages, empty results) stay in L1: Redis holds only what
+is shared. Redis trouble never fails a request: each call has a short timeout, then L2 is skipped (logged
+once, reported on /ready) and retried after a pause.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.encoding import GZIP_MIN_BYTES, gzip_bytes, strong_etag
+from server.encoding import CODINGS, GZIP_FLAVOUR, MIN_BYTES, encode, gzip_bytes, strong_etag
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("server.cache")
 
 _HEADER = struct.Struct("!BHII")  # format version, status, len(body), len(gzip)
-_FORMAT = 2
+# 2 held zlib level 6 gzip bytes; 3 (zlib-ng level 4) and 4 (the stdlib fallback) keep instances that make
+# different gzip bytes from serving each other's under one strong ETag.
+_FORMAT = 2 + GZIP_FLAVOUR
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 # Delete the fill lock only if we still own it (our token): a lock that expired and was taken by another
 # process must not be freed by the first owner finishing late.
@@ -53,23 +56,58 @@ class Made:
     shared: bool = True
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, eq=False)
 class Page:
-    """One cached response body in both encodings, with its ETag (or a 404 marker with an empty body)."""
+    """One cached response body with its encodings and ETag (or a 404 marker with an empty body).
+
+    gzip is made with the page (nearly every client takes it, and it travels through Redis with the body);
+    zstd and br are made in this process on the first request that picks them and kept with the page, so
+    no fill pays brotli for clients that never ask. `size` reserves their room up front (5/4 of the gzip
+    size each: they are within a few % of gzip on our JSON; one that would not fit is not kept, and the
+    negotiation falls back to the next coding), so the L1 byte bound holds however many are made later.
+    Compression never awaits: two requests of one process cannot both make the same representation.
+    """
 
     body: bytes
     gzip: bytes | None
     etag: str
     status: int = 200
+    # coding -> bytes, or None once it proved not worth keeping; only zstd/br, only for compressed pages
+    lazy: dict[str, bytes | None] = field(default_factory=dict, repr=False)
+    _offer: tuple[str, ...] = field(default=(), init=False, repr=False)  # codings(), kept current
+
+    def __post_init__(self) -> None:
+        self._offer = CODINGS if self.gzip is not None else ()
 
     @classmethod
     def build(cls, body: bytes, status: int = 200) -> Page:
         """Compress (when worth it) and tag a freshly made body."""
-        gz = gzip_bytes(body) if len(body) >= GZIP_MIN_BYTES else None
+        gz = gzip_bytes(body) if len(body) >= MIN_BYTES else None
         return cls(body, gz, strong_etag(body), status)
 
+    def codings(self) -> tuple[str, ...]:
+        """The codings this page can be sent in, in server preference order."""
+        return self._offer
+
+    def encoded(self, coding: str) -> bytes | None:
+        """The body in `coding` (made on first use and kept), or None if it is not worth sending."""
+        if coding == "gzip":
+            return self.gzip
+        gz = self.gzip
+        if gz is None:
+            return None
+        try:
+            return self.lazy[coding]
+        except KeyError:
+            out = encode(self.body, coding)
+            kept = out if len(out) <= _room(gz) else None
+            self.lazy[coding] = kept
+            if kept is None:
+                self._offer = tuple(c for c in self._offer if c != coding)
+            return kept
+
     def pack(self) -> bytes:
-        """Bytes for Redis: header, body, gzip, etag."""
+        """Bytes for Redis: header, body, gzip, etag (the lazy encodings stay in this process)."""
         gz = self.gzip or b""
         header = _HEADER.pack(_FORMAT, self.status, len(self.body), len(gz))
         return header + self.body + gz + self.etag.encode()
@@ -90,8 +128,14 @@ class Page:
 
     @property
     def size(self) -> int:
-        """Bytes held."""
-        return len(self.body) + len(self.gzip or b"") + 64
+        """Bytes held, counting the room reserved for the lazy encodings (constant for a page)."""
+        gz = self.gzip
+        return len(self.body) + (len(gz) + _room(gz) * (len(CODINGS) - 1) if gz else 0) + 64
+
+
+def _room(gz: bytes) -> int:
+    """The bytes reserved for each lazy encoding (zstd, br) of a page whose gzip is `gz`."""
+    return len(gz) * 5 // 4
 
 
 @dataclass(slots=True)

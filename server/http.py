@@ -1,4 +1,4 @@
-"""The one per-route wrapper: request id, input validation, errors, conditional GET, gzip, headers, logging.
+"""The one per-route wrapper: request id, input validation, errors, conditional GET, coding, headers, logging.
 
 Robyn middlewares cost a Python round trip each (DESIGN.md: 15k -> 12.6k req/s for one pair), so every
 cross-cutting concern lives in this single wrapper, and bodies stay `bytes` end to end.
@@ -21,7 +21,16 @@ from robyn import Headers, Request, Response
 
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
 from server.edge import Edge
-from server.encoding import GZIP_MIN_BYTES, accepts_gzip, etag_matches, gzip_bytes, gzip_etag, strong_etag
+from server.encoding import (
+    CODINGS,
+    MIN_BYTES,
+    Representations,
+    coding_etag,
+    encode,
+    etag_matches,
+    negotiate,
+    strong_etag,
+)
 from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
 from server.params import Param, parse_inputs
@@ -49,7 +58,7 @@ class Reply:
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
     etag: str | None = None  # computed from the body when None and `conditional`
-    gzip_body: bytes | None = None  # pre-compressed body (from the page cache)
+    encoded: Representations | None = None  # pre-encoded bodies (a cached Page); else encoded per request
     conditional: bool = True  # honour If-None-Match with 304
     cache_control: str | None = None
     compressible: bool = True
@@ -319,18 +328,16 @@ def _finish(
         headers["Cache-Control"] = reply.cache_control
     body = reply.body
     status = reply.status
-    gzipped = False
+    coding, encoded = "identity", None
     # Vary goes on every answer that depends on it, 304s included (RFC 9110 15.4.5).
     if reply.compressible:
         headers.setdefault("Vary", config.vary_encoded)
-        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
-            gzipped = True
+        if len(body) >= MIN_BYTES:
+            coding, encoded = _negotiate(reply, request.headers.get("accept-encoding"))
     elif config.vary_plain is not None:
         headers.setdefault("Vary", config.vary_plain)
     if reply.conditional and status == 200:
-        etag = reply.etag or strong_etag(body)
-        if gzipped:
-            etag = gzip_etag(etag)
+        etag = coding_etag(reply.etag or strong_etag(body), coding)
         headers["ETag"] = etag
         inm = request.headers.get("if-none-match")
         if inm is not None:
@@ -342,9 +349,26 @@ def _finish(
             if ims and _not_modified_since(headers["Last-Modified"], ims):
                 headers.pop("Content-Type", None)
                 return _response(304, headers, b"")
-    if gzipped:
-        body = reply.gzip_body if reply.gzip_body is not None else gzip_bytes(body)
-        headers["Content-Encoding"] = "gzip"
+    if coding != "identity":
+        # A body made per request is compressed only now: a 304 never pays for it.
+        body = encoded if encoded is not None else encode(body, coding)
+        headers["Content-Encoding"] = coding
     # HEAD: the server (actix) sends the headers with the length of this body and drops the body itself,
     # so the body stays: HEAD's Content-Length is the GET's.
     return _response(status, headers, body)
+
+
+def _negotiate(reply: Reply, accept_encoding: str | None) -> tuple[str, bytes | None]:
+    """The coding to send and, for a pre-encoded reply, its bytes (made now on a page's first use)."""
+    reps = reply.encoded
+    if reps is None:
+        return negotiate(accept_encoding, CODINGS), None
+    for _ in range(len(CODINGS)):
+        coding = negotiate(accept_encoding, reps.codings())
+        if coding == "identity":
+            return coding, None
+        encoded = reps.encoded(coding)
+        if encoded is not None:
+            return coding, encoded
+        # Not worth keeping for this page (bigger than its gzip): it has left codings(); ask again.
+    return "identity", None
