@@ -1,7 +1,8 @@
 """Deterministic demo catalog: nested bilingual categories, products, three price lists, stock, JPEGs.
 
 `python -m server seed --products N --seed S` gives the same catalog and the same image files for the same
-N and S on every machine. About 70 % of products get an image; a tenth of those are symlinks.
+N and S on every machine. About 70 % of products get an image; a tenth of those are symlinks, the rest hard
+links to the same 24 variants. Rows go in by COPY, with the secondary indexes built once after the load.
 """
 
 from __future__ import annotations
@@ -184,8 +185,9 @@ async def seed(
     return products
 
 
-# Indexes of the bulk-loaded tables that back no constraint: the trigram index alone made COPY four times
-# slower; built once after the load, from their own definitions (the migrations stay the only source).
+# Indexes of the bulk-loaded tables that back no constraint: maintained row by row they made the COPY about
+# twice as slow (100,000 products: 10.9 s against 5.5-6.7 s), so they are built once after the load, from
+# their own definitions (the migrations stay the only source of them).
 _SECONDARY_INDEXES = """
 SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
 FROM pg_index i
