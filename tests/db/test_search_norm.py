@@ -6,6 +6,7 @@ on what the stored `products.search_text` holds."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 import asyncpg
@@ -14,7 +15,7 @@ from catalog_testlib import Database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.catalog.search import normalise, searchable
+from server.catalog.search import Q_PATTERN, normalise, searchable
 
 # Arabic block (letters, hamza forms, tashkeel, tatweel, digits), Persian digits, Latin with case,
 # control characters and spaces: where the mapping does something, plus anything else PostgreSQL stores.
@@ -129,3 +130,10 @@ def test_the_required_equivalences(sql: Sql, plain: str, variants: list[str]) ->
 )
 def test_a_term_is_searchable_with_three_letters_or_digits_in_a_row(term: str, ok: bool) -> None:
     assert searchable(normalise(term)) is ok
+
+
+@settings(max_examples=500)
+@given(texts)
+def test_the_openapi_pattern_states_the_same_rule_on_the_raw_query(text: str) -> None:
+    # Q_PATTERN (for the schema of `q`) judges the query as sent; searchable() the normalised term.
+    assert (re.fullmatch(Q_PATTERN, text) is not None) == searchable(normalise(text).strip())
