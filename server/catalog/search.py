@@ -50,8 +50,9 @@ _WORD = (
 # What normalise() deletes (tashkeel, tatweel) may sit between the letters of a raw query.
 _SKIPPED = r"\u0640\u064b-\u065f\u0670"
 _RUN = re.compile(f"[{_WORD}]{{{MIN_RUN}}}")
-# The same rule on the raw query (before normalising): for the OpenAPI schema of `q`.
-Q_PATTERN = rf"[\s\S]*(?:[{_WORD}][{_SKIPPED}]*){{{MIN_RUN - 1}}}[{_WORD}][\s\S]*"
+# The same rule on the raw query (before normalising), for the OpenAPI schema of `q`; it also admits the
+# empty string, since an empty search box (`q=`) means no filter (server.params).
+Q_PATTERN = rf"(?:|[\s\S]*(?:[{_WORD}][{_SKIPPED}]*){{{MIN_RUN - 1}}}[{_WORD}][\s\S]*)"
 
 
 def normalise(text: str) -> str:
