@@ -33,11 +33,11 @@ def main() -> None:
     def bench(request: Request) -> Response:
         return Response(status_code=200, headers=Headers(headers), description=body)
 
-    # Same clean-stop handling as the service (Robyn 0.88 alone hangs or SIGKILLs its children).
-    from server.runner import install_robyn_signal_handling
+    # Same process model and clean stop as the service (Robyn 0.88 alone hangs or SIGKILLs its children).
+    from server.workers import serve
 
-    install_robyn_signal_handling(2.0)
-    app.start(host="127.0.0.1", port=int(os.environ.get("BARE_PORT", "8199")), _check_port=False)
+    port = int(os.environ.get("BARE_PORT", "8199"))
+    serve(app, host="127.0.0.1", port=port, processes=config.processes, grace_s=2.0)
 
 
 if __name__ == "__main__":

@@ -304,7 +304,7 @@ def ready_everywhere(url: str, processes: int, timeout: float = 15) -> bool:
             contextlib.suppress(httpx.HTTPError),
         ):
             resp = client.get("/ready")
-            if resp.status_code == 200:
+            if resp.status_code == 200 and resp.json().get("status") == "ready":  # not merely degraded
                 seen.add(resp.json()["pid"])
         if len(seen) >= processes:
             return True

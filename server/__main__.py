@@ -129,20 +129,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_robyn(_args: argparse.Namespace) -> int:
-    """The Robyn process tree (started by `serve`; expects DATABASE_URL and REDIS_URL set)."""
+    """The Robyn master and its workers (started by `serve`; expects DATABASE_URL and REDIS_URL set)."""
     settings = _settings()
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
     _require_build(settings)
     if settings.DATABASE_URL is None:
         print("catalog-api: DATABASE_URL must be set for the server process", file=sys.stderr)
         return 2
+    from server import workers
     from server.app import create_app
-    from server.runner import install_robyn_signal_handling
 
     app, _state = create_app(settings)
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)  # Robyn() re-configures the root logger
-    install_robyn_signal_handling(settings.SHUTDOWN_GRACE_S)
-    app.start(host=settings.HOST, port=settings.PORT, _check_port=False)
+    workers.serve(
+        app,
+        host=settings.HOST,
+        port=settings.PORT,
+        processes=settings.PROCESSES,
+        grace_s=settings.SHUTDOWN_GRACE_S,
+    )
     return 0
 
 

@@ -6,13 +6,15 @@ makes this process's pool, Redis client, LISTEN connection and image index.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 from robyn import Robyn
 from robyn.argument_parser import Config
 from robyn.robyn import HttpMethod
 
-from server import openapi
+from server import openapi, workers
 from server.cache import Page
 from server.catalog import router as catalog_router
 from server.edge import Edge
@@ -27,6 +29,8 @@ from server.state import AppState
 
 log = logging.getLogger("server.app")
 VERSION = "0.1.0"
+CLOSE_BUDGET_S = 0.5  # of SHUTDOWN_GRACE_S: kept for closing pool and connections after the drain
+FLUSH_S = 0.2  # of CLOSE_BUDGET_S: for the 503s of requests the close cut short to be written
 # Every method Robyn can route: an unlisted one would get Robyn's own text/plain 404, not our problem+json.
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
@@ -71,18 +75,38 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
     spec_holder.append(Page.build(openapi.spec_bytes(spec)))
     _register(app, routes, http_config)
 
+    held: list[Resources] = []  # this process's resources, for the shutdown handler
+
     async def startup() -> None:
-        res = Resources(settings)
-        await res.start()
+        try:
+            res = Resources(settings)
+            await res.start()
+        except Exception:
+            # Robyn would leave this process up with no server (a start-up error panics its I/O thread):
+            # exit instead, so the pool's master sees the death and starts a replacement.
+            log.exception("process start-up failed; exiting so that the master replaces this process")
+            logging.shutdown()
+            os._exit(3)
+        held.append(res)
         edge.limiter = res.limiter
         state.attach(res, ImageStore.from_settings(settings, res.images))
+        workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
     async def shutdown() -> None:
-        edge.limiter = None
-        res = state.detach()
-        if res is not None:
-            await res.close()
+        # Drain first, close after: requests in flight keep their pool, cache and limiter until they are
+        # answered. What arrives after the close (on a kept-alive connection) meets a closed pool (503) or
+        # a cached page, never missing resources.
+        budget = max(0.1, settings.SHUTDOWN_GRACE_S - CLOSE_BUDGET_S)
+        left = await workers.drain(budget, lambda: http_config.inflight)
+        if left:
+            log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
+        for res in held:
+            await res.close(CLOSE_BUDGET_S - FLUSH_S)
+        held.clear()
+        if left:  # what the close cut short answers 503: give it a moment to be written before we exit
+            await workers.drain(FLUSH_S, lambda: http_config.inflight)
+        state.detach()
         log.info("process stopped")
 
     app.startup_handler(startup)

@@ -221,14 +221,13 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         stats_token = query_stats_var.set(stats)
         status = 500
         extra: dict[str, str] = {}
-        counted = False
+        # Every request counts (the drain at shutdown waits for the count to reach 0); only sheddable ones
+        # are refused when the process is saturated.
+        config.inflight += 1
         try:
-            if sheddable:
-                if config.inflight >= config.max_inflight:
-                    config.shed += 1
-                    raise Overloaded(headers={"Retry-After": "1"})
-                config.inflight += 1
-                counted = True
+            if sheddable and config.inflight > config.max_inflight:
+                config.shed += 1
+                raise Overloaded(headers={"Retry-After": "1"})
             query = decoded_query(request)
             edge.check_sizes(request, query)
             extra.update(edge.cors_headers(request))
@@ -255,8 +254,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
             log.exception("unhandled error in %s %s", route.method, route.path)
             return _fail(AppError(), request_id, config, extra, stats, started)
         finally:
-            if counted:
-                config.inflight -= 1
+            config.inflight -= 1
             elapsed = time.perf_counter() - started
             if elapsed >= config.slow_request_s:
                 log.warning(

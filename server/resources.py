@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,52 @@ class CatalogState:
     last_change_monotonic: float = field(default_factory=time.monotonic)
 
 
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+TASK_RESTART_MIN_S = 0.1
+TASK_RESTART_MAX_S = 10.0
+TASK_HEALTHY_RUN_S = 30.0  # a loop that ran this long before failing starts its backoff afresh
+
+
+@dataclass(slots=True)
+class TaskHealth:
+    """How a background task has fared: failures, the last error's type and when it happened."""
+
+    name: str
+    failures: int = 0
+    consecutive: int = 0  # failures since the task last did its job
+    restarts: int = 0
+    last_error: str = ""
+    last_failure_monotonic: float = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        """Record one failure."""
+        self.failures += 1
+        self.consecutive += 1
+        self.last_error = type(exc).__name__
+        self.last_failure_monotonic = time.monotonic()
+
+    def ok(self) -> None:
+        """The task did its job (reconnected, reloaded, rescanned): whatever failed before is over."""
+        self.consecutive = 0
+
+    def failing(self) -> bool:
+        """True while the task keeps failing (no success since its last failure)."""
+        return self.consecutive > 0
+
+    def report(self) -> dict[str, Any]:
+        """The task's line in /ready."""
+        doc: dict[str, Any] = {
+            "failing": self.failing(),
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive,
+            "restarts": self.restarts,
+        }
+        if self.failures:
+            doc["last_error"] = self.last_error
+            doc["last_failure_s_ago"] = round(time.monotonic() - self.last_failure_monotonic, 1)
+        return doc
+
+
 class Resources:
     """Everything a handler needs in this process; built by `start`, released by `close`."""
 
@@ -59,6 +106,7 @@ class Resources:
         self.limiter = RateLimiter(None, enabled=False)  # replaced in start()
         self._listen_conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.tasks: dict[str, TaskHealth] = {}
         self._map_dirty = asyncio.Event()
         self._closing = False
 
@@ -104,14 +152,12 @@ class Resources:
         )
         await self._connect_listener()
         await self._load_map()
-        self._tasks = [
-            asyncio.create_task(self._listener_watchdog(), name="listener-watchdog"),
-            asyncio.create_task(self._map_reloader(), name="catalog-map-reloader"),
-            asyncio.create_task(self._image_refresher(), name="image-refresher"),
-        ]
+        self._start_task("listener-watchdog", self._listener_watchdog)
+        self._start_task("catalog-map-reloader", self._map_reloader)
+        self._start_task("image-refresher", self._image_refresher)
 
-    async def close(self) -> None:
-        """Stop background tasks and close every connection."""
+    async def close(self, budget_s: float = 3.0) -> None:
+        """Stop background tasks and close every connection, within about `budget_s`."""
         self._closing = True
         for task in self._tasks:
             task.cancel()
@@ -120,15 +166,50 @@ class Resources:
                 await task
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listen_conn.close(), 2)
+                await asyncio.wait_for(self._listen_conn.close(), budget_s / 2)
         with contextlib.suppress(Exception):
             await self.limiter.aclose()
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
         if self.pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 3)
+            try:
+                await asyncio.wait_for(self.pool.close(), budget_s / 2)
+            except Exception:  # a connection still busy past the drain: cut it
+                self.pool.terminate()
+
+    # -- background tasks -------------------------------------------------------------------------
+
+    def _start_task(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        health = self.tasks[name] = TaskHealth(name)
+        self._tasks.append(asyncio.create_task(self._supervised(health, body), name=name))
+
+    async def _supervised(self, health: TaskHealth, body: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop forever: any exception is logged with its traceback and the loop is
+        restarted after a growing delay; /ready shows a task that keeps failing."""
+        delay = TASK_RESTART_MIN_S
+        while not self._closing:
+            started = time.monotonic()
+            try:
+                await body()
+                raise RuntimeError("background loop returned")  # they never should
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closing:
+                    return
+                if time.monotonic() - started > TASK_HEALTHY_RUN_S:
+                    delay = TASK_RESTART_MIN_S  # it had been running fine: a fresh failure
+                health.failed(exc)
+                log.exception(
+                    "background task %s failed (%d so far); restarting in %.1fs",
+                    health.name,
+                    health.failures,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, TASK_RESTART_MAX_S)
+                health.restarts += 1
 
     # -- catalog version and LISTEN ---------------------------------------------------------------
 
@@ -149,11 +230,16 @@ class Resources:
         conn = await asyncpg.connect(
             self.dsn, timeout=5, server_settings={"application_name": "catalog-listen"}
         )
-        await conn.add_listener(CHANNEL, self._on_notify)
-        conn.add_termination_listener(self._on_terminated)
-        # Read the state only after LISTEN is active: a change committed in between is then either in
-        # the state we read or in a notification we will get.
-        epoch, version = await repo.catalog_state(conn)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+            conn.add_termination_listener(self._on_terminated)
+            # Read the state only after LISTEN is active: a change committed in between is then either in
+            # the state we read or in a notification we will get.
+            epoch, version = await repo.catalog_state(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1)  # no connection leaked per failed attempt
+            raise
         if epoch != self.catalog.epoch or version > self.catalog.version:
             self.catalog.epoch, self.catalog.version = epoch, version
             self.catalog.last_change_monotonic = time.monotonic()
@@ -169,12 +255,14 @@ class Resources:
                 continue
             try:
                 await self._connect_listener()
-            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            except TRANSIENT_DB_ERRORS as exc:
+                self.tasks["listener-watchdog"].failed(exc)
                 log.warning("LISTEN connection lost, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            self.tasks["listener-watchdog"].ok()
             self.catalog.reconnects += 1
             self._map_dirty.set()  # products may have changed while we were away
             log.info("LISTEN connection re-established; catalog version %d", self.catalog.version)
@@ -194,16 +282,19 @@ class Resources:
             self._map_dirty.clear()
             try:
                 await self._load_map()
-            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                self.tasks["catalog-map-reloader"].ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                self.tasks["catalog-map-reloader"].failed(exc)
                 log.warning("catalog map reload failed, will retry: %s", exc)
                 await asyncio.sleep(0.5)
                 self._map_dirty.set()
+            except Exception:
+                self._map_dirty.set()  # the restarted loop must still do this reload
+                raise
 
     async def _image_refresher(self) -> None:
         interval = self.settings.IMAGE_REFRESH_INTERVAL_S
         while True:
             await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(self.images.refresh)
-            except OSError as exc:  # pragma: no cover - refresh treats a missing folder as empty
-                log.warning("image index refresh failed: %s", exc)
+            await asyncio.to_thread(self.images.refresh)  # any error: logged and restarted by _supervised
+            self.tasks["image-refresher"].ok()

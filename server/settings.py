@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
     TRUSTED_PROXIES: Annotated[list[IPNetwork], NoDecode] = []
     SHUTDOWN_GRACE_S: float = Field(3.0, gt=0, le=30)
+    # Readiness (/ready): probe results are reused for READY_CACHE_MS; the database probe must keep failing
+    # for READY_DB_FAIL_AFTER_S before a process reports unavailable (one slow probe never does); only
+    # clients in READY_DETAIL_NETWORKS see more than {"status": ...}.
+    READY_CACHE_MS: float = Field(1000.0, ge=0, le=60_000)
+    READY_DB_TIMEOUT_MS: float = Field(1000.0, ge=10, le=30_000)
+    READY_DB_FAIL_AFTER_S: float = Field(3.0, ge=0, le=300)
+    READY_DETAIL_NETWORKS: Annotated[list[IPNetwork], NoDecode] = [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
     ALLOW_PURE_PYTHON: bool = False
 
     # Database pool.
@@ -120,7 +130,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
         return value
 
-    @field_validator("TRUSTED_PROXIES", mode="before")
+    @field_validator("TRUSTED_PROXIES", "READY_DETAIL_NETWORKS", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -145,6 +145,9 @@ def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
         ("DATABASE_URL", "mysql://x"),
         ("IMAGE_REFRESH_INTERVAL_S", "-1"),
         ("LOG_LEVEL", "LOUD"),
+        ("READY_DETAIL_NETWORKS", "nope"),
+        ("READY_CACHE_MS", "-1"),
+        ("READY_DB_FAIL_AFTER_S", "1000"),
     ],
 )
 def test_bad_setting_fails_at_start_naming_the_variable(tmp_path: Path, name: str, value: str) -> None:
@@ -189,7 +192,11 @@ def test_port_in_use_is_refused(tmp_path: Path, server: ServerProcess) -> None:
 
 
 def test_database_loss_is_503_problem(fresh_db: Database, services: Services, tmp_path: Path) -> None:
-    srv = ServerProcess(fresh_db, services, tmp_path, PROCESSES=1).start()
+    # Readiness without its cache and debounce flips at the first failed probe (tests/api/test_health.py
+    # covers the defaults, which wait for a failure to last).
+    srv = ServerProcess(
+        fresh_db, services, tmp_path, PROCESSES=1, READY_CACHE_MS=0, READY_DB_FAIL_AFTER_S=0
+    ).start()
     try:
         drop_database(fresh_db)
         resp = httpx.get(srv.base_url + "/api/consumer/products?page_size=3")

@@ -20,18 +20,31 @@ HEALTH_SCHEMA: dict[str, Any] = {
 
 READINESS_SCHEMA: dict[str, Any] = {
     "title": "Readiness",
+    "description": (
+        "200 ready or degraded (serving, something impaired: see reasons), 503 unavailable (database"
+        " failing for READY_DB_FAIL_AFTER_S, or shutting down). Clients outside READY_DETAIL_NETWORKS get"
+        " the status only."
+    ),
     "type": "object",
-    "required": ["status", "pid", "uptime_s", "database", "redis"],
+    "required": ["status"],
     "properties": {
-        "status": {"type": "string", "enum": ["ready", "unavailable"]},
+        "status": {"type": "string", "enum": ["ready", "degraded", "unavailable"]},
+        "reasons": {"type": "array", "items": {"type": "string"}},
         "pid": {"type": "integer"},
         "uptime_s": {"type": "number"},
+        "checked_s_ago": {"type": "number", "description": "age of the cached probe result"},
+        "probes": {"type": "integer"},
         "database": {
             "type": "object",
             "required": ["ok"],
-            "properties": {"ok": {"type": "boolean"}, "pool": _OBJECT},
+            "properties": {
+                "ok": {"type": "boolean"},
+                "probe_ms": {"type": "number"},
+                "consecutive_failures": {"type": "integer"},
+                "error": {"type": "string", "description": "exception name when the probe failed"},
+                "pool": _OBJECT,
+            },
         },
-        "database_error": {"type": "string", "description": "exception name when the database failed"},
         "redis": {
             "type": "object",
             "required": ["configured"],
@@ -45,6 +58,17 @@ READINESS_SCHEMA: dict[str, Any] = {
         "images": _OBJECT,
         "cache": _OBJECT,
         "rate_limit": _OBJECT,
+        "tasks": {
+            "type": "object",
+            "description": "per task: failing, failures, consecutive_failures, restarts, last_error",
+            "additionalProperties": _OBJECT,
+        },
+        "processes": {
+            "type": "object",
+            "nullable": True,
+            "description": "the worker pool: expected, live (serving), replaced, workers (pid, state)",
+            "additionalProperties": True,
+        },
     },
     "x-conditional": False,
     "x-statuses": [200, 503],
