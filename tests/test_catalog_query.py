@@ -7,16 +7,26 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery
 from server.catalog.repo import SORTS
 from server.catalog.schemas import PRODUCT_LIST_PARAMS
+from server.catalog.search import normalise, searchable
+from server.errors import ValidationFailed
 from server.params import parse_inputs
 
 prices = st.one_of(st.none(), st.decimals(min_value=0, max_value=10**6, places=2))
-texts = st.one_of(st.none(), st.text(max_size=30))
+# Searchable terms: three letters or digits in a row somewhere (shorter ones are a 422, tested below).
+_run = st.text(st.characters(categories=("L", "Nd")), min_size=3, max_size=5)
+texts = st.one_of(
+    st.none(),
+    st.tuples(st.text(max_size=12), _run, st.text(max_size=12))
+    .map("".join)
+    .filter(lambda t: searchable(normalise(t).strip())),
+)
 raw_queries = st.fixed_dictionaries(
     {
         "page": st.integers(1, 1000),
@@ -33,7 +43,7 @@ raw_queries = st.fixed_dictionaries(
 
 def normal(params: dict[str, Any]) -> tuple[Any, ...]:
     """What the answer depends on, normalised independently of ProductQuery."""
-    q = (params["q"] or "").strip().lower() or None
+    q = normalise(params["q"]).strip() if params["q"] is not None else None
 
     def cents(d: Decimal | None) -> int | None:
         return None if d is None else int(d * 100)
@@ -85,6 +95,8 @@ def test_spellings_of_one_answer_share_a_key() -> None:
 
     assert key(min_price="5") == key(min_price="5.0") == key(min_price="5.00") == key(min_price="05")
     assert key(q="Pro") == key(q="pro") == key(q=" PRO ")
+    assert key(q="قهوة") == key(q="قَهْوَه") == key(q="قـهـوة")
+    assert key(q="sku-١٢٣") == key(q="SKU-123") == key(q="sku-۱۲۳")
     assert key(in_stock="true") == key(in_stock="1") == key(in_stock="yes")
     assert key() == key(page="1", page_size="50", sort="name")
     assert key(min_price="5") != key(max_price="5")
@@ -96,7 +108,7 @@ def test_the_totals_key_ignores_page_and_sort_only() -> None:
         "page": 1,
         "page_size": 50,
         "category_id": 3,
-        "q": "x",
+        "q": "xyz",
         "min_price": None,
         "max_price": None,
         "in_stock": True,
@@ -105,7 +117,7 @@ def test_the_totals_key_ignores_page_and_sort_only() -> None:
     one = ProductQuery.from_params(base)
     assert one.total_key == ProductQuery.from_params({**base, "page": 7, "sort": "-price"}).total_key
     assert one.total_key != ProductQuery.from_params({**base, "in_stock": False}).total_key
-    assert one.total_key != ProductQuery.from_params({**base, "q": "x|None"}).total_key
+    assert one.total_key != ProductQuery.from_params({**base, "q": "xyz|None"}).total_key
 
 
 def test_other_routes_keys_cannot_meet() -> None:
@@ -127,3 +139,21 @@ def test_other_routes_keys_cannot_meet() -> None:
         ).cache_key,
     }
     assert len(keys) == 4
+
+
+@given(st.text(max_size=30).filter(lambda t: not searchable(normalise(t).strip())))
+def test_a_term_the_index_cannot_serve_is_a_validation_error_naming_q(text: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        ProductQuery.from_params(
+            {
+                "page": 1,
+                "page_size": 50,
+                "category_id": None,
+                "q": text,
+                "min_price": None,
+                "max_price": None,
+                "in_stock": None,
+                "sort": "name",
+            }
+        )
+    assert [e.field for e in raised.value.errors] == ["query.q"]

@@ -7,10 +7,16 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 from catalog_testlib import Services, run
 
 from server.db.migrate import migrate
 from server.seed import seed
+
+_INDEXES = (
+    "SELECT tablename, indexname, indexdef FROM pg_indexes "
+    "WHERE tablename IN ('products', 'product_prices') ORDER BY indexname"
+)
 
 
 def _make(services: Services, name: str, uploads: Path, seed_value: int) -> tuple[str, str]:
@@ -21,8 +27,14 @@ def _make(services: Services, name: str, uploads: Path, seed_value: int) -> tupl
         conn = await asyncpg.connect(services.db_url(name))
         try:
             await migrate(conn)
+            indexes = await conn.fetch(_INDEXES)
             assert await seed(conn, products=500, seed_value=seed_value, uploads=uploads) == 500
+            # The COPY runs without the secondary indexes; every one is back, as the migrations define it.
+            assert await conn.fetch(_INDEXES) == indexes
             assert await seed(conn, products=500, seed_value=seed_value, uploads=uploads, if_empty=True) == 0
+            with pytest.raises(SystemExit):
+                await seed(conn, products=500, seed_value=seed_value, uploads=uploads)
+            assert await conn.fetch(_INDEXES) == indexes
             rows = await conn.fetch(
                 "SELECT p.zoho_item_id, p.sku, p.name, p.name_ar, p.stock_on_hand, p.category_id, "
                 "array_agg(pp.price ORDER BY pp.price_list_id) FROM products p "
@@ -43,6 +55,10 @@ def _make(services: Services, name: str, uploads: Path, seed_value: int) -> tupl
         assert 0.6 < len(files) / 500 < 0.8
         assert any(f.is_symlink() for f in files)
         assert all(f.read_bytes()[:3] == b"\xff\xd8\xff" for f in files[:50])
+        # Plain files are hard links to the library's variants: a million-product seed writes no bytes twice.
+        variants = {f.stat().st_ino for f in (uploads / "_library").glob("variant-*.jpg")}
+        plain = [f for f in files if not f.is_symlink()]
+        assert plain and all(f.stat().st_ino in variants for f in plain)
         digest = hashlib.sha256(repr([tuple(r) for r in rows]).encode())
         for f in files:
             digest.update(f.name.encode() + f.read_bytes())

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import orjson
 
 from server.catalog.repo import ProductFilter
+from server.catalog.search import MIN_RUN, normalise, searchable
+from server.errors import FieldError, ValidationFailed
 
 CENT = Decimal("0.01")
 
@@ -26,11 +28,22 @@ def _price(value: Decimal | None) -> Decimal | None:
 
 
 def _search(text: str | None) -> str | None:
-    # Matching lowers both sides (repo._like_pattern): lowering here changes no answer, only the key.
+    # The SQL matches catalog_search_norm(columns) (migration 0004); normalising q the same way here makes
+    # every spelling of one search (case, tashkeel, hamza forms, Arabic-Indic digits) one key and one term.
     if text is None:
         return None
-    text = text.strip().lower()
-    return text or None
+    term = normalise(text).strip()
+    if not searchable(term):
+        raise ValidationFailed(
+            errors=[
+                FieldError(
+                    "query.q",
+                    f"must contain at least {MIN_RUN} letters or digits in a row",
+                    f"يجب أن يحتوي على {MIN_RUN} حروف أو أرقام متتالية على الأقل",
+                )
+            ]
+        )
+    return term
 
 
 class CatalogQuery(Protocol):

@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from server.catalog.search import normalise
+
 # The consumer list shows one price list's price; which one is a setting (CONSUMER_PRICE_LIST).
 _FILTERED = """
 WITH base AS NOT MATERIALIZED (
@@ -69,7 +71,9 @@ _FILTERS: dict[str, str] = {
         "SELECT ${n}::int UNION SELECT c.id FROM categories c JOIN sub ON c.parent_id = sub.id"
         ") SELECT id FROM sub))"
     ),
-    "q": (" AND (lower(p.name) LIKE ${n} OR lower(p.sku) LIKE ${n} OR lower(p.name_ar) LIKE ${n})"),
+    # search_text is name, SKU and Arabic name normalised by catalog_search_norm (migration 0004), with one
+    # trigram index; the term is normalised the same way in Python (server/catalog/search.py).
+    "q": " AND p.search_text LIKE ${n}",
     "min_price": " AND pp.price >= ${n}",
     "max_price": " AND pp.price <= ${n}",
     "in_stock_true": " AND p.stock_on_hand > 0",
@@ -94,7 +98,8 @@ class ProductFilter:
 
 
 def _like_pattern(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # normalise() is idempotent: a term from ProductQuery is unchanged; any other caller gets the same match.
+    escaped = normalise(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from server.catalog.repo import SORTS
+from server.catalog.search import Q_PATTERN
 from server.params import PAGE, PAGE_SIZE, Param
 
 PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
@@ -19,7 +20,11 @@ PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
         description="only this category and its sub-categories",
     ),
     Param(
-        "q", "str", max_length=100, description="case-insensitive substring of the name, Arabic name or SKU"
+        "q",
+        "str",
+        max_length=100,
+        pattern=Q_PATTERN,
+        description="case-insensitive substring of the name, Arabic name or SKU",
     ),
     Param("min_price", "decimal", minimum=Decimal(0), description="minimum consumer price, e.g. 10.50"),
     Param("max_price", "decimal", minimum=Decimal(0), description="maximum consumer price"),
