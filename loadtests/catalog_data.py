@@ -72,7 +72,7 @@ def fetch_sample(base_url: str, seed: int = 1) -> CatalogSample:
         product_ids=tuple(it["id"] for it in items),
         image_ids=tuple(it["zoho_item_id"] for it in items if it["has_image"]),
         category_ids=tuple(categories),
-        search_words=tuple(words) or ("a",),
+        search_words=tuple(words) or ("milk",),  # q needs 3 letters in a row
         max_price=max(float(it["price"]) for it in items if it["price"] is not None),
         total=int(first["total"]),
     )

@@ -116,7 +116,7 @@ server {
         proxy_set_header Content-Type $content_type;  # exactly the one checked above, never a second
         proxy_connect_timeout 2s;
         proxy_read_timeout 30s;
-        # Bodies are gzip'ed once per cache fill by the API (Vary: Accept-Encoding); don't redo it here.
+        # Bodies are compressed (zstd/br/gzip) by the API, once per cache fill (Vary: Accept-Encoding): not here.
         gzip off;
     }
 

@@ -24,7 +24,12 @@ PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
         "str",
         max_length=100,
         pattern=Q_PATTERN,
-        description="case-insensitive substring of the name, Arabic name or SKU",
+        description=(
+            "Case-insensitive substring of the name, Arabic name or SKU. Arabic-aware: tashkeel and tatweel "
+            "are ignored, أ إ آ ٱ match ا, ة matches ه, ى matches ي, and Arabic-Indic digits (٠–٩, ۰–۹) "
+            "match 0–9. Needs at least 3 letters or digits in a row (Latin, Greek, Cyrillic or Arabic); "
+            "shorter terms are rejected with 422 naming query.q. Empty means no filter."
+        ),
     ),
     Param("min_price", "decimal", minimum=Decimal(0), description="minimum consumer price, e.g. 10.50"),
     Param("max_price", "decimal", minimum=Decimal(0), description="maximum consumer price"),
