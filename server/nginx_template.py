@@ -116,7 +116,7 @@ server {
         proxy_set_header Content-Type $content_type;  # exactly the one checked above, never a second
         proxy_connect_timeout 2s;
         proxy_read_timeout 30s;
-        # Bodies are compressed (zstd/br/gzip) by the API, once per cache fill (Vary: Accept-Encoding): not here.
+        # The API compresses bodies (zstd/br/gzip) once per cache fill (Vary: Accept-Encoding).
         gzip off;
     }
 
