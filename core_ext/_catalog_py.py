@@ -86,7 +86,7 @@ class CatalogIndex:
     def __len__(self) -> int:
         return len(self._by_name)
 
-    def __contains__(self, product_id: object) -> bool:
+    def __contains__(self, product_id: object, /) -> bool:
         i = product_id if isinstance(product_id, int) and not isinstance(product_id, bool) else -1
         return 0 <= i < len(self._flags) and bool(self._flags[i] & _PRESENT)
 
