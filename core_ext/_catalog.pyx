@@ -1,6 +1,9 @@
 # cython: autotestdict=False
 """Compiled ``CatalogIndex``: columns by product id and three sorted orderings, in C arrays.
 
+Memory comes from PyMem_Raw* (thread-safe like malloc, and traced by tracemalloc, so tests can check
+``memory_bytes`` against what is really held).
+
 Same design, API and answers as ``_catalog_py`` (read its docstring); the category tree is the shared
 pure-Python ``CategoryTree`` since categories are few and touched only per query, never per product.
 """
@@ -13,7 +16,11 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, qsort, realloc
+from cpython.mem cimport PyMem_RawCalloc as calloc
+from cpython.mem cimport PyMem_RawFree as free
+from cpython.mem cimport PyMem_RawMalloc as malloc
+from cpython.mem cimport PyMem_RawRealloc as realloc
+from libc.stdlib cimport qsort
 from libc.string cimport memmove, memset
 
 from core_ext._catalog_py import SORTS as _SORTS
