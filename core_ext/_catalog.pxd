@@ -30,6 +30,8 @@ cdef class CatalogIndex:
     cdef int32_t* _by_price     # (price, id) ascending for priced ids, then the unpriced by id
     cdef int32_t* _by_created   # (created, id) ascending
     cdef uint64_t* _mask        # scratch bitset over ids: the matches of the last scan
+    cdef uint64_t* _act         # bitset: ACTIVE (so filters without category or price need no per-id pass)
+    cdef uint64_t* _stk         # bitset: IN_STOCK
 
     cdef int _grow(self, Py_ssize_t i) except -1
     cdef int _reserve(self, Py_ssize_t n) except -1
@@ -43,5 +45,6 @@ cdef class CatalogIndex:
     cdef int _filter(self, Filter* f, object category, object min_price, object max_price,
                      object in_stock) except -1
     cdef Py_ssize_t _scan(self, Filter* f, object only) except -1
+    cdef void _set_bits(self, int32_t i, bint on, bint stock) noexcept
     cdef object _mask_for(self, Filter* f, object category, object min_price, object max_price,
                           object in_stock, object only)

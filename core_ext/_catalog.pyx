@@ -254,7 +254,7 @@ cdef class CatalogIndex:
     @property
     def memory_bytes(self):
         """Bytes held by the columns and orderings (not the category tree, which is per category)."""
-        return self._cap * (1 + 4 + 8 * 3) + ((self._cap + 63) >> 6) * 8 + self._pcap * 4 * 3
+        return self._cap * (1 + 4 + 8 * 3) + ((self._cap + 63) >> 6) * 8 * 3 + self._pcap * 4 * 3
 
     # -- storage -----------------------------------------------------------------------------------------
     cdef int _grow(self, Py_ssize_t i) except -1:
@@ -284,10 +284,22 @@ cdef class CatalogIndex:
         if p is NULL:
             raise MemoryError()
         self._rank = <int64_t*>p
-        p = realloc(self._mask, ((new + 63) >> 6) * sizeof(uint64_t))
+        cdef Py_ssize_t words = (n + 63) >> 6, new_words = (new + 63) >> 6
+        p = realloc(self._mask, new_words * sizeof(uint64_t))
         if p is NULL:
             raise MemoryError()
         self._mask = <uint64_t*>p
+        p = realloc(self._act, new_words * sizeof(uint64_t))
+        if p is NULL:
+            raise MemoryError()
+        self._act = <uint64_t*>p
+        p = realloc(self._stk, new_words * sizeof(uint64_t))
+        if p is NULL:
+            raise MemoryError()
+        self._stk = <uint64_t*>p
+        # Bits of ids >= n in the old last word are already 0 (no product there).
+        memset(self._act + words, 0, (new_words - words) * sizeof(uint64_t))
+        memset(self._stk + words, 0, (new_words - words) * sizeof(uint64_t))
         memset(self._flags + n, 0, new - n)
         for k in range(n, new):
             self._cat[k] = -1
@@ -326,6 +338,18 @@ cdef class CatalogIndex:
             HAS_PRICE if has_price else 0)
         if on:
             self._n_active += 1
+        self._set_bits(i, on, stock)
+
+    cdef void _set_bits(self, int32_t i, bint on, bint stock) noexcept:
+        cdef uint64_t bit = (<uint64_t>1) << (i & 63)
+        if on:
+            self._act[i >> 6] |= bit
+        else:
+            self._act[i >> 6] &= ~bit
+        if stock:
+            self._stk[i >> 6] |= bit
+        else:
+            self._stk[i >> 6] &= ~bit
 
     cdef void _unlink(self, int32_t i, bint name, bint price, bint created) noexcept:
         # Positions come from the keys still stored for `i`; every ordering holds _n ids on entry.
@@ -511,6 +535,7 @@ cdef class CatalogIndex:
         if self._flags[i] & ACTIVE:
             self._n_active -= 1
         self._flags[i] = 0
+        self._set_bits(i, False, False)
         return True
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -540,6 +565,8 @@ cdef class CatalogIndex:
             return 0
         memset(mask, 0, ((self._cap + 63) >> 6) * sizeof(uint64_t))
         if only is None:
+            if f.sub is NULL and not f.use_lo and not f.use_hi:
+                return _scan_words(self._act, self._stk, self._cap, f.stock, mask)
             return _scan_all(self._flags, self._cat, self._price, self._cap, f, mask)
         seq = PySequence_Fast(only, "only must be an iterable of int")
         n = PySequence_Fast_GET_SIZE(seq)
@@ -748,6 +775,9 @@ cdef void _release(CatalogIndex self) noexcept:
     free(self._by_price)
     free(self._by_created)
     free(self._mask)
+    free(self._act)
+    free(self._stk)
+    self._act = self._stk = NULL
     self._flags = NULL
     self._cat = self._by_name = self._by_price = self._by_created = NULL
     self._price = self._created = self._rank = NULL
@@ -786,6 +816,22 @@ cdef Py_ssize_t _walk(const uint64_t* mask, const int32_t* perm, Py_ssize_t lo, 
         got += _bit(mask, i)
         pos += step
     return got
+
+
+cdef Py_ssize_t _scan_words(const uint64_t* act, const uint64_t* stk, Py_ssize_t cap, int stock,
+                            uint64_t* mask) noexcept nogil:
+    """The matches of a filter on activity and stock alone, 64 ids per step; their number."""
+    cdef Py_ssize_t w, total = 0
+    cdef uint64_t word
+    for w in range((cap + 63) >> 6):
+        word = act[w]
+        if stock > 0:
+            word &= stk[w]
+        elif stock == 0:
+            word &= ~stk[w]
+        mask[w] = word
+        total += __builtin_popcountll(word)
+    return total
 
 
 cdef Py_ssize_t _scan_all(const unsigned char* flags, const int32_t* cat, const int64_t* price,
