@@ -41,7 +41,7 @@ cdef class CatalogIndex:
     cdef void _link(self, int32_t i, bint name, bint price, bint created) noexcept
     cdef int _apply(self, int32_t i, int32_t cat, bint has_price, int64_t price, bint stock,
                     int64_t created, int64_t rank, bint on) except -1
-    cdef int _sort_all(self) except -1
+    cdef int _sort_all(self, bint name_only=*) except -1
     cdef int _filter(self, Filter* f, object category, object min_price, object max_price,
                      object in_stock) except -1
     cdef Py_ssize_t _scan(self, Filter* f, object only) except -1

@@ -406,8 +406,8 @@ cdef class CatalogIndex:
         self._link(i, moved_name, moved_price, moved_created)
         return 0
 
-    cdef int _sort_all(self) except -1:
-        """Rebuild the three orderings from the columns (build, and large batches)."""
+    cdef int _sort_all(self, bint name_only=False) except -1:
+        """Rebuild the orderings from the columns (build, large batches; the name order alone for ranks)."""
         cdef Py_ssize_t cap = self._cap, i, n = 0, np = 0, k
         cdef KeyId* tmp = <KeyId*>malloc(max(self._n, 1) * sizeof(KeyId))
         if tmp is NULL:
@@ -421,6 +421,8 @@ cdef class CatalogIndex:
             qsort(tmp, n, sizeof(KeyId), _cmp_key_id)
             for k in range(n):
                 self._by_name[k] = tmp[k].id
+            if name_only:
+                return 0
             for i in range(cap):
                 if self._flags[i] & PRESENT:
                     tmp[np].key = self._created[i]
@@ -524,6 +526,39 @@ cdef class CatalogIndex:
                         rows.created[k], rows.ranks[k], rows.bits[k] & ACTIVE)
         self._reserve(self._n)
         self._sort_all()
+
+    def set_name_ranks(self, ids, name_ranks):
+        """New name ranks for present products (after names changed); the other columns stay."""
+        cdef object seq_ids = PySequence_Fast(ids, "ids must be a sequence of int")
+        cdef object seq_ranks = PySequence_Fast(name_ranks, "name_ranks must be a sequence of int")
+        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_ids), k
+        if PySequence_Fast_GET_SIZE(seq_ranks) != n:
+            raise ValueError("columns must have the same length")
+        cdef int32_t* rid = <int32_t*>malloc(max(n, 1) * sizeof(int32_t))
+        cdef int64_t* rrank = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
+        cdef int32_t i
+        try:
+            if rid is NULL or rrank is NULL:
+                raise MemoryError()
+            for k in range(n):
+                rid[k] = _id(<object>PySequence_Fast_GET_ITEM(seq_ids, k), "ids", k)
+                rrank[k] = _int64(<object>PySequence_Fast_GET_ITEM(seq_ranks, k), "name_ranks", k)
+                if rid[k] >= self._cap or not self._flags[rid[k]] & PRESENT:
+                    raise ValueError(f"ids[{k}] = {rid[k]}: no such product")
+            if n <= BULK_ROWS:
+                for k in range(n):
+                    i = rid[k]
+                    if self._rank[i] != rrank[k]:
+                        self._unlink(i, True, False, False)
+                        self._rank[i] = rrank[k]
+                        self._link(i, True, False, False)
+            else:
+                for k in range(n):
+                    self._rank[rid[k]] = rrank[k]
+                self._sort_all(True)
+        finally:
+            free(rid)
+            free(rrank)
 
     def remove(self, product_id):
         """Forget a product; False when it was not there."""

@@ -170,6 +170,19 @@ class CatalogIndex:
         for row in self._rows(ids, categories, prices, stocks, created_us, name_ranks, active):
             self._upsert(*row)
 
+    def set_name_ranks(self, ids: Sequence[int], name_ranks: Sequence[int]) -> None:
+        """New name ranks for present products (after names changed); the other columns stay."""
+        if len(ids) != len(name_ranks):
+            raise ValueError("columns must have the same length")
+        rows = []
+        for k, (i, rank) in enumerate(zip(ids, name_ranks, strict=True)):
+            rows.append((check_id(i, f"ids[{k}]"), check_int64(rank, f"name_ranks[{k}]")))
+            if i >= len(self._flags) or not self._flags[i] & _PRESENT:
+                raise ValueError(f"ids[{k}] = {i}: no such product")
+        for i, rank in rows:
+            self._rank[i] = rank
+        self._by_name = array("i", sorted(self._by_name, key=lambda j: (self._rank[j], j)))
+
     def remove(self, product_id: int) -> bool:
         """Forget a product; False when it was not there."""
         i = check_id(product_id, "product_id")

@@ -56,11 +56,13 @@ LIMITS = st.integers(1, 12) | st.integers(0, 45)
 QUERIES = st.tuples(st.sampled_from(SORTS), OFFSETS, LIMITS, FILTERS)
 BOUNDS = st.lists(st.integers(-1, 8), unique=True, max_size=4).map(sorted)
 
-# upsert (product id, product) | remove (product id) | new category table
+# upsert (product id, product) | remove (product id) | new category table | new name ranks (given in
+# turn to the present products, from the one after the drawn id)
 OPS = st.one_of(
     st.tuples(st.just("upsert"), PRODUCT_IDS, PRODUCTS),
     st.tuples(st.just("remove"), PRODUCT_IDS, st.none()),
     st.tuples(st.just("categories"), st.none(), category_tables()),
+    st.tuples(st.just("ranks"), PRODUCT_IDS, st.lists(st.integers(0, 5), max_size=10)),
 )
 
 
@@ -101,14 +103,19 @@ def test_updated_index_matches_reference(
             upsert(index, i, value)
         elif kind == "remove":
             assert index.remove(i) == (i in ref.products)
-        else:
+        elif kind == "categories":
             cats = sorted(value)
             index.set_categories(cats, [value[c][0] for c in cats], [value[c][1] for c in cats])
+        else:
+            present = sorted(ref.products, key=lambda j: (j <= i, j))[: len(value)]
+            index.set_name_ranks(present, value[: len(present)])
+            for j, rank in zip(present, value, strict=False):
+                ref.products[j].name_rank = rank
         if kind == "upsert":
             ref.products[i] = value
         elif kind == "remove":
             ref.products.pop(i, None)
-        else:
+        elif kind == "categories":
             ref.categories = value
     check(index, ref, queries, bounds)
 

@@ -196,6 +196,11 @@ def test_large_batch_equals_one_by_one(impl: Impl) -> None:
         [p.active for _, p in rows],
     )
     ref.products.update(rows)
+    present = sorted(ref.products)
+    ranks = [rnd.randrange(100) for _ in present]
+    index.set_name_ranks(present, ranks)  # more than 2,048 rows: one re-sort of the name order
+    for i, rank in zip(present, ranks, strict=True):
+        ref.products[i].name_rank = rank
     for sort in SORTS:
         for offset in (0, 1234, 4000):
             for filters in ({"category": 1}, {"in_stock": False}):
@@ -242,6 +247,20 @@ def test_bad_rows_are_refused_and_change_nothing(impl: Impl, column: str, value:
     with pytest.raises(error):
         index.build(*cols)
     assert ([index.query(sort, 0, 10) for sort in SORTS], index.category_counts()) == before
+
+
+def test_set_name_ranks(impl: Impl) -> None:
+    index = make(impl, {1: P(rank=0), 2: P(rank=1), 3: P(rank=2)}, ROOT)
+    index.set_name_ranks([3, 1], [-1, 5])
+    assert index.query("name") == ([3, 2, 1], 3)
+    with pytest.raises(ValueError, match="no such product"):
+        index.set_name_ranks([2, 4], [9, 9])
+    with pytest.raises(ValueError, match="same length"):
+        index.set_name_ranks([2], [])
+    with pytest.raises(OverflowError):
+        index.set_name_ranks([2, 1], [9, 2**63])
+    assert index.query("name") == ([3, 2, 1], 3)  # nothing changed by the refused calls
+    assert index.query("-price") == ([3, 2, 1], 3)
 
 
 def test_big_ints_are_fine_where_the_sql_allows_them(impl: Impl) -> None:
