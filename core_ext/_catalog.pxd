@@ -13,7 +13,16 @@ cdef struct Filter:
     int stock                   # -1: any, 0: stock <= 0, 1: stock > 0
 
 
+cdef class _Cached:
+    cdef object key             # (category, min_price, max_price, stock)
+    cdef object sub             # keeps filter.sub alive
+    cdef Filter filter
+    cdef uint64_t* words
+    cdef Py_ssize_t total
+
+
 cdef class CatalogIndex:
+    cdef list _cache            # _Cached, least recently used first
     cdef object _tree           # core_ext._catalog_tree.CategoryTree
     cdef dict _slots            # the tree's {category id: slot}, read directly on the hot paths
     cdef Py_ssize_t _cap        # product id slots allocated in every column
@@ -46,5 +55,7 @@ cdef class CatalogIndex:
                      object in_stock) except -1
     cdef Py_ssize_t _scan(self, Filter* f, object only) except -1
     cdef void _set_bits(self, int32_t i, bint on, bint stock) noexcept
+    cdef void _recheck(self, int32_t i) noexcept
+    cdef _Cached _cached(self, Filter* f, object sub, object category, object min_price, object max_price)
     cdef object _mask_for(self, Filter* f, object category, object min_price, object max_price,
                           object in_stock, object only)

@@ -21,7 +21,7 @@ from cpython.mem cimport PyMem_RawFree as free
 from cpython.mem cimport PyMem_RawMalloc as malloc
 from cpython.mem cimport PyMem_RawRealloc as realloc
 from libc.stdlib cimport qsort
-from libc.string cimport memmove, memset
+from libc.string cimport memcpy, memmove, memset
 
 from core_ext._catalog_py import SORTS as _SORTS
 from core_ext._catalog_tree import MAX_ID as _MAX_ID
@@ -222,6 +222,19 @@ cdef _Rows _read_rows(CatalogIndex index, tuple cols):
     return rows
 
 
+# Matches of the last few filters (without `only`): paging or re-sorting one filter skips the pass over the
+# columns. Kept exact under single-product updates; dropped when the columns are rebuilt or the tree changes.
+cdef enum:
+    CACHED_FILTERS = 8
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class _Cached:
+    def __dealloc__(self):
+        free(self.words)
+
+
 @cython.auto_pickle(False)
 cdef class CatalogIndex:
     """Every list, count and facet of the consumer catalog answered from memory, exactly as the SQL does."""
@@ -231,6 +244,7 @@ cdef class CatalogIndex:
         if args or kwargs:
             raise TypeError("CatalogIndex() takes no arguments")
         self._cap = self._n = self._pcap = self._n_priced = self._n_active = 0
+        self._cache = []
         self._tree = CategoryTree()
         self._slots = self._tree._slot
 
@@ -254,7 +268,8 @@ cdef class CatalogIndex:
     @property
     def memory_bytes(self):
         """Bytes held by the columns and orderings (not the category tree, which is per category)."""
-        return self._cap * (1 + 4 + 8 * 3) + ((self._cap + 63) >> 6) * 8 * 3 + self._pcap * 4 * 3
+        words = ((self._cap + 63) >> 6) * 8
+        return self._cap * (1 + 4 + 8 * 3) + words * (3 + len(self._cache)) + self._pcap * 4 * 3
 
     # -- storage -----------------------------------------------------------------------------------------
     cdef int _grow(self, Py_ssize_t i) except -1:
@@ -300,6 +315,7 @@ cdef class CatalogIndex:
         # Bits of ids >= n in the old last word are already 0 (no product there).
         memset(self._act + words, 0, (new_words - words) * sizeof(uint64_t))
         memset(self._stk + words, 0, (new_words - words) * sizeof(uint64_t))
+        self._cache = []  # shorter than the ids now
         memset(self._flags + n, 0, new - n)
         for k in range(n, new):
             self._cat[k] = -1
@@ -351,6 +367,18 @@ cdef class CatalogIndex:
         else:
             self._stk[i >> 6] &= ~bit
 
+    cdef void _recheck(self, int32_t i) noexcept:
+        """Bring every cached filter's bit and total for ``i`` up to date after it changed."""
+        cdef _Cached c
+        cdef bint was, now
+        cdef uint64_t bit = (<uint64_t>1) << (i & 63)
+        for c in self._cache:
+            was = _bit(c.words, i)
+            now = _matches(self, &c.filter, i)
+            if was != now:
+                c.words[i >> 6] ^= bit
+                c.total += 1 if now else -1
+
     cdef void _unlink(self, int32_t i, bint name, bint price, bint created) noexcept:
         # Positions come from the keys still stored for `i`; every ordering holds _n ids on entry.
         cdef Py_ssize_t n = self._n
@@ -393,6 +421,7 @@ cdef class CatalogIndex:
             self._store(i, cat, has_price, price, stock, created, rank, on)
             self._n += 1
             self._link(i, True, True, True)
+            self._recheck(i)
             return 0
         # Flags arrive as masks (a bint holding 8 is true but not equal to 1): compare truth values.
         had = (f & HAS_PRICE) != 0
@@ -404,6 +433,7 @@ cdef class CatalogIndex:
             self._n_active -= 1
         self._store(i, cat, has_price, price, stock, created, rank, on)
         self._link(i, moved_name, moved_price, moved_created)
+        self._recheck(i)
         return 0
 
     cdef int _sort_all(self, bint name_only=False) except -1:
@@ -452,6 +482,7 @@ cdef class CatalogIndex:
     # -- updates -----------------------------------------------------------------------------------------
     def set_categories(self, ids, parents, active):
         """Replace the category table: ids, parent ids (None for a root), is_active; position by position."""
+        self._cache = []
         self._tree.replace(ids, parents, active)
 
     def build(self, ids, categories, prices, stocks, created_us, name_ranks, active):
@@ -477,6 +508,7 @@ cdef class CatalogIndex:
             free(seen)
         # Exact sizes: a fresh index holds what it was built with and nothing more.
         _release(self)
+        self._cache = []
         self._grow(top)
         self._reserve(rows.n)
         for k in range(rows.n):
@@ -513,6 +545,7 @@ cdef class CatalogIndex:
                             rows.bits[k] & IN_STOCK, rows.created[k], rows.ranks[k], rows.bits[k] & ACTIVE)
             return
         # A large batch: overwrite the columns, then sort each ordering once (O(n log n), not O(rows * n)).
+        self._cache = []
         for k in range(rows.n):
             i = rows.ids[k]
             self._grow(i)
@@ -571,6 +604,7 @@ cdef class CatalogIndex:
             self._n_active -= 1
         self._flags[i] = 0
         self._set_bits(i, False, False)
+        self._recheck(i)
         return True
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -630,6 +664,31 @@ cdef class CatalogIndex:
             f.sublen = len(<bytes>sub)
         return sub  # keeps f.sub alive
 
+    cdef _Cached _cached(self, Filter* f, object sub, object category, object min_price, object max_price):
+        """The matches of ``f`` from the cache, or scanned and cached (least recently used dropped)."""
+        key = (category, min_price, max_price, f.stock)
+        cdef _Cached c
+        cdef Py_ssize_t k, nwords = (self._cap + 63) >> 6
+        for k in range(len(self._cache)):
+            c = self._cache[k]
+            if c.key == key:
+                if k != len(self._cache) - 1:
+                    del self._cache[k]
+                    self._cache.append(c)
+                return c
+        c = _Cached()
+        c.words = <uint64_t*>malloc(max(nwords, 1) * sizeof(uint64_t))
+        if c.words is NULL:
+            raise MemoryError()
+        c.total = self._scan(f, None)
+        if nwords:
+            memcpy(c.words, self._mask, nwords * sizeof(uint64_t))
+        c.key, c.sub, c.filter = key, sub, f[0]
+        self._cache.append(c)
+        if len(self._cache) > CACHED_FILTERS:
+            del self._cache[0]
+        return c
+
     def query(self, sort="name", offset=0, limit=50, *, category=None, min_price=None, max_price=None,
               in_stock=None, only=None):
         """(ids of the page in order, total of the filter): the SQL list's page and count."""
@@ -640,7 +699,14 @@ cdef class CatalogIndex:
         sub = self._mask_for(&f, category, min_price, max_price, in_stock, only)
         if category is not None and sub is None:
             return [], 0
-        cdef Py_ssize_t total = self._scan(&f, only)
+        cdef Py_ssize_t total
+        cdef const uint64_t* mask
+        cdef _Cached hit
+        if only is None:
+            hit = self._cached(&f, sub, category, min_price, max_price)
+            mask, total = hit.words, hit.total
+        else:
+            mask, total = self._mask, self._scan(&f, only)
         if lim == 0 or off >= total:
             return [], total
         cdef Py_ssize_t want = min(lim, total - off)
@@ -650,16 +716,16 @@ cdef class CatalogIndex:
             raise MemoryError()
         try:
             if sort == "name":
-                got = _walk(self._mask, self._by_name, 0, n, False, &skip, out, got, want)
+                got = _walk(mask, self._by_name, 0, n, False, &skip, out, got, want)
             elif sort == "-name":
-                got = _walk(self._mask, self._by_name, 0, n, True, &skip, out, got, want)
+                got = _walk(mask, self._by_name, 0, n, True, &skip, out, got, want)
             elif sort == "price":
-                got = _walk(self._mask, self._by_price, 0, n, False, &skip, out, got, want)
+                got = _walk(mask, self._by_price, 0, n, False, &skip, out, got, want)
             elif sort == "-price":  # price DESC NULLS LAST, id DESC: each part read backwards
-                got = _walk(self._mask, self._by_price, 0, np, True, &skip, out, got, want)
-                got = _walk(self._mask, self._by_price, np, n, True, &skip, out, got, want)
+                got = _walk(mask, self._by_price, 0, np, True, &skip, out, got, want)
+                got = _walk(mask, self._by_price, np, n, True, &skip, out, got, want)
             else:
-                got = _walk(self._mask, self._by_created, 0, n, True, &skip, out, got, want)
+                got = _walk(mask, self._by_created, 0, n, True, &skip, out, got, want)
             if got != want:
                 raise AssertionError(f"CatalogIndex: walked {got} of {want} ids")  # a broken invariant
             return [out[k] for k in range(want)], total
