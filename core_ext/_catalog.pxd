@@ -2,15 +2,7 @@
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
-
-cdef struct Filter:
-    const unsigned char* sub    # one byte per category slot: 1 = in the filtered subtree (NULL: no filter)
-    Py_ssize_t sublen
-    bint use_lo
-    bint use_hi
-    int64_t lo
-    int64_t hi
-    int stock                   # -1: any, 0: stock <= 0, 1: stock > 0
+from core_ext._catalog_kernels cimport Filter
 
 
 cdef class _Cached:
