@@ -57,7 +57,7 @@ test-pure:
 		$(TVENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 stubtest:
-	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages
+	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages core_ext._catalog
 
 lint: venv
 	$(VENV)/bin/ruff check core_ext server tests loadtests setup.py

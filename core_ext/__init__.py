@@ -1,4 +1,5 @@
-"""Compiled core of the catalog API: the product image index and the product-page serializer.
+"""Compiled core of the catalog API: the product image index, the product-page serializer and the catalog
+index (lists, counts and facets from memory).
 
 The Cython build is used unless ``CORE_EXT_NO_EXTENSIONS`` is set to a non-empty value other than ``"0"``
 or the compiled modules cannot be imported; then the pure-Python twins, which give identical results, are
@@ -15,6 +16,7 @@ from core_ext.errors import CoreExtError, SerializationError
 __all__ = [
     "PRODUCT_COLUMNS",
     "USING_COMPILED",
+    "CatalogIndex",
     "CoreExtError",
     "ImageIndex",
     "SerializationError",
@@ -25,6 +27,7 @@ USING_COMPILED: bool
 if os.environ.get("CORE_EXT_NO_EXTENSIONS", "") in ("", "0"):
     try:
         # Both or neither: a compiled serializer must pair with the compiled index for its fast path.
+        from core_ext._catalog import CatalogIndex
         from core_ext._images import ImageIndex
         from core_ext._pages import serialize_page
     except ImportError:
@@ -35,5 +38,6 @@ else:
     USING_COMPILED = False
 
 if not USING_COMPILED:
+    from core_ext._catalog_py import CatalogIndex  # type: ignore[assignment]
     from core_ext._images_py import ImageIndex  # type: ignore[assignment]
     from core_ext._pages_py import serialize_page

@@ -1,6 +1,7 @@
 """Micro-benchmarks of core_ext, compiled and pure builds side by side: ``python loadtests/bench_core.py``.
 
-Prints one table (best of N, timeit style) and the ratios the design asks for. Figures are printed, never
+Prints one table (best of N, timeit style) and the ratios the design asks for, then the CatalogIndex
+section (``bench_catalog.py``: latency percentiles at 1,000,000 products). Figures are printed, never
 asserted: they depend on the machine.
 """
 
@@ -175,3 +176,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    print()
+    from bench_catalog import main as catalog_section
+
+    catalog_section()

@@ -1,4 +1,5 @@
-"""Helpers shared by the core_ext tests: an independent reference serializer and folder builders."""
+"""Helpers shared by the core_ext tests: an independent reference serializer, folder builders and a
+reference catalog (plain dicts and sorting, written from repo.py's SQL rather than from either build)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from core_ext import _images_py, _pages_py
+from core_ext import _catalog_py, _images_py, _pages_py
 
 META = {"page": 1, "page_size": 50, "total": 1234, "pages": 25}
 BASE_URL = "https://shop.example"
@@ -21,11 +22,12 @@ BASE_URL = "https://shop.example"
 
 @dataclass(frozen=True)
 class Impl:
-    """One build of core_ext: its ImageIndex class and serialize_page function."""
+    """One build of core_ext: its ImageIndex class, serialize_page function and CatalogIndex class."""
 
     name: str
     ImageIndex: Any
     serialize_page: Callable[..., bytes]
+    CatalogIndex: Any = None
 
 
 def reference_page(
@@ -143,14 +145,15 @@ def load_compiled() -> Impl | None:
     try:
         images = importlib.import_module("core_ext._images")
         pages = importlib.import_module("core_ext._pages")
+        catalog = importlib.import_module("core_ext._catalog")
     except ImportError as exc:
         if REQUIRE_COMPILED:
             pytest.fail(f"compiled core_ext required but not importable: {exc}")
         return None
-    return Impl("compiled", images.ImageIndex, pages.serialize_page)
+    return Impl("compiled", images.ImageIndex, pages.serialize_page, catalog.CatalogIndex)
 
 
-PURE = Impl("pure", _images_py.ImageIndex, _pages_py.serialize_page)
+PURE = Impl("pure", _images_py.ImageIndex, _pages_py.serialize_page, _catalog_py.CatalogIndex)
 
 
 def require_compiled() -> Impl:
@@ -159,3 +162,138 @@ def require_compiled() -> Impl:
     if compiled is None:
         pytest.skip("compiled core_ext not built (set CORE_EXT_REQUIRE_COMPILED=1 to make this a failure)")
     return compiled
+
+
+@dataclass
+class RefProduct:
+    """One product as the catalog SQL sees it."""
+
+    category: int | None
+    price: int | None  # cents of the consumer price list; None: no consumer price
+    stock: int
+    created_us: int
+    name_rank: int  # equal names, equal ranks
+    active: bool
+
+
+@dataclass
+class RefCatalog:
+    """The consumer catalog in plain dicts, answering as repo.py's SQL does (slow, obviously right)."""
+
+    products: dict[int, RefProduct]
+    categories: dict[int, tuple[int | None, bool]]  # id -> (parent_id, is_active)
+
+    def _descendants(self, root: int, *, active_only: bool) -> set[int]:
+        # WITH RECURSIVE sub: the root, then every category whose parent is in the set (UNION: no repeats).
+        found = {root}
+        while True:
+            more = {
+                c
+                for c, (parent, on) in self.categories.items()
+                if parent in found and c not in found and (on or not active_only)
+            }
+            if not more:
+                return found
+            found |= more
+
+    def rows(
+        self,
+        *,
+        category: int | None = None,
+        min_price: int | None = None,
+        max_price: int | None = None,
+        in_stock: bool | None = None,
+        only: Iterable[int] | None = None,
+    ) -> list[int]:
+        """Ids of the active products passing the filters, in no particular order."""
+        sub = None if category is None else self._descendants(category, active_only=False)
+        allowed = None if only is None else set(only)
+        out = []
+        for i, p in self.products.items():
+            if not p.active:
+                continue
+            if sub is not None and p.category not in sub:
+                continue
+            if min_price is not None and (p.price is None or p.price < min_price):
+                continue
+            if max_price is not None and (p.price is None or p.price > max_price):
+                continue
+            if in_stock is not None and (p.stock > 0) != in_stock:
+                continue
+            if allowed is not None and i not in allowed:
+                continue
+            out.append(i)
+        return out
+
+    def query(self, sort: str, offset: int, limit: int, **filters: Any) -> tuple[list[int], int]:
+        """(page ids, total) with the SORTS of repo.py."""
+        ids = self.rows(**filters)
+        p = self.products
+        keys: dict[str, Callable[[int], Any]] = {
+            "name": lambda i: (p[i].name_rank, i),
+            "-name": lambda i: (-p[i].name_rank, -i),
+            "price": lambda i: (p[i].price is None, p[i].price or 0, i),
+            "-price": lambda i: (p[i].price is None, -(p[i].price or 0), -i),
+            "newest": lambda i: (-p[i].created_us, -i),
+        }
+        ids.sort(key=keys[sort])
+        return ids[offset : offset + limit], len(ids)
+
+    def category_counts(self) -> dict[int, int]:
+        """repo.CATEGORIES: per active category, active products in its tree walked through active ones."""
+        out = {}
+        for c, (_, on) in self.categories.items():
+            if on:
+                tree = self._descendants(c, active_only=True)
+                out[c] = sum(1 for p in self.products.values() if p.active and p.category in tree)
+        return out
+
+    def facets(self, *, price_bounds: Sequence[int] = (), **filters: Any) -> dict[str, Any]:
+        """Each facet counted under every filter but its own dimension's (the child categories under all)."""
+        category = filters.get("category")
+        heads = sorted(
+            c
+            for c, (parent, on) in self.categories.items()
+            if on and (parent == category if category is not None else parent is None)
+        )
+        cats = [(h, len(self.rows(**{**filters, "category": h}))) for h in heads]
+        unpriced = {**filters, "min_price": None, "max_price": None}
+        buckets = [0] * (len(price_bounds) + 1)
+        no_price = 0
+        for i in self.rows(**unpriced):
+            price = self.products[i].price
+            if price is None:
+                no_price += 1
+            else:
+                buckets[sum(1 for b in price_bounds if b <= price)] += 1
+        unstocked = {**filters, "in_stock": None}
+        states = [self.products[i].stock > 0 for i in self.rows(**unstocked)]
+        return {
+            "categories": cats,
+            "prices": buckets,
+            "no_price": no_price,
+            "in_stock": sum(states),
+            "out_of_stock": len(states) - sum(states),
+        }
+
+
+def load_catalog(index: Any, ref: RefCatalog) -> None:
+    """Give a CatalogIndex the reference's categories and products (one build() call)."""
+    cats = sorted(ref.categories)
+    index.set_categories(cats, [ref.categories[c][0] for c in cats], [ref.categories[c][1] for c in cats])
+    ids = sorted(ref.products)
+    p = ref.products
+    index.build(
+        ids,
+        [p[i].category for i in ids],
+        [p[i].price for i in ids],
+        [p[i].stock for i in ids],
+        [p[i].created_us for i in ids],
+        [p[i].name_rank for i in ids],
+        [p[i].active for i in ids],
+    )
+
+
+def upsert(index: Any, i: int, p: RefProduct) -> None:
+    """index.upsert() of one reference product."""
+    index.upsert(i, p.category, p.price, p.stock, p.created_us, p.name_rank, p.active)

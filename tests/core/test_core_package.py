@@ -33,6 +33,7 @@ def test_public_api() -> None:
     assert sorted(core_ext.__all__) == sorted(
         [
             "ImageIndex",
+            "CatalogIndex",
             "serialize_page",
             "PRODUCT_COLUMNS",
             "USING_COMPILED",
@@ -62,7 +63,7 @@ def test_stubs_match_compiled_modules() -> None:
     require_compiled()
     pytest.importorskip("mypy", reason="mypy (the lint extra) runs stubtest")
     done = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "core_ext._images", "core_ext._pages"],
+        [sys.executable, "-m", "mypy.stubtest", "core_ext._images", "core_ext._pages", "core_ext._catalog"],
         cwd=ROOT,
         capture_output=True,
         text=True,
