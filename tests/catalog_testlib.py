@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,31 +127,17 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        """Start and wait until every process answers /ready."""
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve"],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                resp = httpx.get(self.base_url + "/ready", timeout=1)
-                # Ready, and every worker serving (one answering is not all of them yet).
-                procs = resp.json().get("processes") if resp.status_code == 200 else None
-                if resp.status_code == 200 and (procs is None or procs["live"] >= procs["expected"]):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log()}")
+        """Start and wait until /ready is 200 with every worker serving."""
+
+        def ready() -> bool:
+            resp = httpx.get(self.base_url + "/ready", timeout=1)
+            # Ready, and every worker serving (one answering is not all of them yet).
+            procs = resp.json().get("processes") if resp.status_code == 200 else None
+            return resp.status_code == 200 and (procs is None or procs["live"] >= procs["expected"])
+
+        self.proc = launch([sys.executable, "-m", "server", "serve"], self.workdir, self.env, self.log_path)
+        wait_ready(self.proc, ready, timeout, "server", self.log, self.stop)
+        return self
 
     def log(self) -> str:
         """Everything the server wrote so far."""
@@ -166,6 +153,37 @@ class ServerProcess:
     def client(self) -> httpx.Client:
         """An HTTP client bound to this server."""
         return httpx.Client(base_url=self.base_url, timeout=10)
+
+
+def launch(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a test subprocess with stdout and stderr appended to `log_path`."""
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Callable[[], str],
+    stop: Callable[[], object],
+) -> None:
+    """Poll `ready()` (HTTP errors count as not yet) until True; on exit or timeout stop and raise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}:\n{log()}")
+        try:
+            if ready():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop()
+    raise RuntimeError(f"{what} not ready in {timeout}s:\n{log()}")
 
 
 def stop_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:

@@ -20,7 +20,7 @@ import httpx
 import orjson
 import psutil
 import pytest
-from catalog_testlib import Database, ServerProcess, Services, free_port, stop_tree
+from catalog_testlib import Database, ServerProcess, Services, free_port, launch, stop_tree, wait_ready
 
 from server.errors import (
     AppError,
@@ -71,28 +71,15 @@ class EdgeProcess:
 
     def start(self, ready_path: str = "/health", timeout: float = 60) -> EdgeProcess:
         """Start and wait until nginx answers (ready_path 200 through it, or any answer if empty)."""
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.nginx", *self.args],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"edge exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                status = httpx.get(self.base_url + (ready_path or "/"), timeout=1).status_code
-                if status == 200 or not ready_path:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"edge not ready in {timeout}s:\n{self.log()}")
+
+        def ready() -> bool:
+            status = httpx.get(self.base_url + (ready_path or "/"), timeout=1).status_code
+            return status == 200 or not ready_path
+
+        argv = [sys.executable, "-m", "server.nginx", *self.args]
+        self.proc = launch(argv, self.workdir, self.env, self.log_path)
+        wait_ready(self.proc, ready, timeout, "edge", self.log, self.stop)
+        return self
 
     def log(self) -> str:
         """What the runner and nginx wrote (nginx's error log goes to stderr)."""
