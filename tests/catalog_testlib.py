@@ -119,6 +119,10 @@ class ServerProcess:
             "SERVER_TIMING": "true",
             # Functional tests send far more than a shopper's quota; tests/api/test_ratelimit.py turns it on.
             "RATE_LIMIT_ENABLED": "false",
+            # Exact-count tests must not flip to the local fallback because a loaded CI machine delayed a
+            # Redis answer past the production timeouts (the stall cost is `make redis-stall`'s job).
+            "RATE_LIMIT_REDIS_TIMEOUT_MS": "1000",
+            "CACHE_REDIS_TIMEOUT_MS": "1000",
             "REDIS_KEY_PREFIX": f"t{db.name[-10:]}:",
             "LOG_LEVEL": "INFO",
             **{k: str(v) for k, v in env.items()},
