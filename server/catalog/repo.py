@@ -226,3 +226,35 @@ async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
     row = await conn.fetchrow(CATALOG_STATE)
     assert row is not None
     return row[0], row[1]
+
+
+# Current version and every logged change after $1, in one snapshot (migration 0005). Versions are handed
+# out in commit order and each has one row, so "all changes since v" is exactly v+1 .. current, no hole.
+CHANGES_SINCE = """
+SELECT s.version, c.version, c.tbl, c.ids
+FROM catalog_state s
+LEFT JOIN catalog_changes c ON c.version > $1 AND c.version <= s.version
+ORDER BY c.version
+"""
+PRUNE_CHANGES = "SELECT catalog_changes_prune($1)"
+
+Change = tuple[int, str, list[int] | None]
+
+
+async def changes_since(conn: asyncpg.Connection, version: int) -> list[Change] | None:
+    """(version, table, ids or None = everything) of each change after `version`, in commit order;
+    None when the log no longer reaches back to version + 1 (a gap: rebuild instead)."""
+    rows = await conn.fetch(CHANGES_SINCE, version)
+    current = rows[0][0]
+    if current < version:
+        return None  # not this catalog's history (a restored or recreated database)
+    changes = [(r[1], r[2], r[3]) for r in rows if r[1] is not None]
+    if len(changes) != current - version or (changes and changes[0][0] != version + 1):
+        return None
+    return changes
+
+
+async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
+    """Delete logged changes more than `keep` versions old (the triggers also do this every 1,000
+    versions, keeping 10,000); return how many went."""
+    return int(await conn.fetchval(PRUNE_CHANGES, keep))
