@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
+from server.catalog.live import LiveCatalog
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool, create_pool
 from server.ratelimit import RateLimiter
 from server.settings import Settings
@@ -108,6 +109,9 @@ class Resources:
         self._tasks: list[asyncio.Task[None]] = []
         self.tasks: dict[str, TaskHealth] = {}
         self._map_dirty = asyncio.Event()
+        # The in-memory product list (CATALOG_INDEX); None when off.
+        self.live: LiveCatalog | None = None
+        self._live_dirty = asyncio.Event()
         self._closing = False
 
     @property
@@ -152,6 +156,12 @@ class Resources:
         )
         await self._connect_listener()
         await self._load_map()
+        if s.CATALOG_INDEX:
+            self.live = LiveCatalog(s.CONSUMER_PRICE_LIST)
+            async with self.pool.acquire() as conn:
+                await self.live.rebuild(conn)
+            self._live_dirty.set()  # changes committed since the listener read the version
+            self._start_task("catalog-index", self._index_updater)
         self._start_task("listener-watchdog", self._listener_watchdog)
         self._start_task("catalog-map-reloader", self._map_reloader)
         self._start_task("image-refresher", self._image_refresher)
@@ -222,6 +232,7 @@ class Resources:
                 self.catalog.last_change_monotonic = time.monotonic()
         if table in ("", "products"):
             self._map_dirty.set()
+        self._live_dirty.set()
 
     def _on_terminated(self, _conn: Any) -> None:
         self.catalog.listening = False
@@ -265,6 +276,7 @@ class Resources:
             self.tasks["listener-watchdog"].ok()
             self.catalog.reconnects += 1
             self._map_dirty.set()  # products may have changed while we were away
+            self._live_dirty.set()
             log.info("LISTEN connection re-established; catalog version %d", self.catalog.version)
 
     # -- catalog map and image index --------------------------------------------------------------
@@ -290,6 +302,27 @@ class Resources:
                 self._map_dirty.set()
             except Exception:
                 self._map_dirty.set()  # the restarted loop must still do this reload
+                raise
+
+    async def _index_updater(self) -> None:
+        # One catch-up at a time: notifications arriving meanwhile set the event again, and the next round
+        # reads every change since the version the index reflects (many notifications, one catch-up).
+        live = self.live
+        assert live is not None
+        while True:
+            await self._live_dirty.wait()
+            self._live_dirty.clear()
+            try:
+                async with self.pool.acquire() as conn:
+                    await live.catch_up(conn)
+                self.tasks["catalog-index"].ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                self.tasks["catalog-index"].failed(exc)
+                log.warning("catalog index catch-up failed, will retry: %s", exc)
+                await asyncio.sleep(0.5)
+                self._live_dirty.set()
+            except Exception:
+                self._live_dirty.set()  # the restarted loop must still catch up
                 raise
 
     async def _image_refresher(self) -> None:

@@ -258,3 +258,57 @@ async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
     """Delete logged changes more than `keep` versions old (the triggers also do this every 1,000
     versions, keeping 10,000); return how many went."""
     return int(await conn.fetchval(PRUNE_CHANGES, keep))
+
+
+# -- the in-memory list index (server/catalog/live.py) ------------------------------------------------
+# Its columns as core_ext.CatalogIndex takes them: the price in cents of the consumer list (2 decimals,
+# so exact), created_at (the caller makes it microseconds), and the name (the index orders by its
+# dense rank, computed over every product with the same collation as the list's ORDER BY).
+INDEX_CATEGORIES = "SELECT id, parent_id, is_active FROM categories ORDER BY id"
+_INDEX_COLUMNS = """
+SELECT p.id, p.category_id, (pp.price * 100)::bigint,
+       p.stock_on_hand, p.created_at, p.is_active, p.name
+FROM products p
+LEFT JOIN product_prices pp
+       ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
+"""
+INDEX_PRODUCTS = _INDEX_COLUMNS + "ORDER BY p.id"
+INDEX_PRODUCTS_BY_ID = _INDEX_COLUMNS + "WHERE p.id = ANY($2::int[])"
+NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
+
+# One page of list rows by primary key, in the column shape of _BASE (core_ext.PRODUCT_COLUMNS); the
+# caller orders them. Inactive rows are returned too: the index decided what the page holds.
+PAGE_BY_IDS = """
+SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+       c.id, c.name, c.name_ar,
+       pp.price, pl.currency, p.stock_on_hand, p.unit
+FROM products p
+LEFT JOIN categories c ON c.id = p.category_id
+LEFT JOIN price_lists pl ON pl.code = $1
+LEFT JOIN product_prices pp ON pp.product_id = p.id AND pp.price_list_id = pl.id
+WHERE p.id = ANY($2::int[])
+"""
+
+
+async def index_categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """(id, parent_id, is_active) of every category."""
+    return list(await conn.fetch(INDEX_CATEGORIES))
+
+
+async def index_products(
+    conn: asyncpg.Connection, price_list: str, ids: list[int] | None = None
+) -> list[asyncpg.Record]:
+    """(id, category_id, price_cents, stock, created_at, is_active, name) of every product, or of `ids`."""
+    if ids is None:
+        return list(await conn.fetch(INDEX_PRODUCTS, price_list))
+    return list(await conn.fetch(INDEX_PRODUCTS_BY_ID, price_list, ids))
+
+
+async def name_ranks(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """(id, dense rank of the name) of every product: the order of sort=name."""
+    return list(await conn.fetch(NAME_RANKS))
+
+
+async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
+    """List rows (core_ext.PRODUCT_COLUMNS) of these products, in no particular order."""
+    return list(await conn.fetch(PAGE_BY_IDS, price_list, ids))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+from typing import Any
+
 import orjson
 
 from core_ext import serialize_page
@@ -22,6 +26,16 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
     """JSON bytes of one page of the product list (not shared beyond this process when empty)."""
     # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
     generation, key = f"{res.catalog.epoch}:{res.catalog.version}", query.total_key
+    live = res.live
+    if live is not None and query.q is None and live.ready_for(res.catalog.epoch, res.catalog.version):
+        page = await _indexed_page(res, query)
+        if page is not None:
+            rows, total = page
+            live.served += 1
+            res.cache.remember_total(generation, key, total)
+            meta = page_meta(query.page, query.page_size, total)
+            body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
+            return Made(body, shared=bool(rows))
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
             conn,
@@ -35,6 +49,33 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
     meta = page_meta(query.page, query.page_size, total)
     body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
     return Made(body, shared=bool(rows))
+
+
+def _cents(value: Decimal | None, rounding: Any) -> int | None:
+    # The bounds have at most 2 decimals (params), so this is exact; rounding keeps it right if not.
+    return None if value is None else int(rounding(value * 100))
+
+
+async def _indexed_page(res: Resources, query: ProductQuery) -> tuple[list[Any], int] | None:
+    """The page's rows and total from the in-memory index plus one primary-key query; None when the rows
+    no longer all exist (the caller then asks SQL)."""
+    assert res.live is not None
+    ids, total = res.live.index.query(
+        query.sort,
+        query.offset,
+        query.page_size,
+        category=query.category_id,
+        min_price=_cents(query.min_price, math.ceil),
+        max_price=_cents(query.max_price, math.floor),
+        in_stock=query.in_stock,
+    )
+    if not ids:
+        return [], total
+    async with res.pool.acquire() as conn:
+        found = {r[0]: r for r in await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids)}
+    if len(found) != len(ids):
+        return None  # deleted since the index's version: a newer version is on its way
+    return [found[i] for i in ids], total
 
 
 async def product_detail(res: Resources, query: ProductId) -> Made:

@@ -117,6 +117,8 @@ def _details(state: AppState, readiness: Readiness, probe: Probe, res: Resources
         "map_loads": res.catalog.map_loads,
         "generation": res.generation,
     }
+    if res.live is not None:
+        doc["catalog"]["index"] = res.live.report()
     doc["images"] = {
         "count": res.images.count,
         "fingerprint": res.images.fingerprint,

@@ -1,0 +1,133 @@
+"""The consumer product list in memory: a core_ext.CatalogIndex kept exact from the change feed.
+
+Built once from SQL (repo.index_*), then each catch-up reads the changes after the version it reflects
+(repo.changes_since) and applies only those: changed products are refetched in one query, category
+changes reload the (small) tree, and the name ranks are reloaded only when a name changed or a product
+appeared. A gap in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
+Each catch-up reads in one REPEATABLE READ snapshot, so the index is exactly the catalog at `version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from core_ext import CatalogIndex
+from server.catalog import repo
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - _EPOCH) // _MICRO
+
+
+class LiveCatalog:
+    """The index, the (epoch, version) it reflects, and counters for /ready."""
+
+    def __init__(self, price_list: str) -> None:
+        self.price_list = price_list
+        self.index = CatalogIndex()
+        self.epoch = ""
+        self.version = -1  # nothing reflected yet: never equal to a real version
+        # Name and rank of every product: a rename (or a new product) reloads the ranks; any other change
+        # upserts the product with the rank it has.
+        self._names: dict[int, str] = {}
+        self._ranks: dict[int, int] = {}
+        self.rebuilds = 0
+        self.applied = 0  # changes applied incrementally
+        self.rank_loads = 0
+        self.category_loads = 0
+        self.served = 0  # pages answered from the index
+
+    def ready_for(self, epoch: str, version: int) -> bool:
+        """True when the index is exactly the catalog at (epoch, version)."""
+        return self.version == version and self.epoch == epoch
+
+    def report(self) -> dict[str, Any]:
+        """The index's line in /ready."""
+        return {
+            "version": self.version,
+            "products": len(self.index),
+            "active": self.index.active_count,
+            "rebuilds": self.rebuilds,
+            "applied": self.applied,
+            "rank_loads": self.rank_loads,
+            "category_loads": self.category_loads,
+            "served": self.served,
+        }
+
+    async def rebuild(self, conn: asyncpg.Connection) -> None:
+        """Load everything from one snapshot into a fresh index, then swap it in."""
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            epoch, version = await repo.catalog_state(conn)
+            cats = await repo.index_categories(conn)
+            rows = await repo.index_products(conn, self.price_list)
+            ranks = dict(await repo.name_ranks(conn))
+        index = CatalogIndex()
+        index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
+        index.build(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
+            [_micros(r[4]) for r in rows],
+            [ranks[r[0]] for r in rows],
+            [r[5] for r in rows],
+        )
+        self.index, self.epoch, self.version = index, epoch, version
+        self._names, self._ranks = {r[0]: r[6] for r in rows}, ranks
+        self.rebuilds += 1
+
+    async def catch_up(self, conn: asyncpg.Connection) -> None:
+        """Apply every change after `version` (a full rebuild only when the feed cannot say what changed)."""
+        if self.version < 0:
+            await self.rebuild(conn)
+            return
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            epoch, current = await repo.catalog_state(conn)
+            changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
+            if changes is None or any(ids is None or tbl == "price_lists" for _, tbl, ids in changes):
+                rebuild = True
+            else:
+                rebuild, count = False, len(changes)
+                product_ids = sorted(
+                    {i for _, tbl, ids in changes if tbl in ("products", "product_prices") for i in ids or ()}
+                )
+                categories_changed = any(tbl == "categories" for _, tbl, _ in changes)
+                cats = await repo.index_categories(conn) if categories_changed else None
+                rows = await repo.index_products(conn, self.price_list, product_ids) if product_ids else []
+                renamed = any(self._names.get(r[0]) != r[6] for r in rows)
+                ranks = await repo.name_ranks(conn) if renamed else None
+        if rebuild:
+            await self.rebuild(conn)
+            return
+        if cats is not None:
+            self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
+            self.category_loads += 1
+        if ranks is not None:
+            # Every rank may shift when one name changes; those of products not yet indexed are set below.
+            self._ranks = dict(ranks)
+            present = [i for i in self._ranks if i in self.index]
+            self.index.set_name_ranks(present, [self._ranks[i] for i in present])
+            self.rank_loads += 1
+        self._apply(rows, product_ids)
+        self.epoch, self.version = epoch, current
+        self.applied += count
+
+    def _apply(self, rows: Sequence[asyncpg.Record], ids: list[int]) -> None:
+        found = set()
+        for r in rows:
+            pid = r[0]
+            found.add(pid)
+            self.index.upsert(pid, r[1], r[2], r[3], _micros(r[4]), self._ranks[pid], r[5])
+            self._names[pid] = r[6]
+        for pid in ids:
+            if pid not in found:  # deleted from the table
+                self.index.remove(pid)
+                self._names.pop(pid, None)
+                self._ranks.pop(pid, None)

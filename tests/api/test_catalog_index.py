@@ -1,0 +1,223 @@
+"""CATALOG_INDEX=true against SQL: two real servers on one database, one serving the product list from the
+in-memory index (server/catalog/live.py), one from SQL, must answer byte for byte the same, before and
+after random writes applied with plain SQL; and a stock update is applied incrementally, not by a rebuild."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from catalog_testlib import Database, ServerProcess, Services, run
+
+PRODUCTS = "/api/consumer/products"
+# One process each, so /ready describes the process that answers; no shared page cache, so every answer is
+# computed by the path under test; one public URL, so image URLs do not differ by port.
+COMMON = {"PROCESSES": "1", "CACHE_ENABLED": "false", "PUBLIC_BASE_URL": "http://catalog.test"}
+
+
+@pytest.fixture(scope="module")
+def servers(
+    database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """(index server, SQL server) on the module's database."""
+    awkward(database)
+    indexed = ServerProcess(
+        database, services, tmp_path_factory.mktemp("idx"), CATALOG_INDEX="true", **COMMON
+    )
+    plain = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false", **COMMON)
+    indexed.start()
+    try:
+        plain.start()
+        try:
+            yield indexed, plain
+        finally:
+            plain.stop()
+    finally:
+        indexed.stop()
+
+
+def awkward(db: Database) -> None:
+    """Ties the index must break exactly as SQL does: equal names, prices, timestamps; missing prices."""
+    for sql in (
+        "UPDATE products SET name = 'Same name' WHERE id % 7 = 0",
+        "UPDATE products SET created_at = '2024-01-01T00:00:00Z' WHERE id % 6 = 0",
+        "UPDATE products SET is_active = false WHERE id % 13 = 0",
+        "UPDATE products SET stock_on_hand = 0 WHERE id % 4 = 0",
+        "UPDATE product_prices SET price = 10.00 WHERE product_id % 5 = 0",
+        "DELETE FROM product_prices WHERE product_id % 11 = 0"
+        " AND price_list_id = (SELECT id FROM price_lists WHERE code = 'consumer')",
+    ):
+        run(db.execute(sql))
+
+
+def ready(server: ServerProcess) -> dict[str, Any]:
+    resp = httpx.get(server.base_url + "/ready", timeout=5)
+    assert resp.status_code == 200, resp.text
+    catalog: dict[str, Any] = resp.json()["catalog"]
+    return catalog
+
+
+def wait_caught_up(servers: tuple[ServerProcess, ServerProcess], version: int, timeout: float = 15) -> None:
+    """Until both servers saw `version` and the index reflects it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        a, b = ready(servers[0]), ready(servers[1])
+        if a["version"] >= version and b["version"] >= version and a["index"]["version"] == a["version"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not caught up to {version}: {a} {b}")
+
+
+def current_version(db: Database) -> int:
+    return int(run(db.fetch("SELECT version FROM catalog_state"))[0][0])
+
+
+def random_queries(db: Database, rng: random.Random, n: int) -> list[dict[str, Any]]:
+    cats = [r[0] for r in run(db.fetch("SELECT id FROM categories ORDER BY id"))]
+    active = int(run(db.fetch("SELECT count(*) FROM products WHERE is_active"))[0][0])
+    out = []
+    for _ in range(n):
+        size = rng.choice([1, 7, 20, 50, 200])
+        last = max(1, -(-active // size))
+        params: dict[str, Any] = {
+            "sort": rng.choice(["name", "-name", "price", "-price", "newest"]),
+            "page_size": size,
+            "page": rng.choice([1, 2, last, last + 1, rng.randint(1, last)]),
+        }
+        if rng.random() < 0.4:
+            params["category_id"] = rng.choice([*cats, 10**6])
+        if rng.random() < 0.3:
+            params["min_price"] = rng.choice(["0", "5", "10", "10.00", "12.34", "50.5"])
+        if rng.random() < 0.3:
+            params["max_price"] = rng.choice(["10", "20.99", "60", "1000", "0.01"])
+        if rng.random() < 0.3:
+            params["in_stock"] = rng.choice(["true", "false"])
+        out.append(params)
+    return out
+
+
+def compare(servers: tuple[ServerProcess, ServerProcess], queries: list[dict[str, Any]]) -> int:
+    """Assert both servers answer every query with the same bytes; return how many were non-empty."""
+    non_empty = 0
+    with servers[0].client() as a, servers[1].client() as b:
+        for params in queries:
+            ra, rb = a.get(PRODUCTS, params=params), b.get(PRODUCTS, params=params)
+            assert ra.status_code == rb.status_code == 200, (params, ra.text, rb.text)
+            assert ra.content == rb.content, params
+            non_empty += b'"items":[]' not in ra.content
+    return non_empty
+
+
+def test_index_answers_like_sql(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
+    wait_caught_up(servers, current_version(database))
+    rng = random.Random(10)
+    queries = random_queries(database, rng, 200)
+    served = ready(servers[0])["index"]["served"]
+    assert compare(servers, queries) > 50
+    # The index really answered every one of them (no write meanwhile, so never a fallback to SQL).
+    assert ready(servers[0])["index"]["served"] == served + len(queries)
+
+
+WRITES = [
+    "UPDATE products SET stock_on_hand = {n} WHERE id = {id}",
+    "UPDATE product_prices SET price = {price} WHERE product_id = {id}",
+    "DELETE FROM product_prices WHERE product_id = {id}",
+    "UPDATE products SET is_active = NOT is_active WHERE id = {id}",
+    "UPDATE products SET name = 'Renamed {n}' WHERE id = {id}",
+    "UPDATE products SET name = 'Same name' WHERE id = {id}",
+    "UPDATE products SET category_id = {cat} WHERE id = {id}",
+    "UPDATE categories SET parent_id = NULL WHERE id = {cat}",
+    "UPDATE categories SET parent_id = {cat2} WHERE id = {cat} AND id <> {cat2}",
+    "UPDATE products SET created_at = '2024-01-01T00:00:00Z' WHERE id = {id}",
+    "INSERT INTO products (zoho_item_id, sku, name, category_id, stock_on_hand)"
+    " VALUES ('new-{n}', 'SKU-NEW-{n}', 'Brand new {n}', {cat}, {n} % 3)",
+    "INSERT INTO product_prices (product_id, price_list_id, price)"
+    " SELECT max(id), (SELECT id FROM price_lists WHERE code = 'consumer'), {price} FROM products"
+    " ON CONFLICT DO NOTHING",
+    "DELETE FROM products WHERE id = (SELECT max(id) FROM products WHERE zoho_item_id LIKE 'new-%')",
+]
+
+
+def test_index_follows_random_writes(
+    servers: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    rng = random.Random(11)
+    before = ready(servers[0])["index"]
+    for step in range(24):
+        ids = [r[0] for r in run(database.fetch("SELECT id FROM products ORDER BY id"))]
+        cats = [r[0] for r in run(database.fetch("SELECT id FROM categories ORDER BY id"))]
+        sql = WRITES[step % len(WRITES)] if step < len(WRITES) else rng.choice(WRITES)
+        values = {
+            "id": rng.choice(ids),
+            "n": step * 1000 + rng.randint(0, 999),
+            "price": f"{rng.randint(0, 9999) / 100:.2f}",
+            "cat": rng.choice(cats),
+            "cat2": rng.choice(cats),
+        }
+        try:
+            run(database.execute(sql.format(**values)))
+        except Exception as exc:  # a category cycle or the like: the database refused; nothing changed
+            if "violates" not in str(exc) and "cycle" not in str(exc):
+                raise
+        wait_caught_up(servers, current_version(database))
+        served = ready(servers[0])["index"]["served"]
+        queries = random_queries(database, rng, 12)
+        assert compare(servers, queries) > 0, sql
+        assert ready(servers[0])["index"]["served"] == served + len(queries)
+    # Ordinary writes never rebuilt the index; renames reloaded the ranks, tree moves the categories.
+    after = ready(servers[0])["index"]
+    assert after["rebuilds"] == before["rebuilds"]
+    assert after["applied"] >= before["applied"] + 24
+    assert after["rank_loads"] > before["rank_loads"]
+    assert after["category_loads"] > before["category_loads"]
+
+
+def test_stock_update_is_incremental(
+    servers: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    before = ready(servers[0])["index"]
+    product = run(database.fetch("SELECT id FROM products WHERE is_active ORDER BY id LIMIT 1"))[0][0]
+    for n in range(20):
+        run(database.execute("UPDATE products SET stock_on_hand = $1 WHERE id = $2", n % 3, product))
+    wait_caught_up(servers, current_version(database))
+    after = ready(servers[0])["index"]
+    assert after["rebuilds"] == before["rebuilds"]
+    assert after["applied"] >= before["applied"] + 20
+    assert after["rank_loads"] == before["rank_loads"]
+    compare(servers, [{"in_stock": "true", "page_size": 200}, {"in_stock": "false", "sort": "-price"}])
+
+
+def test_price_list_change_rebuilds(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
+    before = ready(servers[0])["index"]
+    run(database.execute("UPDATE price_lists SET currency = 'USD' WHERE code = 'consumer'"))
+    wait_caught_up(servers, current_version(database))
+    assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"] + 1
+    assert compare(servers, [{"sort": "price"}, {"sort": "-price", "max_price": "30"}]) == 2
+
+
+def test_catches_up_after_listen_reconnect(
+    servers: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    before = ready(servers[0])
+    product = run(database.fetch("SELECT id FROM products WHERE is_active ORDER BY id DESC LIMIT 1"))[0][0]
+    run(
+        database.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'catalog-listen' AND datname = current_database()"
+        )
+    )
+    # Written while the listeners may be away: only the catch-up after the reconnect can see it.
+    run(database.execute("UPDATE products SET stock_on_hand = 0 WHERE id = $1", product))
+    wait_caught_up(servers, current_version(database))
+    after = ready(servers[0])
+    assert after["reconnects"] > before["reconnects"]
+    assert after["index"]["rebuilds"] == before["index"]["rebuilds"]
+    assert compare(servers, [{"in_stock": "false", "page_size": 200}, {"sort": "newest"}]) == 2
+
+
+def test_off_by_default(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    assert "index" not in ready(servers[1])
