@@ -23,12 +23,12 @@ COMMON = {"PROCESSES": "1", "CACHE_ENABLED": "false", "PUBLIC_BASE_URL": "http:/
 def servers(
     database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """(index server, SQL server) on the module's database."""
+    """(CATALOG_INDEX=true server, default server) on the module's database."""
     awkward(database)
     indexed = ServerProcess(
         database, services, tmp_path_factory.mktemp("idx"), CATALOG_INDEX="true", **COMMON
     )
-    plain = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false", **COMMON)
+    plain = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), **COMMON)  # the default: off
     indexed.start()
     try:
         plain.start()
@@ -118,8 +118,10 @@ def test_index_answers_like_sql(servers: tuple[ServerProcess, ServerProcess], da
     queries = random_queries(database, rng, 200)
     served = ready(servers[0])["index"]["served"]
     assert compare(servers, queries) > 50
-    # The index really answered every one of them (no write meanwhile, so never a fallback to SQL).
+    # The index really answered every one of them (no write meanwhile, so never a fallback to SQL); the
+    # default server has none.
     assert ready(servers[0])["index"]["served"] == served + len(queries)
+    assert "index" not in ready(servers[1])
 
 
 WRITES = [
@@ -217,7 +219,3 @@ def test_catches_up_after_listen_reconnect(
     assert after["reconnects"] > before["reconnects"]
     assert after["index"]["rebuilds"] == before["index"]["rebuilds"]
     assert compare(servers, [{"in_stock": "false", "page_size": 200}, {"sort": "newest"}]) == 2
-
-
-def test_off_by_default(servers: tuple[ServerProcess, ServerProcess]) -> None:
-    assert "index" not in ready(servers[1])
