@@ -54,6 +54,7 @@ class LiveCatalog:
             "version": self.version,
             "products": len(self.index),
             "active": self.index.active_count,
+            "memory_bytes": self.index.memory_bytes,
             "rebuilds": self.rebuilds,
             "applied": self.applied,
             "rank_loads": self.rank_loads,
@@ -106,16 +107,20 @@ class LiveCatalog:
         if rebuild:
             await self.rebuild(conn)
             return
-        if cats is not None:
-            self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
-            self.category_loads += 1
-        if ranks is not None:
-            # Every rank may shift when one name changes; those of products not yet indexed are set below.
-            self._ranks = dict(ranks)
-            present = [i for i in self._ranks if i in self.index]
-            self.index.set_name_ranks(present, [self._ranks[i] for i in present])
-            self.rank_loads += 1
-        self._apply(rows, product_ids)
+        try:
+            if cats is not None:
+                self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
+                self.category_loads += 1
+            if ranks is not None:
+                # Every rank may shift when one name changes; products not yet indexed get theirs below.
+                self._ranks = dict(ranks)
+                present = [i for i in self._ranks if i in self.index]
+                self.index.set_name_ranks(present, [self._ranks[i] for i in present])
+                self.rank_loads += 1
+            self._apply(rows, product_ids)
+        except BaseException:
+            self.version = -1  # half applied: no page from it, and the next catch-up rebuilds
+            raise
         self.epoch, self.version = epoch, current
         self.applied += count
 
