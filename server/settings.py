@@ -76,9 +76,9 @@ class Settings(BaseSettings):
     CACHE_NOT_FOUND_TTL_S: int = Field(30, ge=1, le=3600)  # "no such product", versioned like pages
     # Per Redis call of the page cache: a stalled Redis must cost a request little (the limiter has its own).
     CACHE_REDIS_TIMEOUT_MS: float = Field(80.0, gt=0, le=1000)
-    # Serve the product list without `q` from an in-memory index kept exact by the change feed (issue 10;
-    # off until the other endpoints and the cache invalidation follow).
-    CATALOG_INDEX: bool = False
+    # Serve lists, counts, facets and categories from an in-memory index kept exact by the change feed;
+    # false serves every answer from SQL (the reference, for A/B runs).
+    CATALOG_INDEX: bool = True
     # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
     EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 

@@ -23,12 +23,14 @@ COMMON = {"PROCESSES": "1", "CACHE_ENABLED": "false", "PUBLIC_BASE_URL": "http:/
 def servers(
     database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """(CATALOG_INDEX=true server, default server) on the module's database."""
+    """(CATALOG_INDEX=true server, CATALOG_INDEX=false server) on the module's database."""
     awkward(database)
     indexed = ServerProcess(
         database, services, tmp_path_factory.mktemp("idx"), CATALOG_INDEX="true", **COMMON
     )
-    plain = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), **COMMON)  # the default: off
+    plain = ServerProcess(
+        database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false", **COMMON
+    )
     indexed.start()
     try:
         plain.start()
