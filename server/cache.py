@@ -1,8 +1,12 @@
-"""Page cache that is never stale: L1 per process, L2 in Redis, keys that embed the catalog version.
+"""Page cache that is never stale: L1 per process, L2 in Redis, keys that embed what the answer depends on.
 
-A key is `route | normalised inputs | catalog epoch:version | image fingerprint`. A committed change bumps
-the version (database triggers + LISTEN/NOTIFY, see resources.py), so old entries become unreachable; nothing
-is ever scanned or deleted by pattern. L1 is simply emptied when the generation changes.
+A key is `generation | route and normalised inputs [| stamp]`. Answers from SQL have the generation
+`catalog epoch:version:image fingerprint`: a committed change bumps the version (database triggers +
+LISTEN/NOTIFY, see resources.py), so old entries become unreachable. Answers from the in-memory index
+(catalog/live.py) have the generation `epoch:structure version:image fingerprint`, which product writes do
+not change, and a stamp of the ids they show, their row versions and their counts: a write reaches exactly
+the keys of the answers it changes. Nothing is ever scanned or deleted by pattern; L1 drops unreachable
+entries as its least recently used.
 
 Each entry holds the JSON bytes, their gzip bytes (compressed once per fill, never per request; zstd and br
 once per process on first use, see Page) and a strong ETag, or a "not found" marker (a scan of unknown ids
@@ -205,7 +209,6 @@ class PageCache:
         self.stats = CacheStats()
         self._l1: OrderedDict[str, Page] = OrderedDict()
         self._l1_bytes = 0
-        self._generation = ""
         self._inflight: dict[str, asyncio.Future[Page]] = {}
         self._redis_down_until = 0.0
         self._totals: dict[str, int] = {}
@@ -234,14 +237,6 @@ class PageCache:
         return self.stats.as_dict()
 
     # -- L1 -------------------------------------------------------------------------------------
-
-    def _set_generation(self, generation: str) -> None:
-        if generation != self._generation:
-            # Every key embeds the generation: entries of older ones can never be asked for again.
-            self._l1.clear()
-            self._l1_bytes = 0
-            self._generation = generation
-            self.stats.generation = generation
 
     def _l1_put(self, key: str, page: Page) -> None:
         old = self._l1.pop(key, None)
@@ -336,7 +331,10 @@ class PageCache:
 
     def peek(self, key: str, generation: str) -> Page | None:
         """L1 only, no await: the hot path of a cached hit."""
-        self._set_generation(generation)
+        # Every key embeds its generation: entries of older ones are never asked for again and leave L1 as
+        # its least recently used (two kinds of generation take turns here: the catalog version's and the
+        # index's, so emptying L1 whenever the generation differs would empty it at every turn).
+        self.stats.generation = generation
         page = self._l1.get(key)
         if page is not None:
             self._l1.move_to_end(key)
@@ -379,7 +377,7 @@ class PageCache:
                 page = await self._fill_shared(full_key, fill, lambda: generation() == gen)
             else:
                 page = await self._fill_local(fill)
-            if self._generation == gen and generation() == gen:
+            if generation() == gen:
                 self._l1_put(full_key, page)
             future.set_result(page)
             return page

@@ -124,6 +124,24 @@ class Resources:
         """`generation`, as a callable for the page cache."""
         return self.generation
 
+    def index_generation(self) -> str:
+        """What every answer computed from the index depends on beyond its stamp (LiveCatalog.stamp):
+        database epoch, the index's structure version, set of images. Product writes do not change it."""
+        live = self.live
+        assert live is not None
+        return f"{live.epoch}:i{live.structure}:{self.images.fingerprint}"
+
+    async def fresh_index(self) -> LiveCatalog | None:
+        """The index, once it reflects every change this process has heard of (waiting at most
+        CATALOG_INDEX_WAIT_MS for its catch-up); None when it is off or still behind: answer from SQL."""
+        live, c = self.live, self.catalog
+        if live is None:
+            return None
+        if live.epoch == c.epoch and live.version >= c.version:
+            return live
+        wait_s = self.settings.CATALOG_INDEX_WAIT_MS / 1000
+        return live if await live.wait_for(c.epoch, c.version, wait_s) else None
+
     @property
     def dsn(self) -> str:
         """The database URL (secret: never log it)."""

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Serve lists, counts, facets and categories from an in-memory index kept exact by the change feed;
     # false serves every answer from SQL (the reference, for A/B runs).
     CATALOG_INDEX: bool = True
+    # A request that finds the index behind the version this process has heard of waits this long for its
+    # catch-up (milliseconds, usually a few) before answering from SQL instead.
+    CATALOG_INDEX_WAIT_MS: int = Field(200, ge=0, le=5000)
     # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
     EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -207,3 +208,12 @@ def stop_tree(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout:
                 child.kill()
         proc.kill()
         proc.wait()
+
+
+def timing(resp: httpx.Response) -> tuple[int, int]:
+    """(queries run, pid) from the Server-Timing header the suite enables."""
+    header = resp.headers["server-timing"]
+    queries = re.search(r'desc="(\d+) queries"', header)
+    pid = re.search(r'proc;desc="(\d+)"', header)
+    assert queries and pid, header
+    return int(queries.group(1)), int(pid.group(1))

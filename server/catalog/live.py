@@ -5,11 +5,22 @@ Built once from SQL (repo.index_*), then each catch-up reads the changes after t
 changes reload the (small) tree, and the name ranks are reloaded only when a name changed or a product
 appeared. A gap in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
 Each catch-up reads in one REPEATABLE READ snapshot, so the index is exactly the catalog at `version`.
+
+Fine-grained cache keys: every product has a row version, the catalog version of the last change to it that
+this process applied (or the version of the last rebuild), and `structure` is the version of the last change
+to what every answer shows (categories, or a rebuild). An answer computed from the index is keyed by its
+query, its ids, their row versions and its counts (`stamp`), under the generation
+`epoch:structure:images`: a stock change to one product changes the keys of the answers showing it and of
+the answers whose ids or counts it changes, and no other. A (product id, row version) pair names one state
+of the row in every process (the row as of that version), so processes at different versions share a key
+only for the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from array import array
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +31,7 @@ from server.catalog import repo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+_U64 = (1 << 64) - 1
 
 
 def _micros(ts: datetime) -> int:
@@ -38,6 +50,10 @@ class LiveCatalog:
         # upserts the product with the rank it has.
         self._names: dict[int, str] = {}
         self._ranks: dict[int, int] = {}
+        # Row version by product id (grown on demand; 0 = never seen) and the structure version.
+        self._versions = array("q")
+        self.structure = -1
+        self._advanced = asyncio.Event()  # set and replaced each time `version` moves
         self.rebuilds = 0
         self.applied = 0  # changes applied incrementally
         self.rank_loads = 0
@@ -48,10 +64,42 @@ class LiveCatalog:
         """True when the index is exactly the catalog at (epoch, version)."""
         return self.version == version and self.epoch == epoch
 
+    def stamp(self, ids: Iterable[int]) -> str:
+        """What an answer listing `ids` depends on beyond its query and counts: the ids in order and their
+        row versions (two 64-bit hashes; int hashes are the same in every process)."""
+        versions = self._versions
+        n = len(versions)
+        ids = tuple(ids)
+        rows = hash(tuple([versions[i] if i < n else 0 for i in ids]))
+        return f"{hash(ids) & _U64:x}.{rows & _U64:x}"
+
+    def is_listed(self, product_id: int) -> bool:
+        """True when the product exists and is active (what the list and the detail show)."""
+        return self.index.count(only=(product_id,)) == 1
+
+    async def wait_for(self, epoch: str, version: int, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until the index reflects at least `version` of `epoch`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not (self.epoch == epoch and self.version >= version):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._advanced.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    def _moved(self) -> None:
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
     def report(self) -> dict[str, Any]:
         """The index's line in /ready."""
         return {
             "version": self.version,
+            "structure": self.structure,
             "products": len(self.index),
             "active": self.index.active_count,
             "memory_bytes": self.index.memory_bytes,
@@ -82,7 +130,11 @@ class LiveCatalog:
         )
         self.index, self.epoch, self.version = index, epoch, version
         self._names, self._ranks = {r[0]: r[6] for r in rows}, ranks
+        top = max((r[0] for r in rows), default=0)
+        self._versions = array("q", [version]) * (top + 1)
+        self.structure = version
         self.rebuilds += 1
+        self._moved()
 
     async def catch_up(self, conn: asyncpg.Connection) -> None:
         """Apply every change after `version` (a full rebuild only when the feed cannot say what changed)."""
@@ -107,6 +159,7 @@ class LiveCatalog:
         if rebuild:
             await self.rebuild(conn)
             return
+        assert changes is not None
         try:
             if cats is not None:
                 self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
@@ -118,11 +171,26 @@ class LiveCatalog:
                 self.index.set_name_ranks(present, [self._ranks[i] for i in present])
                 self.rank_loads += 1
             self._apply(rows, product_ids)
+            self._touch(changes)
         except BaseException:
             self.version = -1  # half applied: no page from it, and the next catch-up rebuilds
             raise
+        if cats is not None:
+            self.structure = current
         self.epoch, self.version = epoch, current
         self.applied += count
+        self._moved()
+
+    def _touch(self, changes: Sequence[repo.Change]) -> None:
+        """Each changed product's row version becomes that of its last change (changes are in order)."""
+        versions = self._versions
+        for version, tbl, ids in changes:
+            if tbl not in ("products", "product_prices"):
+                continue
+            for pid in ids or ():
+                if pid >= len(versions):
+                    versions.frombytes(bytes(8 * (pid + 1 - len(versions))))
+                versions[pid] = version
 
     def _apply(self, rows: Sequence[asyncpg.Record], ids: list[int]) -> None:
         found = set()

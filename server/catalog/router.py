@@ -8,8 +8,7 @@ from typing import Any
 from server.cache import Made, Page
 from server.catalog import schemas, service
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery
-from server.http import Call, Handler, Reply, Route
-from server.resources import Resources
+from server.http import Call, Reply, Route
 from server.state import AppState
 
 # Shoppers' apps may show a page for a few seconds; the ETag makes revalidation cheap.
@@ -25,26 +24,41 @@ def routes(state: AppState) -> list[Route]:
     """The consumer catalog endpoints."""
     max_shared_page = state.settings.CACHE_L2_MAX_PAGE
 
-    def cached(make: Callable[[Resources, Any], Awaitable[Made]]) -> Handler:
+    async def cached(query: Any, make: Callable[[], Awaitable[Made]], *, stamp: str | None = None) -> Reply:
         # Every catalog read: the page cache in front, `make` on a miss. The key comes from the typed,
-        # normalised query the wrapper built (Route.typed), the same object `make` computes from.
-        async def handler(call: Call) -> Reply:
-            res, query = state.res, call.input
-            page = await res.cache.get_or_fill(
-                query.cache_key,
-                res.current_generation,
-                lambda: make(res, query),
-                shared=query.page <= max_shared_page,
-            )
-            if page.status == 404:
-                raise service.product_not_found(query.id)  # only details make 404 markers
-            return cached_reply(page)
+        # normalised query the wrapper built (Route.typed), the same object `make` computes from. An answer
+        # computed from the index adds its stamp (ids, row versions, counts) and lives under the index's
+        # generation, which product writes do not change; any other lives under the catalog version.
+        res = state.res
+        if stamp is None:
+            key, generation = query.cache_key, res.current_generation
+        else:
+            key, generation = f"{query.cache_key}|{stamp}", res.index_generation
+        page = await res.cache.get_or_fill(key, generation, make, shared=query.page <= max_shared_page)
+        if page.status == 404:
+            raise service.product_not_found(query.id)  # only details make 404 markers
+        return cached_reply(page)
 
-        return handler
+    async def list_products(call: Call) -> Reply:
+        res, query = state.res, call.input
+        live = await res.fresh_index() if query.q is None else None
+        if live is None:
+            return await cached(query, lambda: service.product_page(res, query))
+        found = service.index_list(live, query)
+        return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.key)
 
-    list_products = cached(service.product_page)
-    get_product = cached(service.product_detail)
-    list_categories = cached(service.category_page)
+    async def get_product(call: Call) -> Reply:
+        res, query = state.res, call.input
+        live = await res.fresh_index()
+        if live is None:
+            return await cached(query, lambda: service.product_detail(res, query))
+        if not live.is_listed(query.id):
+            raise service.product_not_found(query.id)  # exact at the index's version: no query
+        return await cached(query, lambda: service.product_detail(res, query), stamp=live.stamp((query.id,)))
+
+    async def list_categories(call: Call) -> Reply:
+        res, query = state.res, call.input
+        return await cached(query, lambda: service.category_page(res, query))
 
     return [
         Route(

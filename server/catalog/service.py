@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 from core_ext import serialize_page
 from server.cache import Made
 from server.catalog import repo
+from server.catalog.live import LiveCatalog
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery
 from server.catalog.schemas import page_meta
 from server.errors import NotFound
@@ -22,20 +24,52 @@ def product_not_found(product_id: int) -> NotFound:
     return NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
 
 
+@dataclass(frozen=True, slots=True)
+class IndexedList:
+    """A list answer computed from the index: the page's ids and the total, and what its bytes depend on
+    beyond the query (`key`: the total, the ids and their row versions)."""
+
+    ids: list[int]
+    total: int
+    key: str
+
+
+def index_list(live: LiveCatalog, query: ProductQuery) -> IndexedList:
+    """The page's ids and total from memory (no I/O)."""
+    ids, total = live.index.query(
+        query.sort,
+        query.offset,
+        query.page_size,
+        category=query.category_id,
+        min_price=_cents(query.min_price, math.ceil),
+        max_price=_cents(query.max_price, math.floor),
+        in_stock=query.in_stock,
+    )
+    return IndexedList(ids, total, f"{total}|{live.stamp(ids)}")
+
+
+async def indexed_page(res: Resources, query: ProductQuery, found: IndexedList) -> Made:
+    """JSON bytes of the page the index chose: its rows by primary key (one query), serialized."""
+    rows: list[Any] = []
+    if found.ids:
+        async with res.pool.acquire() as conn:
+            fetched = await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, found.ids)
+        by_id = {r[0]: r for r in fetched}
+        if len(by_id) != len(found.ids):
+            return await product_page(res, query)  # deleted since the index's version: SQL answers
+        rows = [by_id[i] for i in found.ids]
+    assert res.live is not None
+    res.live.served += 1
+    meta = page_meta(query.page, query.page_size, found.total)
+    body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
+    return Made(body, shared=bool(rows))
+
+
 async def product_page(res: Resources, query: ProductQuery) -> Made:
-    """JSON bytes of one page of the product list (not shared beyond this process when empty)."""
+    """JSON bytes of one page of the product list from SQL (the reference; not shared beyond this process
+    when empty)."""
     # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
     generation, key = f"{res.catalog.epoch}:{res.catalog.version}", query.total_key
-    live = res.live
-    if live is not None and query.q is None and live.ready_for(res.catalog.epoch, res.catalog.version):
-        page = await _indexed_page(res, query)
-        if page is not None:
-            rows, total = page
-            live.served += 1
-            res.cache.remember_total(generation, key, total)
-            meta = page_meta(query.page, query.page_size, total)
-            body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
-            return Made(body, shared=bool(rows))
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
             conn,
@@ -54,28 +88,6 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
 def _cents(value: Decimal | None, rounding: Any) -> int | None:
     # The bounds have at most 2 decimals (params), so this is exact; rounding keeps it right if not.
     return None if value is None else int(rounding(value * 100))
-
-
-async def _indexed_page(res: Resources, query: ProductQuery) -> tuple[list[Any], int] | None:
-    """The page's rows and total from the in-memory index plus one primary-key query; None when the rows
-    no longer all exist (the caller then asks SQL)."""
-    assert res.live is not None
-    ids, total = res.live.index.query(
-        query.sort,
-        query.offset,
-        query.page_size,
-        category=query.category_id,
-        min_price=_cents(query.min_price, math.ceil),
-        max_price=_cents(query.max_price, math.floor),
-        in_stock=query.in_stock,
-    )
-    if not ids:
-        return [], total
-    async with res.pool.acquire() as conn:
-        found = {r[0]: r for r in await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids)}
-    if len(found) != len(ids):
-        return None  # deleted since the index's version: a newer version is on its way
-    return [found[i] for i in ids], total
 
 
 async def product_detail(res: Resources, query: ProductId) -> Made:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -12,21 +11,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from catalog_testlib import Database, ServerProcess, Services, drop_database, make_database, run
+from catalog_testlib import (
+    Database,
+    ServerProcess,
+    Services,
+    drop_database,
+    make_database,
+    run,
+    timing,
+)
 
 from server.embedded import EmbeddedRedis
 
 PRODUCTS = "/api/consumer/products"
 CLOSE = {"Connection": "close"}
-
-
-def timing(resp: httpx.Response) -> tuple[int, int]:
-    """(queries run, pid) from the Server-Timing header the suite enables."""
-    header = resp.headers["server-timing"]
-    queries = re.search(r'desc="(\d+) queries"', header)
-    pid = re.search(r'proc;desc="(\d+)"', header)
-    assert queries and pid, header
-    return int(queries.group(1)), int(pid.group(1))
 
 
 def pids_of(server: ServerProcess) -> set[int]:
