@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,9 +41,10 @@ def _micros(ts: datetime) -> int:
 class LiveCatalog:
     """The index, the (epoch, version) it reflects, and counters for /ready."""
 
-    def __init__(self, price_list: str) -> None:
+    def __init__(self, price_list: str, make_index: Callable[[], CatalogIndex] = CatalogIndex) -> None:
         self.price_list = price_list
-        self.index = CatalogIndex()
+        self._make_index = make_index  # the tests pass each build's class
+        self.index = make_index()
         self.epoch = ""
         self.version = -1  # nothing reflected yet: never equal to a real version
         # Name and rank of every product: a rename (or a new product) reloads the ranks; any other change
@@ -117,7 +118,7 @@ class LiveCatalog:
             cats = await repo.index_categories(conn)
             rows = await repo.index_products(conn, self.price_list)
             ranks = dict(await repo.name_ranks(conn))
-        index = CatalogIndex()
+        index = self._make_index()
         index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
         index.build(
             [r[0] for r in rows],
