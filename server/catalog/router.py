@@ -53,8 +53,8 @@ def routes(state: AppState) -> list[Route]:
             list_products,
             schemas.PRODUCT_LIST_PARAMS,
             typed=ProductQuery.from_params,
-            summary="List active products (filters, sort, pagination)",
-            response_schema=schemas.page_schema(schemas.PRODUCT_ITEM_SCHEMA),
+            summary="List active products (filters, sort, pagination, facets), or a batch by ids or SKUs",
+            response_schema=schemas.PRODUCT_PAGE_SCHEMA,
         ),
         Route(
             "GET",

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from core_ext import serialize_page
+from core_ext import CatalogIndex, serialize_page
 from server.cache import Made
 from server.catalog import repo
-from server.catalog.query import CategoryQuery, ProductId, ProductQuery
+from server.catalog.facets import FacetCounts, cents, render
+from server.catalog.query import CategoryQuery, ProductId, ProductQuery, entry_sku
 from server.catalog.schemas import page_meta
+from server.catalog.search import normalise
 from server.errors import NotFound
 from server.resources import Resources
 
@@ -24,18 +28,22 @@ def product_not_found(product_id: int) -> NotFound:
 
 async def product_page(res: Resources, query: ProductQuery) -> Made:
     """JSON bytes of one page of the product list (not shared beyond this process when empty)."""
+    if query.batch:
+        return await product_batch(res, query)
+    bounds = res.settings.FACET_PRICE_BUCKETS
     # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
     generation, key = f"{res.catalog.epoch}:{res.catalog.version}", query.total_key
     live = res.live
     if live is not None and query.q is None and live.ready_for(res.catalog.epoch, res.catalog.version):
-        page = await _indexed_page(res, query)
+        answer = index_answer(live.index, query, bounds)
+        page = await _indexed_page(res, query, answer)
         if page is not None:
-            rows, total = page
+            rows, heads = page
             live.served += 1
-            res.cache.remember_total(generation, key, total)
-            meta = page_meta(query.page, query.page_size, total)
-            body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
-            return Made(body, shared=bool(rows))
+            res.cache.remember_total(generation, key, answer.total)
+            facets = None if answer.facets is None else render(query.facets, answer.facets, heads, bounds)
+            return _page_body(res, query, rows, answer.total, facets)
+    facets = None
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
             conn,
@@ -45,8 +53,22 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
             offset=query.offset,
             known_total=res.cache.total(generation, key),
         )
+        if query.facets:
+            found = await repo.facet_counts(
+                conn, price_list=res.settings.CONSUMER_PRICE_LIST, flt=query.filter, bounds=list(bounds)
+            )
+            counts, heads = FacetCounts.from_rows(found, len(bounds) + 1)
+            facets = render(query.facets, counts, heads, bounds)
     res.cache.remember_total(generation, key, total)
-    meta = page_meta(query.page, query.page_size, total)
+    return _page_body(res, query, rows, total, facets)
+
+
+def _page_body(
+    res: Resources, query: ProductQuery, rows: list[Any], total: int, facets: dict[str, Any] | None
+) -> Made:
+    meta: dict[str, Any] = page_meta(query.page, query.page_size, total)
+    if facets is not None:
+        meta["facets"] = facets
     body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
     return Made(body, shared=bool(rows))
 
@@ -56,26 +78,75 @@ def _cents(value: Decimal | None, rounding: Any) -> int | None:
     return None if value is None else int(rounding(value * 100))
 
 
-async def _indexed_page(res: Resources, query: ProductQuery) -> tuple[list[Any], int] | None:
-    """The page's rows and total from the in-memory index plus one primary-key query; None when the rows
-    no longer all exist (the caller then asks SQL)."""
-    assert res.live is not None
-    ids, total = res.live.index.query(
-        query.sort,
-        query.offset,
-        query.page_size,
-        category=query.category_id,
-        min_price=_cents(query.min_price, math.ceil),
-        max_price=_cents(query.max_price, math.floor),
-        in_stock=query.in_stock,
-    )
-    if not ids:
-        return [], total
+@dataclass(frozen=True, slots=True)
+class IndexAnswer:
+    """What the in-memory index computed for one list query: the page's ids, the total, the facets."""
+
+    ids: list[int]
+    total: int
+    facets: FacetCounts | None
+
+
+def index_answer(index: CatalogIndex, query: ProductQuery, bounds: Sequence[Decimal]) -> IndexAnswer:
+    """The index's side of a list answer (no I/O): ids in page order, total, facet counts if asked for."""
+    filters: dict[str, Any] = {
+        "category": query.category_id,
+        "min_price": _cents(query.min_price, math.ceil),
+        "max_price": _cents(query.max_price, math.floor),
+        "in_stock": query.in_stock,
+    }
+    ids, total = index.query(query.sort, query.offset, query.page_size, **filters)
+    facets = None
+    if query.facets:
+        facets = FacetCounts.from_index(index.facets(**filters, price_bounds=cents(bounds)))
+    return IndexAnswer(ids, total, facets)
+
+
+async def _indexed_page(
+    res: Resources, query: ProductQuery, answer: IndexAnswer
+) -> tuple[list[Any], list[Any]] | None:
+    """The page's rows (one primary-key query) and the category facet's (id, name, name_ar) in order (one
+    more when asked for); None when the rows no longer all exist (the caller then asks SQL)."""
+    ids = answer.ids
+    heads = []
+    if answer.facets is not None and "category" in query.facets:
+        heads = [cid for cid, _ in answer.facets.categories]
+    if not ids and not heads:
+        return [], []
     async with res.pool.acquire() as conn:
-        found = {r[0]: r for r in await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids)}
+        found = {}
+        if ids:
+            found = {r[0]: r for r in await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids)}
+        names = await repo.facet_categories(conn, heads) if heads else []
     if len(found) != len(ids):
         return None  # deleted since the index's version: a newer version is on its way
-    return [found[i] for i in ids], total
+    return [found[i] for i in ids], names
+
+
+async def product_batch(res: Resources, query: ProductQuery) -> Made:
+    """JSON bytes of the batch `ids=`: the products asked for, in order, each once, and the entries that
+    match no active product (one query)."""
+    ids = [int(e) for e in query.ids if entry_sku(e) is None]
+    skus = [sku for e in query.ids if (sku := entry_sku(e)) is not None]
+    async with res.pool.acquire() as conn:
+        rows = await repo.products_by_keys(conn, res.settings.CONSUMER_PRICE_LIST, ids, skus)
+    by_id = {r[0]: r for r in rows}
+    by_sku: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: r[0]):  # a SKU shared by several products: the lowest id
+        if row[2] is not None:
+            by_sku.setdefault(normalise(row[2]), row)
+    items: dict[int, Any] = {}
+    missing: list[str] = []
+    for entry in query.ids:
+        sku = entry_sku(entry)
+        row = by_id.get(int(entry)) if sku is None else by_sku.get(sku)
+        if row is None:
+            missing.append(entry)
+        else:
+            items.setdefault(row[0], row)
+    meta = {**page_meta(query.page, query.page_size, len(items)), "missing": missing}
+    body = serialize_page(list(items.values()), res.images, res.settings.PUBLIC_BASE_URL, meta)
+    return Made(body, shared=bool(items))
 
 
 async def product_detail(res: Resources, query: ProductId) -> Made:
