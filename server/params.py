@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from server.errors import FieldError, ValidationFailed
 
-Kind = Literal["int", "str", "bool", "decimal", "enum", "raw"]
+Kind = Literal["int", "str", "bool", "decimal", "enum", "raw", "list"]
 Location = Literal["path", "query", "header"]
 
 _INT_RE = re.compile(r"[+-]?[0-9]{1,18}")
@@ -38,6 +38,11 @@ class Param:
     max_length: int | None = None
     choices: tuple[str, ...] = ()
     pattern: str | None = None
+    # "list": one comma-separated value (`a,b,c`, never a repeated parameter), as a tuple: at most
+    # `max_items` entries (max_length bounds the whole raw value); with `choices` each entry is one of them
+    # exactly, else each has at most `item_max_length` characters, is trimmed, and blank ones are dropped.
+    max_items: int | None = None
+    item_max_length: int | None = None
     _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +81,8 @@ class Param:
                     allowed = ", ".join(self.choices)
                     raise _Bad(f"must be one of: {allowed}", f"يجب أن تكون إحدى القيم: {allowed}")
                 value = raw
+            case "list":
+                value = self._parse_list(raw)
             case "raw":  # checked by the handler itself (e.g. image names answer 404, not 422)
                 value = raw
             case "str":
@@ -95,6 +102,43 @@ class Param:
             raise _Bad(f"must be at most {self.maximum}", f"يجب ألا يزيد عن {self.maximum}")
         return value
 
+    def _parse_list(self, raw: str) -> tuple[str, ...]:
+        if self.max_length is not None and len(raw) > self.max_length:
+            raise _Bad(
+                f"must be at most {self.max_length} characters",
+                f"يجب ألا يزيد طوله عن {self.max_length} حرفاً",
+            )
+        parts = raw.split(",")
+        if self.max_items is not None and len(parts) > self.max_items:
+            raise _Bad(
+                f"must list at most {self.max_items} entries",
+                f"يجب ألا يزيد عدد العناصر عن {self.max_items}",
+            )
+        if self.choices:
+            if any(p not in self.choices for p in parts):
+                allowed = ", ".join(self.choices)
+                raise _Bad(
+                    f"must be a comma-separated list of: {allowed}",
+                    f"يجب أن يكون قائمة مفصولة بفواصل من: {allowed}",
+                )
+            return tuple(parts)
+        if self.item_max_length is not None and any(len(p) > self.item_max_length for p in parts):
+            raise _Bad(
+                f"entries must be at most {self.item_max_length} characters each",
+                f"يجب ألا يزيد طول كل عنصر عن {self.item_max_length} حرفاً",
+            )
+        return tuple(entry for entry in (p.strip() for p in parts) if entry)
+
+    def _list_pattern(self) -> str:
+        # Exactly what _parse_list admits (so a schema-valid request is never refused, nor an invalid one
+        # served): choices as they are, or free entries of up to item_max_length characters, blank ones too.
+        if self.choices:
+            entry = "(?:" + "|".join(map(re.escape, self.choices)) + ")"
+        else:
+            entry = "[^,]*" if self.item_max_length is None else f"[^,]{{0,{self.item_max_length}}}"
+        more = "*" if self.max_items is None else f"{{0,{self.max_items - 1}}}"
+        return f"{entry}(?:,{entry}){more}"
+
     def openapi(self) -> dict[str, Any]:
         """This parameter as an OpenAPI 3.0 Parameter Object."""
         schemas: dict[str, dict[str, Any]] = {
@@ -104,6 +148,8 @@ class Param:
             "decimal": {"type": "string", "pattern": f"^{_DECIMAL_RE.pattern}$"},
             "enum": {"type": "string", "enum": list(self.choices)},
             "raw": {"type": "string"},
+            # A string, not an array: the value is one parameter (`a,b`), never repeated (`a&a`).
+            "list": {"type": "string", "pattern": f"^{self._list_pattern()}$"},
         }
         schema = dict(schemas[self.kind])
         if self.kind == "int":  # decimal bounds are enforced, but a string schema cannot state them

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from server.ratelimit import DEFAULT_POLICIES, Policy, parse_optional_policy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_PRICE_BUCKET_BOUNDS = 20
+CENT = Decimal("0.01")
 ZohoDataCentre = Literal["com", "eu", "in", "com.au", "jp", "ca", "sa", "com.cn"]
 
 
@@ -64,6 +68,10 @@ class Settings(BaseSettings):
     DB_ACQUIRE_TIMEOUT_S: float = Field(2.0, gt=0, le=60)
 
     CONSUMER_PRICE_LIST: str = Field("consumer", pattern=r"^[a-z0-9_]{1,32}$")
+    # Bounds of the price facet's buckets (consumer price, `facets=price`): "10,25" makes 0-10, 10-25, 25+.
+    FACET_PRICE_BUCKETS: Annotated[tuple[Decimal, ...], NoDecode] = tuple(
+        Decimal(b) for b in ("10", "25", "50", "100", "250", "500")
+    )
 
     # Page cache (L1 per process, L2 in Redis) and Redis keys.
     CACHE_ENABLED: bool = True
@@ -135,6 +143,26 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must start with http:// or https://")
         return value
+
+    @field_validator("FACET_PRICE_BUCKETS", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(","))
+        return value
+
+    @field_validator("FACET_PRICE_BUCKETS")
+    @classmethod
+    def _check_buckets(cls, value: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        if not 1 <= len(value) <= MAX_PRICE_BUCKET_BOUNDS:
+            raise ValueError(f"must list 1 to {MAX_PRICE_BUCKET_BOUNDS} bounds")
+        for bound in value:
+            # Prices are >= 0, so the first bucket starts at 0 and a bound of 0 would only add an empty one.
+            if not bound.is_finite() or not 0 < bound < 10**12 or bound != bound.quantize(CENT):
+                raise ValueError(f"{bound}: bounds must be positive prices with at most 2 decimals")
+        if any(a >= b for a, b in itertools.pairwise(value)):
+            raise ValueError("bounds must be strictly ascending")
+        return tuple(b.quantize(CENT) for b in value)
 
     @field_validator("TRUSTED_PROXIES", "READY_DETAIL_NETWORKS", mode="before")
     @classmethod

@@ -46,6 +46,34 @@ def _search(text: str | None) -> str | None:
     return term
 
 
+SKU_PREFIX = "sku:"
+MAX_IDS = 200  # entries of one `ids=` batch
+
+
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _entry(raw: str) -> str:
+    """One `ids` entry in its canonical form ("" when blank): a product id as a plain decimal (`007` -> `7`);
+    a SKU normalised as search normalises it (case, Arabic-Indic digits, ...), prefixed with `sku:` only
+    when it could be misread (all digits, blank, or itself starting with `sku:`). One form, one entry."""
+    text = normalise(raw).strip()
+    explicit = text.startswith(SKU_PREFIX)
+    if explicit:
+        text = text.removeprefix(SKU_PREFIX).strip()
+    elif _is_id(text) or not text:
+        return str(int(text)) if text else ""
+    return SKU_PREFIX + text if _is_id(text) or not text or text.startswith(SKU_PREFIX) else text
+
+
+def entry_sku(entry: str) -> str | None:
+    """The normalised SKU of a canonical `ids` entry; None for a product id."""
+    if _is_id(entry):
+        return None
+    return entry.removeprefix(SKU_PREFIX)
+
+
 class CatalogQuery(Protocol):
     """What the page cache needs of any catalog query."""
 
@@ -72,10 +100,15 @@ class ProductQuery:
     max_price: Decimal | None
     in_stock: bool | None
     sort: str
+    facets: tuple[str, ...] = ()  # sorted: the set of facets asked for
+    ids: tuple[str, ...] = ()  # canonical entries (_entry), first occurrence kept
+    batch: bool = False  # `ids=` was given (perhaps empty): a look-up by ids and SKUs, not a listing
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ProductQuery:
         """Normalise the wrapper's validated params."""
+        if params["ids"] is not None:
+            return cls._batch(params["ids"])
         return cls(
             page=params["page"],
             page_size=params["page_size"],
@@ -85,7 +118,15 @@ class ProductQuery:
             max_price=_price(params["max_price"]),
             in_stock=params["in_stock"],
             sort=params["sort"],
+            facets=tuple(sorted(set(params["facets"] or ()))),
         )
+
+    @classmethod
+    def _batch(cls, entries: tuple[str, ...]) -> ProductQuery:
+        # A look-up, not a listing: every other parameter is ignored (generated clients send their defaults
+        # for page, page_size and sort), so the key holds the entries only.
+        ids = tuple(dict.fromkeys(e for e in map(_entry, entries) if e))
+        return cls(1, MAX_IDS, None, None, None, None, None, "name", ids=ids, batch=True)
 
     @property
     def filter(self) -> ProductFilter:
@@ -115,7 +156,7 @@ class ProductQuery:
         return _key("total", self._values()[2:7])
 
     def _values(self) -> tuple[Any, ...]:
-        return (
+        values = (
             self.page,
             self.page_size,
             self.category_id,
@@ -125,6 +166,10 @@ class ProductQuery:
             self.in_stock,
             self.sort,
         )
+        # A plain page keeps its 8-value key; a batch or facets make it 10 values long (never ambiguous).
+        if self.batch:
+            return (*values, None, self.ids)
+        return (*values, self.facets, None) if self.facets else values
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ _FILTERS: dict[str, str] = {
     "in_stock_false": " AND p.stock_on_hand <= 0",
 }
 
+INT4_MAX = 2_147_483_647  # products.id and categories.id are int4
 TOTAL_COLUMN = 12  # index of `total` in the list rows, after core_ext.PRODUCT_COLUMNS
 
 _statements: dict[tuple[str, ...], str] = {}
@@ -108,30 +109,43 @@ def filter_key(flt: ProductFilter) -> str:
     return f"{flt.category_id}|{flt.q}|{flt.min_price}|{flt.max_price}|{flt.in_stock}"
 
 
-def list_statement(flt: ProductFilter, *, with_count: bool = True) -> tuple[str, list[Any]]:
-    """The SQL (from constant fragments) and the extra parameters for this filter combination."""
+def _filters(flt: ProductFilter, names: tuple[str, ...]) -> tuple[tuple[str, ...], list[Any]]:
+    """The _FILTERS keys `flt` uses among `names` (in this order) and their parameter values."""
     keys: list[str] = []
     args: list[Any] = []
-    for name in ("category_id", "q", "min_price", "max_price"):
+    for name in names:
         value = getattr(flt, name)
-        if value is not None:
+        if value is None:
+            continue
+        if name == "in_stock":
+            keys.append("in_stock_true" if value else "in_stock_false")
+        else:
             keys.append(name)
             args.append(_like_pattern(value) if name == "q" else value)
-    if flt.in_stock is not None:
-        keys.append("in_stock_true" if flt.in_stock else "in_stock_false")
+    return tuple(keys), args
+
+
+def _where(keys: tuple[str, ...], first: int) -> str:
+    """The SQL of these filters, their parameters numbered from `first`."""
+    parts, n = [], first
+    for key in keys:
+        if key.startswith("in_stock"):
+            parts.append(_FILTERS[key])
+        else:
+            parts.append(_FILTERS[key].replace("${n}", f"${n}"))
+            n += 1
+    return "".join(parts)
+
+
+def list_statement(flt: ProductFilter, *, with_count: bool = True) -> tuple[str, list[Any]]:
+    """The SQL (from constant fragments) and the extra parameters for this filter combination."""
+    keys, args = _filters(flt, ("category_id", "q", "min_price", "max_price", "in_stock"))
     cache_key = (*keys, flt.sort, str(with_count))
     sql = _statements.get(cache_key)
     if sql is None:
-        parts, n = [], 4
-        for key in keys:
-            if key.startswith("in_stock"):
-                parts.append(_FILTERS[key])
-            else:
-                parts.append(_FILTERS[key].replace("${n}", f"${n}"))
-                n += 1
         inner, outer = SORTS[flt.sort]
         template = _BASE if with_count else _PAGE_ONLY
-        base = _FILTERED.format(filters="".join(parts))
+        base = _FILTERED.format(filters=_where(keys, 4))
         sql = template.format(base=base, order=inner, outer_order=outer)
         _statements[cache_key] = sql
     return sql, args
@@ -154,6 +168,117 @@ async def list_products(
         return list(rows), known_total
     total = rows[0][TOTAL_COLUMN] if rows else 0
     return [r for r in rows if r[0] is not None], total
+
+
+# Facets (`facets=`), computed as core_ext.CatalogIndex.facets does: over the active products that match
+# category_id and q, the category facet counts those that also pass the price and stock filters, the price
+# buckets (width_bucket: bucket k holds bounds[k-1] <= price < bounds[k]; NULL = unpriced) those that pass
+# the stock filter, the stock facet those that pass the price filter (which no unpriced product passes).
+# Heads are the active children of $2 (the active roots when NULL), each counting its whole subtree as the
+# category filter walks it (through inactive categories too), in the categories' order.
+# One pass over the matching products into at most categories x buckets x 2 x 2 groups; the facets are
+# sums over those groups. Rows: (0, ord, head id, count, name, name_ar) per head, (1, 0, bucket, count),
+# (2, 0, in stock 0/1, count).
+_FACETS = """
+WITH RECURSIVE heads AS (
+    SELECT c.id, c.name, c.name_ar, row_number() OVER (ORDER BY c.sort_order, c.name, c.id) AS ord
+    FROM categories c
+    WHERE c.is_active AND c.parent_id IS NOT DISTINCT FROM $2::int
+),
+tree(id, head) AS (
+    SELECT id, id FROM heads
+    UNION
+    SELECT c.id, t.head FROM categories c JOIN tree t ON c.parent_id = t.id
+),
+groups AS (
+    SELECT p.category_id, width_bucket(pp.price, $3::numeric[]) AS bucket, p.stock_on_hand > 0 AS stocked,
+           coalesce(
+               ($4::numeric IS NULL AND $5::numeric IS NULL)
+               OR (pp.price >= coalesce($4, pp.price) AND pp.price <= coalesce($5, pp.price)),
+               false
+           ) AS price_ok,
+           count(*) AS n
+    FROM products p
+    LEFT JOIN product_prices pp
+           ON pp.product_id = p.id
+          AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
+    WHERE p.is_active{filters}
+    GROUP BY 1, 2, 3, 4
+),
+marked AS (
+    SELECT g.*, ($6::boolean IS NULL OR g.stocked = $6) AS stock_ok FROM groups g
+)
+SELECT 0 AS facet, h.ord, h.id AS key, coalesce(sum(m.n), 0)::bigint AS n, h.name, h.name_ar
+FROM heads h
+LEFT JOIN tree t ON t.head = h.id
+LEFT JOIN marked m ON m.category_id = t.id AND m.price_ok AND m.stock_ok
+GROUP BY h.ord, h.id, h.name, h.name_ar
+UNION ALL
+SELECT 1, 0, m.bucket, sum(m.n)::bigint, NULL, NULL FROM marked m WHERE m.stock_ok GROUP BY m.bucket
+UNION ALL
+SELECT 2, 0, m.stocked::int, sum(m.n)::bigint, NULL, NULL FROM marked m WHERE m.price_ok GROUP BY m.stocked
+ORDER BY 1, 2, 3
+"""
+
+
+async def facet_counts(
+    conn: asyncpg.Connection, *, price_list: str, flt: ProductFilter, bounds: list[Decimal]
+) -> list[asyncpg.Record]:
+    """The facet rows (see _FACETS) of this filter: one query, whatever the catalog's size."""
+    keys, args = _filters(flt, ("category_id", "q"))
+    sql = _statements.get(("facets", *keys))
+    if sql is None:
+        sql = _statements[("facets", *keys)] = _FACETS.format(filters=_where(keys, 7))
+    return list(
+        await conn.fetch(
+            sql, price_list, flt.category_id, bounds, flt.min_price, flt.max_price, flt.in_stock, *args
+        )
+    )
+
+
+FACET_CATEGORIES = """
+SELECT id, name, name_ar FROM categories WHERE id = ANY($1::int[]) ORDER BY sort_order, name, id
+"""
+
+
+async def facet_categories(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+    """(id, name, name_ar) of these categories in the categories' order (the order of _FACETS' heads)."""
+    return list(await conn.fetch(FACET_CATEGORIES, ids))
+
+
+# A batch by ids and SKUs (`ids=`): active products whose id is in $2, and for each SKU in $3 (normalised
+# as catalog_search_norm does) the active product with the lowest id that has it (products_sku_norm_idx,
+# migration 0006). List rows (core_ext.PRODUCT_COLUMNS), in no particular order.
+PRODUCTS_BY_KEYS = """
+SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
+       c.id, c.name, c.name_ar,
+       pp.price, pl.currency, p.stock_on_hand, p.unit
+FROM products p
+LEFT JOIN categories c ON c.id = p.category_id
+LEFT JOIN price_lists pl ON pl.code = $1
+LEFT JOIN product_prices pp ON pp.product_id = p.id AND pp.price_list_id = pl.id
+WHERE p.is_active AND p.id IN (
+    SELECT unnest($2::int[])
+    UNION ALL
+    SELECT (
+        SELECT s.id FROM products s
+        WHERE catalog_search_norm(s.sku) = k.sku AND s.is_active
+        ORDER BY s.id LIMIT 1
+    )
+    FROM unnest($3::text[]) AS k(sku)
+)
+"""
+
+
+async def products_by_keys(
+    conn: asyncpg.Connection, price_list: str, ids: list[int], skus: list[str]
+) -> list[asyncpg.Record]:
+    """List rows of the active products with these ids, and of the lowest-id active product of each
+    normalised SKU (one query). Ids beyond int4, blank SKUs and text PostgreSQL cannot hold (NUL) cannot
+    match and are left out."""
+    in_range = [i for i in ids if i <= INT4_MAX]
+    storable = [s for s in skus if s and "\x00" not in s]
+    return list(await conn.fetch(PRODUCTS_BY_KEYS, price_list, in_range, storable))
 
 
 PRODUCT_DETAIL = """

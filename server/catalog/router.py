@@ -44,8 +44,14 @@ def routes(state: AppState) -> list[Route]:
         live = await res.fresh_index() if query.q is None else None
         if live is None:
             return await cached(query, lambda: service.product_page(res, query))
-        found = service.index_list(live, query)
-        return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.key)
+        if query.batch:
+            # Ids alone: their row versions say everything the batch shows (an unknown id has none yet).
+            ids = service.batch_ids(query)
+            if ids is None:
+                return await cached(query, lambda: service.product_batch(res, query))
+            return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
+        found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS)
+        return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)
 
     async def get_product(call: Call) -> Reply:
         res, query = state.res, call.input
@@ -67,8 +73,8 @@ def routes(state: AppState) -> list[Route]:
             list_products,
             schemas.PRODUCT_LIST_PARAMS,
             typed=ProductQuery.from_params,
-            summary="List active products (filters, sort, pagination)",
-            response_schema=schemas.page_schema(schemas.PRODUCT_ITEM_SCHEMA),
+            summary="List active products (filters, sort, pagination, facets), or a batch by ids or SKUs",
+            response_schema=schemas.PRODUCT_PAGE_SCHEMA,
         ),
         Route(
             "GET",

@@ -5,9 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from server.catalog.query import MAX_IDS
 from server.catalog.repo import SORTS
 from server.catalog.search import Q_PATTERN
 from server.params import PAGE, PAGE_SIZE, Param
+
+FACETS = ("category", "price", "in_stock")
+MAX_ID_ENTRY_CHARS = 100
+# The whole raw value: 200 entries of ~14 characters. Below MAX_QUERY_BYTES (4096), so a longer value is a
+# 422 naming query.ids rather than a 414 for the whole query string.
+MAX_IDS_CHARS = 3000
 
 PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
     PAGE,
@@ -35,6 +42,36 @@ PRODUCT_LIST_PARAMS: tuple[Param, ...] = (
     Param("max_price", "decimal", minimum=Decimal(0), description="maximum consumer price"),
     Param("in_stock", "bool", description="true: only products in stock; false: only out of stock"),
     Param("sort", "enum", default="name", choices=tuple(SORTS), description="sort order"),
+    Param(
+        "facets",
+        "list",
+        choices=FACETS,
+        max_items=len(FACETS),
+        description=(
+            "Comma-separated facets to count for the current filter: `category` (the sub-categories of "
+            "category_id, or the top-level categories), `price` (the FACET_PRICE_BUCKETS buckets), "
+            "`in_stock`; a repeated name counts once. Each counts under every filter except its own "
+            "(see ProductFacets)."
+        ),
+    ),
+    Param(
+        "ids",
+        "list",
+        max_length=MAX_IDS_CHARS,
+        max_items=MAX_IDS,
+        item_max_length=MAX_ID_ENTRY_CHARS,
+        description=(
+            f"Batch look-up for carts and wishlists: up to {MAX_IDS} comma-separated product ids or SKUs "
+            f"({MAX_ID_ENTRY_CHARS} characters each, {MAX_IDS_CHARS} in all; entries are trimmed, blank "
+            "ones skipped, `ids=` is an empty batch). An entry of digits only (ASCII or Arabic-Indic) is a "
+            "product id; anything else is a SKU, matched like `q` (case, Arabic-Indic digits, Arabic letter "
+            "forms) but whole; `sku:` before an entry makes it a SKU (`sku:12345` for an all-digit SKU). "
+            "A SKU shared by several active products answers the one with the lowest id. Items come in "
+            "the order asked, each product once; entries with no active product are listed in `missing` "
+            "in canonical form (ids as plain decimals, SKUs normalised). A look-up, not a listing: with "
+            "`ids`, every other parameter (filters, sort, page, page_size, facets) is ignored."
+        ),
+    ),
 )
 
 PRODUCT_ID = Param("id", "int", location="path", minimum=1, maximum=2_147_483_647, description="product id")
@@ -142,6 +179,82 @@ CATEGORY_ITEM_SCHEMA: dict[str, Any] = {
 }
 
 
+CATEGORY_FACET_SCHEMA: dict[str, Any] = {
+    "title": "CategoryFacet",
+    "type": "object",
+    "required": ["id", "name", "name_ar", "count"],
+    "properties": {
+        **CATEGORY_REF_SCHEMA["properties"],
+        "count": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "the total `category_id=<id>` would give with the other filters kept",
+        },
+    },
+}
+
+PRICE_BUCKET_SCHEMA: dict[str, Any] = {
+    "title": "PriceBucket",
+    "type": "object",
+    "required": ["min", "max", "count"],
+    "properties": {
+        "min": {**_PRICE, "nullable": False, "description": "lowest price in the bucket (inclusive)"},
+        "max": {**_PRICE, "description": "upper bound (exclusive); null for the last bucket"},
+        "count": {"type": "integer", "minimum": 0},
+    },
+}
+
+PRICE_FACET_SCHEMA: dict[str, Any] = {
+    "title": "PriceFacet",
+    "type": "object",
+    "required": ["buckets", "unpriced"],
+    "properties": {
+        "buckets": {"type": "array", "items": PRICE_BUCKET_SCHEMA},
+        "unpriced": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "products without a consumer price (no min_price/max_price ever matches them)",
+        },
+    },
+}
+
+STOCK_FACET_SCHEMA: dict[str, Any] = {
+    "title": "StockFacet",
+    "type": "object",
+    "required": ["value", "count"],
+    "properties": {
+        "value": {"type": "boolean", "description": "the `in_stock` filter value this entry counts"},
+        "count": {"type": "integer", "minimum": 0},
+    },
+}
+
+FACETS_SCHEMA: dict[str, Any] = {
+    "title": "ProductFacets",
+    "type": "object",
+    "description": (
+        "With `facets=` only: counts for the current filter (category_id, q, min_price, max_price, "
+        "in_stock), only the facets asked for. Each facet ignores its own filter, so an entry's count is "
+        "the total its choice would give with the other filters kept."
+    ),
+    "properties": {
+        "category": {
+            "type": "array",
+            "items": CATEGORY_FACET_SCHEMA,
+            "description": (
+                "The active sub-categories of category_id (without it: the active top-level categories), "
+                "in the categories' order; each counts itself and its descendants, zero counts included"
+            ),
+        },
+        "price": PRICE_FACET_SCHEMA,
+        "in_stock": {
+            "type": "array",
+            "items": STOCK_FACET_SCHEMA,
+            "description": "`true` (stock > 0) then `false`",
+        },
+    },
+}
+
+
 def page_schema(item: dict[str, Any]) -> dict[str, Any]:
     """The envelope of every list endpoint, named after its item (ProductItem -> ProductPage)."""
     return {
@@ -161,3 +274,17 @@ def page_schema(item: dict[str, Any]) -> dict[str, Any]:
 def page_meta(page: int, page_size: int, total: int) -> dict[str, int]:
     """The page fields that follow `items`."""
     return {"page": page, "page_size": page_size, "total": total, "pages": -(-total // page_size)}
+
+
+PRODUCT_PAGE_SCHEMA: dict[str, Any] = page_schema(PRODUCT_ITEM_SCHEMA)
+PRODUCT_PAGE_SCHEMA["properties"] |= {
+    "facets": FACETS_SCHEMA,
+    "missing": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": (
+            "with `ids=` only: the entries (canonical form) that match no active product; the page is "
+            "then page 1, page_size 200 (the most a batch holds), total the items found"
+        ),
+    },
+}

@@ -51,8 +51,9 @@ _WORD = (
 _SKIPPED = r"\u0640\u064b-\u065f\u0670"
 _RUN = re.compile(f"[{_WORD}]{{{MIN_RUN}}}")
 # The same rule on the raw query (before normalising), for the OpenAPI schema of `q`; it also admits the
-# empty string, since an empty search box (`q=`) means no filter (server.params).
-Q_PATTERN = rf"(?:|[\s\S]*(?:[{_WORD}][{_SKIPPED}]*){{{MIN_RUN - 1}}}[{_WORD}][\s\S]*)"
+# empty string, since an empty search box (`q=`) means no filter (server.params), and refuses NUL, as
+# server.params does (PostgreSQL text cannot hold it).
+Q_PATTERN = rf"(?:|[^\x00]*(?:[{_WORD}][{_SKIPPED}]*){{{MIN_RUN - 1}}}[{_WORD}][^\x00]*)"
 
 
 def normalise(text: str) -> str:
@@ -62,5 +63,5 @@ def normalise(text: str) -> str:
 
 def searchable(term: str) -> bool:
     """Whether a normalised term has MIN_RUN letters or digits in a row (so the index can serve it);
-    for a raw query q this equals `re.fullmatch(Q_PATTERN, q)`."""
+    for a raw query q without NUL this equals `re.fullmatch(Q_PATTERN, q)`."""
     return _RUN.search(term) is not None

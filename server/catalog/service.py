@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -12,9 +13,11 @@ import orjson
 from core_ext import serialize_page
 from server.cache import Made
 from server.catalog import repo
+from server.catalog.facets import FacetCounts, cents, render
 from server.catalog.live import LiveCatalog
-from server.catalog.query import CategoryQuery, ProductId, ProductQuery
+from server.catalog.query import CategoryQuery, ProductId, ProductQuery, entry_sku
 from server.catalog.schemas import page_meta
+from server.catalog.search import normalise
 from server.errors import NotFound
 from server.resources import Resources
 
@@ -24,52 +27,15 @@ def product_not_found(product_id: int) -> NotFound:
     return NotFound(f"Product {product_id} does not exist.", f"المنتج {product_id} غير موجود.")
 
 
-@dataclass(frozen=True, slots=True)
-class IndexedList:
-    """A list answer computed from the index: the page's ids and the total, and what its bytes depend on
-    beyond the query (`key`: the total, the ids and their row versions)."""
-
-    ids: list[int]
-    total: int
-    key: str
-
-
-def index_list(live: LiveCatalog, query: ProductQuery) -> IndexedList:
-    """The page's ids and total from memory (no I/O)."""
-    ids, total = live.index.query(
-        query.sort,
-        query.offset,
-        query.page_size,
-        category=query.category_id,
-        min_price=_cents(query.min_price, math.ceil),
-        max_price=_cents(query.max_price, math.floor),
-        in_stock=query.in_stock,
-    )
-    return IndexedList(ids, total, f"{total}|{live.stamp(ids)}")
-
-
-async def indexed_page(res: Resources, query: ProductQuery, found: IndexedList) -> Made:
-    """JSON bytes of the page the index chose: its rows by primary key (one query), serialized."""
-    rows: list[Any] = []
-    if found.ids:
-        async with res.pool.acquire() as conn:
-            fetched = await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, found.ids)
-        by_id = {r[0]: r for r in fetched}
-        if len(by_id) != len(found.ids):
-            return await product_page(res, query)  # deleted since the index's version: SQL answers
-        rows = [by_id[i] for i in found.ids]
-    assert res.live is not None
-    res.live.served += 1
-    meta = page_meta(query.page, query.page_size, found.total)
-    body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
-    return Made(body, shared=bool(rows))
-
-
 async def product_page(res: Resources, query: ProductQuery) -> Made:
-    """JSON bytes of one page of the product list from SQL (the reference; not shared beyond this process
-    when empty)."""
+    """JSON bytes of one page of the product list (or a batch) from SQL, the reference (not shared beyond
+    this process when empty)."""
+    if query.batch:
+        return await product_batch(res, query)
+    bounds = res.settings.FACET_PRICE_BUCKETS
     # Counts depend on the rows only: keyed by the catalog version, not by the image fingerprint.
     generation, key = f"{res.catalog.epoch}:{res.catalog.version}", query.total_key
+    facets = None
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_products(
             conn,
@@ -79,8 +45,22 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
             offset=query.offset,
             known_total=res.cache.total(generation, key),
         )
+        if query.facets:
+            found = await repo.facet_counts(
+                conn, price_list=res.settings.CONSUMER_PRICE_LIST, flt=query.filter, bounds=list(bounds)
+            )
+            counts, heads = FacetCounts.from_rows(found, len(bounds) + 1)
+            facets = render(query.facets, counts, heads, bounds)
     res.cache.remember_total(generation, key, total)
-    meta = page_meta(query.page, query.page_size, total)
+    return _page_body(res, query, rows, total, facets)
+
+
+def _page_body(
+    res: Resources, query: ProductQuery, rows: list[Any], total: int, facets: dict[str, Any] | None
+) -> Made:
+    meta: dict[str, Any] = page_meta(query.page, query.page_size, total)
+    if facets is not None:
+        meta["facets"] = facets
     body = serialize_page(rows, res.images, res.settings.PUBLIC_BASE_URL, meta)
     return Made(body, shared=bool(rows))
 
@@ -88,6 +68,104 @@ async def product_page(res: Resources, query: ProductQuery) -> Made:
 def _cents(value: Decimal | None, rounding: Any) -> int | None:
     # The bounds have at most 2 decimals (params), so this is exact; rounding keeps it right if not.
     return None if value is None else int(rounding(value * 100))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexAnswer:
+    """What the in-memory index computed for one list query: the page's ids, the total, the facets, and
+    what the answer's bytes depend on beyond the query (`stamp`: all of these and the ids' row versions;
+    int tuples hash alike in every process)."""
+
+    ids: list[int]
+    total: int
+    facets: FacetCounts | None
+    stamp: str
+
+
+def index_answer(live: LiveCatalog, query: ProductQuery, bounds: Sequence[Decimal]) -> IndexAnswer:
+    """The index's side of a list answer (no I/O): ids in page order, total, facet counts if asked for."""
+    index = live.index
+    filters: dict[str, Any] = {
+        "category": query.category_id,
+        "min_price": _cents(query.min_price, math.ceil),
+        "max_price": _cents(query.max_price, math.floor),
+        "in_stock": query.in_stock,
+    }
+    ids, total = index.query(query.sort, query.offset, query.page_size, **filters)
+    facets = None
+    if query.facets:
+        facets = FacetCounts.from_index(index.facets(**filters, price_bounds=cents(bounds)))
+    stamp = f"{total}|{live.stamp(ids)}"
+    if facets is not None:
+        stamp += f"|{facets.digest():x}"
+    return IndexAnswer(ids, total, facets, stamp)
+
+
+async def indexed_page(res: Resources, query: ProductQuery, answer: IndexAnswer) -> Made:
+    """JSON bytes of the page the index chose: its rows by primary key (one query), serialized."""
+    page = await _indexed_page(res, query, answer)
+    if page is None:
+        return await product_page(res, query)  # deleted since the index's version: SQL answers
+    rows, heads = page
+    assert res.live is not None
+    res.live.served += 1
+    bounds = res.settings.FACET_PRICE_BUCKETS
+    facets = None if answer.facets is None else render(query.facets, answer.facets, heads, bounds)
+    return _page_body(res, query, rows, answer.total, facets)
+
+
+async def _indexed_page(
+    res: Resources, query: ProductQuery, answer: IndexAnswer
+) -> tuple[list[Any], list[Any]] | None:
+    """The page's rows (one primary-key query) and the category facet's (id, name, name_ar) in order (one
+    more when asked for); None when the rows no longer all exist (the caller then asks SQL)."""
+    ids = answer.ids
+    heads = []
+    if answer.facets is not None and "category" in query.facets:
+        heads = [cid for cid, _ in answer.facets.categories]
+    if not ids and not heads:
+        return [], []
+    async with res.pool.acquire() as conn:
+        found = {}
+        if ids:
+            found = {r[0]: r for r in await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids)}
+        names = await repo.facet_categories(conn, heads) if heads else []
+    if len(found) != len(ids):
+        return None  # deleted since the index's version: a newer version is on its way
+    return [found[i] for i in ids], names
+
+
+def batch_ids(query: ProductQuery) -> list[int] | None:
+    """The product ids of a batch that names no SKU (None when it does: only SQL can resolve those)."""
+    if any(entry_sku(e) is not None for e in query.ids):
+        return None
+    return [int(e) for e in query.ids]
+
+
+async def product_batch(res: Resources, query: ProductQuery) -> Made:
+    """JSON bytes of the batch `ids=`: the products asked for, in order, each once, and the entries that
+    match no active product (one query)."""
+    ids = [int(e) for e in query.ids if entry_sku(e) is None]
+    skus = [sku for e in query.ids if (sku := entry_sku(e)) is not None]
+    async with res.pool.acquire() as conn:
+        rows = await repo.products_by_keys(conn, res.settings.CONSUMER_PRICE_LIST, ids, skus)
+    by_id = {r[0]: r for r in rows}
+    by_sku: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: r[0]):  # a SKU shared by several products: the lowest id
+        if row[2] is not None:
+            by_sku.setdefault(normalise(row[2]), row)
+    items: dict[int, Any] = {}
+    missing: list[str] = []
+    for entry in query.ids:
+        sku = entry_sku(entry)
+        row = by_id.get(int(entry)) if sku is None else by_sku.get(sku)
+        if row is None:
+            missing.append(entry)
+        else:
+            items.setdefault(row[0], row)
+    meta = {**page_meta(query.page, query.page_size, len(items)), "missing": missing}
+    body = serialize_page(list(items.values()), res.images, res.settings.PUBLIC_BASE_URL, meta)
+    return Made(body, shared=bool(items))
 
 
 async def product_detail(res: Resources, query: ProductId) -> Made:

@@ -14,6 +14,7 @@ import pytest
 from catalog_testlib import Database, ServerProcess, Services, run
 
 PRODUCTS = "/api/consumer/products"
+FACETS = ["category", "price", "in_stock"]
 # One process each, so /ready describes the process that answers; no shared page cache, so every answer is
 # computed by the path under test; one public URL, so image URLs do not differ by port.
 COMMON = {"PROCESSES": "1", "CACHE_ENABLED": "false", "PUBLIC_BASE_URL": "http://catalog.test"}
@@ -28,9 +29,7 @@ def servers(
     indexed = ServerProcess(
         database, services, tmp_path_factory.mktemp("idx"), CATALOG_INDEX="true", **COMMON
     )
-    plain = ServerProcess(
-        database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false", **COMMON
-    )
+    plain = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false", **COMMON)
     indexed.start()
     try:
         plain.start()
@@ -98,8 +97,33 @@ def random_queries(db: Database, rng: random.Random, n: int) -> list[dict[str, A
             params["max_price"] = rng.choice(["10", "20.99", "60", "1000", "0.01"])
         if rng.random() < 0.3:
             params["in_stock"] = rng.choice(["true", "false"])
+        if rng.random() < 0.3:
+            params["facets"] = ",".join(rng.sample(FACETS, rng.randint(1, len(FACETS))))
+        if rng.random() < 0.1:  # search is served by SQL on both (the index lists without q only)
+            params["q"] = rng.choice(["sku-000", "pro", "same name"])
         out.append(params)
     return out
+
+
+def random_batches(db: Database, rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """`ids=` batches: active, inactive and unknown ids, SKUs in other spellings, duplicates."""
+    rows = run(db.fetch("SELECT id, sku FROM products ORDER BY id"))
+    out = []
+    for _ in range(n):
+        entries = []
+        for row in rng.sample(rows, rng.randint(1, 30)):
+            sku = row["sku"] or "no-sku"
+            entries.append(
+                rng.choice([str(row["id"]), sku, sku.lower(), f"sku:{sku}", str(row["id"] + 10**6)])
+            )
+        entries += rng.sample(entries, min(3, len(entries)))  # duplicates
+        out.append({"ids": ",".join(entries)})
+    return out
+
+
+def index_served(queries: list[dict[str, Any]]) -> int:
+    """How many of these the index answers (search and batches are SQL on both servers)."""
+    return sum("q" not in p and "ids" not in p for p in queries)
 
 
 def compare(servers: tuple[ServerProcess, ServerProcess], queries: list[dict[str, Any]]) -> int:
@@ -114,16 +138,24 @@ def compare(servers: tuple[ServerProcess, ServerProcess], queries: list[dict[str
     return non_empty
 
 
+def answers(server: ServerProcess, queries: list[dict[str, Any]]) -> list[bytes]:
+    with server.client() as api:
+        return [api.get(PRODUCTS, params=params).content for params in queries]
+
+
 def test_index_answers_like_sql(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
     wait_caught_up(servers, current_version(database))
     rng = random.Random(10)
-    queries = random_queries(database, rng, 200)
+    queries = random_queries(database, rng, 200) + random_batches(database, rng, 20)
     served = ready(servers[0])["index"]["served"]
     assert compare(servers, queries) > 50
     # The index really answered every one of them (no write meanwhile, so never a fallback to SQL); the
     # default server has none.
-    assert ready(servers[0])["index"]["served"] == served + len(queries)
+    assert ready(servers[0])["index"]["served"] == served + index_served(queries)
     assert "index" not in ready(servers[1])
+    bodies = answers(servers[0], queries)
+    assert sum(b'"facets":{"category":[{' in body for body in bodies) > 20
+    assert sum(b'"missing":[' in body for body in bodies) == 20
 
 
 WRITES = [
@@ -169,9 +201,9 @@ def test_index_follows_random_writes(
                 raise
         wait_caught_up(servers, current_version(database))
         served = ready(servers[0])["index"]["served"]
-        queries = random_queries(database, rng, 12)
+        queries = random_queries(database, rng, 12) + random_batches(database, rng, 2)
         assert compare(servers, queries) > 0, sql
-        assert ready(servers[0])["index"]["served"] == served + len(queries)
+        assert ready(servers[0])["index"]["served"] == served + index_served(queries)
     # Ordinary writes never rebuilt the index; renames reloaded the ranks, tree moves the categories.
     after = ready(servers[0])["index"]
     assert after["rebuilds"] == before["rebuilds"]

@@ -211,6 +211,7 @@ def test_response_bodies_are_named_schemas(spec: dict[str, Any]) -> None:
     no_inline_objects(spec["paths"], "paths")
     schemas = spec["components"]["schemas"]
     expected = {"ProductItem", "ProductPage", "ProductDetail", "ProductPrice", "Category", "CategoryPage"}
+    expected |= {"ProductFacets", "CategoryFacet", "PriceFacet", "PriceBucket", "StockFacet"}
     assert expected | {"CategoryRef", "Problem", "FieldError", "Health", "Readiness"} <= set(schemas)
     ok = spec["paths"][PRODUCTS]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/ProductPage"}
@@ -247,6 +248,9 @@ def test_each_status_the_server_answers_is_documented(api: httpx.Client, spec: d
         (PRODUCTS, ok),
         (PRODUCTS, api.get(PRODUCTS, params={"page_size": 3}, headers={"If-None-Match": etag})),
         (PRODUCTS, api.get(PRODUCTS, params={"page_size": 0})),
+        (PRODUCTS, api.get(PRODUCTS, params={"page_size": 2, "facets": "category,price,in_stock"})),
+        (PRODUCTS, api.get(PRODUCTS, params={"ids": "2,1,SKU-NONE,sku:77"})),
+        (PRODUCTS, api.get(PRODUCTS, params={"ids": "1", "sort": "price"})),
         (PRODUCTS, api.get(PRODUCTS, params={"q": "x" * 5000})),
         (PRODUCTS, api.get(PRODUCTS, headers={"X-Big": "x" * 20000})),
         (PRODUCTS, api.request("GET", PRODUCTS, content=b"x" * 2_000_000)),

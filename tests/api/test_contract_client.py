@@ -88,6 +88,22 @@ def test_product_page_parses_into_the_generated_models(client: Any, api: httpx.C
     assert models.ProductItem.from_dict({**first, "category": None}).category is None
 
 
+def test_facets_and_batches_parse_into_the_generated_models(client: Any) -> None:
+    models = module("models")
+    list_products = module("api.catalog.get_api_consumer_products")
+    page = list_products.sync(client=client, page_size=1, facets="category,price,in_stock")
+    assert isinstance(page, models.ProductPage) and isinstance(page.facets, models.ProductFacets)
+    assert page.facets.category and all(isinstance(c, models.CategoryFacet) for c in page.facets.category)
+    assert isinstance(page.facets.price, models.PriceFacet)
+    assert all(isinstance(b, models.PriceBucket) for b in page.facets.price.buckets)
+    assert page.facets.price.buckets[-1].max_ is None
+    assert [s.value for s in page.facets.in_stock] == [True, False]
+    assert sum(s.count for s in page.facets.in_stock) == page.total
+    batch = list_products.sync(client=client, ids="2,1,no-such-sku")
+    assert isinstance(batch, models.ProductPage)
+    assert [i.id for i in batch.items] == [2, 1] and batch.missing == ["no-such-sku"]
+
+
 def test_product_detail_and_problems_parse(client: Any, api: httpx.Client) -> None:
     models = module("models")
     get_product = module("api.catalog.get_api_consumer_products_id")
