@@ -220,8 +220,11 @@ cdef int put_price(cx_buf* b, object v, Py_ssize_t r) except -1:
     cdef Py_ssize_t n, i
     if v is None:
         return lit(b, "null")
+    if PyUnicode_Check(v):
+        # Already text (the query casts numeric to text, as format(v, "f") would write it): written as is.
+        return put_str(b, v, r, C_PRICE, False, True)
     if not isinstance(v, Decimal):
-        raise _fail(r, C_PRICE, f"expected Decimal or None, got {type(v).__name__}")
+        raise _fail(r, C_PRICE, f"expected Decimal, str or None, got {type(v).__name__}")
     # str() is ~3x faster than format(v, "f") and gives the same text whenever it has no exponent and is
     # not NaN/Infinity; anything else takes the exact route. Both are pure ASCII.
     text = PyObject_Str(v)

@@ -75,8 +75,10 @@ def _opt_str(v: object, r: int, c: int) -> str | None:
 def _price(v: object, r: int) -> str | None:
     if v is None:
         return None
+    if isinstance(v, str):
+        return _str(v, r, _PRICE)  # already text (the query casts numeric to text): written as is
     if not isinstance(v, Decimal):
-        raise _fail(r, _PRICE, f"expected Decimal or None, got {type(v).__name__}")
+        raise _fail(r, _PRICE, f"expected Decimal, str or None, got {type(v).__name__}")
     return format(v, "f")
 
 

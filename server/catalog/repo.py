@@ -401,17 +401,21 @@ INDEX_PRODUCTS = _INDEX_COLUMNS + "ORDER BY p.id"
 INDEX_PRODUCTS_BY_ID = _INDEX_COLUMNS + "WHERE p.id = ANY($2::int[])"
 NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
 
-# One page of list rows by primary key, in the column shape of _BASE (core_ext.PRODUCT_COLUMNS); the
-# caller orders them. Inactive rows are returned too: the index decided what the page holds.
+# One page of list rows by primary key, in the column shape of _BASE (core_ext.PRODUCT_COLUMNS), by
+# ascending id (the order the primary-key scan reads them in: no sort). Inactive rows are returned too: the
+# index decided what the page holds. The price comes as text, which is what serialize_page writes for a
+# Decimal (format(v, "f")): asyncpg makes a Decimal by way of a string, so this saves the client about a
+# fifth of decoding a 100-row page (README, Performance).
 PAGE_BY_IDS = """
 SELECT p.id, p.zoho_item_id, p.sku, p.name, p.name_ar,
        c.id, c.name, c.name_ar,
-       pp.price, pl.currency, p.stock_on_hand, p.unit
+       pp.price::text, pl.currency, p.stock_on_hand, p.unit
 FROM products p
 LEFT JOIN categories c ON c.id = p.category_id
 LEFT JOIN price_lists pl ON pl.code = $1
 LEFT JOIN product_prices pp ON pp.product_id = p.id AND pp.price_list_id = pl.id
 WHERE p.id = ANY($2::int[])
+ORDER BY p.id
 """
 
 
@@ -435,5 +439,5 @@ async def name_ranks(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
-    """List rows (core_ext.PRODUCT_COLUMNS) of these products, in no particular order."""
+    """List rows (core_ext.PRODUCT_COLUMNS, price as text) of these products, by ascending id."""
     return list(await conn.fetch(PAGE_BY_IDS, price_list, ids))

@@ -136,19 +136,25 @@ class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
 class _Acquire:
     """`async with pool.acquire() as conn`: a bounded wait, waiters counted, a faulty connection discarded."""
 
-    __slots__ = ("_conn", "_inner", "_pool", "_timeout")
+    __slots__ = ("_conn", "_pool", "_timeout")
 
     def __init__(self, pool: ServicePool, timeout: float) -> None:
         self._pool, self._timeout = pool, timeout
-        self._inner: Any = None
         self._conn: Any = None
 
     async def __aenter__(self) -> Any:
         pool = self._pool
-        self._inner = pool.raw.acquire(timeout=self._timeout)
         pool.waiters += 1
         try:
-            self._conn = await self._inner.__aenter__()
+            # One deadline for the turn and the connection. asyncio.timeout, not asyncpg's acquire(timeout=),
+            # which wraps every acquire in a task of its own (asyncio.wait_for before Python 3.12).
+            async with asyncio.timeout(self._timeout):
+                await pool.turns.acquire()
+                try:
+                    self._conn = await pool.raw.acquire()
+                except BaseException:
+                    pool.turns.release()
+                    raise
         except TimeoutError as exc:
             pool.timeouts += 1
             raise PoolTimeout(f"no database connection free within {self._timeout:g} s") from exc
@@ -159,24 +165,36 @@ class _Acquire:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and leaves_connection_unusable(exc):
-            # terminate() hands the holder back to the pool at once; the next acquire reconnects. A proxy
-            # whose connection already closed is detached and refuses the call: nothing left to discard.
-            with contextlib.suppress(asyncpg.InterfaceError):
-                self._conn.terminate()
-                self._pool.discarded += 1
-                log.warning("discarded a pool connection after %s", type(exc).__name__)
-        await self._inner.__aexit__(exc_type, exc, tb)
+        try:
+            if exc is not None and leaves_connection_unusable(exc):
+                # terminate() hands the holder back to the pool at once; the next acquire reconnects. A
+                # proxy whose connection already closed is detached and refuses the call: nothing left to
+                # discard.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    self._conn.terminate()
+                    self._pool.discarded += 1
+                    log.warning("discarded a pool connection after %s", type(exc).__name__)
+            # A statement cut short is waited for at most the acquire timeout, then the connection goes.
+            await self._pool.raw.release(self._conn, timeout=self._timeout)
+        finally:
+            self._pool.turns.release()
 
 
 class ServicePool:
     """The per-process asyncpg pool behind the one `acquire()` every caller uses: it waits at most
     `acquire_timeout` for a connection (then PoolTimeout, answered 503), counts the waiters, and never
-    returns a connection that saw a driver or connection error to the pool."""
+    returns a connection that saw a driver or connection error to the pool.
+
+    Waiters are served first come, first served: a FIFO semaphore of the pool's size hands out turns, so a
+    connection is always free for a request past it. asyncpg's own queue lets a newcomer take a connection
+    released for a waiter, and the waiter goes back to the end of the queue: under saturation a few
+    requests waited many times over (p99 at 64 connections several times the p50).
+    """
 
     def __init__(self, raw: asyncpg.Pool, acquire_timeout: float) -> None:
         self.raw = raw
         self.acquire_timeout = acquire_timeout
+        self.turns = asyncio.Semaphore(raw.get_max_size())
         self.waiters = 0
         self.timeouts = 0
         self.discarded = 0

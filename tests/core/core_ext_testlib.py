@@ -45,7 +45,7 @@ def reference_page(
                 "name": r[3],
                 "name_ar": r[4],
                 "category": None if r[5] is None else {"id": r[5], "name": r[6], "name_ar": r[7]},
-                "price": None if r[8] is None else format(r[8], "f"),
+                "price": None if r[8] is None else r[8] if isinstance(r[8], str) else format(r[8], "f"),
                 "currency": r[9],
                 "stock": r[10],
                 "in_stock": r[10] > 0,
