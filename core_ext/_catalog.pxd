@@ -46,6 +46,7 @@ cdef class CatalogIndex:
     cdef int _filter(self, Filter* f, object category, object min_price, object max_price,
                      object in_stock) except -1
     cdef Py_ssize_t _scan(self, Filter* f, object only) except -1
+    cdef Py_ssize_t _scan_ints(self, Filter* f, const int[::1] ids) except -1
     cdef void _set_bits(self, int32_t i, bint on, bint stock) noexcept
     cdef void _recheck(self, int32_t i) noexcept
     cdef _Cached _cached(self, Filter* f, object sub, object category, object min_price, object max_price)

@@ -38,6 +38,8 @@ from core_ext._catalog_kernels cimport (
     _walk,
 )
 
+from array import array as _array
+
 from core_ext._catalog_py import SORTS as _SORTS
 from core_ext._catalog_tree import MAX_ID as _MAX_ID
 from core_ext._catalog_tree import CategoryTree, check_id, check_int64
@@ -601,10 +603,26 @@ cdef class CatalogIndex:
             if f.sub is NULL and not f.use_lo and not f.use_hi:
                 return _scan_words(self._act, self._stk, self._cap, f.stock, mask)
             return _scan_all(self._flags, self._cat, self._price, self._cap, f, mask)
+        if type(only) is _array and only.typecode == "i":
+            return self._scan_ints(f, only)
         seq = PySequence_Fast(only, "only must be an iterable of int")
         n = PySequence_Fast_GET_SIZE(seq)
         for k in range(n):
             i = _id(<object>PySequence_Fast_GET_ITEM(seq, k), "only[]", -1)
+            if i < self._cap and not _bit(mask, i) and _matches(self, f, i):
+                mask[i >> 6] |= (<uint64_t>1) << (i & 63)
+                total += 1
+        return total
+
+    cdef Py_ssize_t _scan_ints(self, Filter* f, const int[::1] ids) except -1:
+        """``_scan`` of an ``array('i')`` of ids, read in place (no Python int per id: a search's hits)."""
+        cdef Py_ssize_t k, total = 0
+        cdef int i
+        cdef uint64_t* mask = self._mask
+        for k in range(ids.shape[0]):
+            i = ids[k]
+            if i < 0:
+                _id(i, "only[]", -1)  # raises as for any other iterable
             if i < self._cap and not _bit(mask, i) and _matches(self, f, i):
                 mask[i >> 6] |= (<uint64_t>1) << (i & 63)
                 total += 1

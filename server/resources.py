@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
+from server.catalog.hits import SearchHits
 from server.catalog.live import LiveCatalog
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool, create_pool
 from server.ratelimit import RateLimiter
@@ -175,7 +176,9 @@ class Resources:
         await self._connect_listener()
         await self._load_map()
         if s.CATALOG_INDEX:
-            self.live = LiveCatalog(s.CONSUMER_PRICE_LIST)
+            self.live = LiveCatalog(
+                s.CONSUMER_PRICE_LIST, hits=SearchHits(s.SEARCH_MEMO_ENTRIES, s.SEARCH_MEMO_IDS)
+            )
             async with self.pool.acquire() as conn:
                 await self.live.rebuild(conn)
             self._live_dirty.set()  # changes committed since the listener read the version

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # A request that finds the index behind the version this process has heard of waits this long for its
     # catch-up (milliseconds, usually a few) before answering from SQL instead.
     CATALOG_INDEX_WAIT_MS: int = Field(200, ge=0, le=5000)
+    # With the index: per process, the ids each recent search matched in the current catalog version, so
+    # the other pages and sorts of a search need no SQL. Bounded by searches and by ids in all (4 B each).
+    SEARCH_MEMO_ENTRIES: int = Field(64, ge=0, le=100_000)
+    SEARCH_MEMO_IDS: int = Field(2_000_000, ge=0, le=100_000_000)
     # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
     EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 

@@ -22,12 +22,13 @@ import asyncio
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from core_ext import CatalogIndex
 from server.catalog import repo
+from server.catalog.hits import SearchHits
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -38,11 +39,40 @@ def _micros(ts: datetime) -> int:
     return (ts - _EPOCH) // _MICRO
 
 
+class Category(NamedTuple):
+    """One row of the categories endpoint, in repo.CATEGORIES' column order (product_count comes apart)."""
+
+    id: int
+    zoho_category_id: str
+    name: str
+    name_ar: str | None
+    parent_id: int | None
+    sort_order: int
+
+
+def category_lists(rows: Sequence[asyncpg.Record]) -> dict[int | None, list[Category]]:
+    """The active categories in the endpoint's order (sort_order, name by the database's collation, id):
+    all of them under None, and under each parent id its active children (what `parent_id=` selects)."""
+    lists: dict[int | None, list[Category]] = {None: []}
+    for r in sorted((r for r in rows if r[2]), key=lambda r: r[7]):
+        row = Category(r[0], r[3], r[4], r[5], r[1], r[6])
+        lists[None].append(row)
+        if row.parent_id is not None:
+            lists.setdefault(row.parent_id, []).append(row)
+    return lists
+
+
 class LiveCatalog:
     """The index, the (epoch, version) it reflects, and counters for /ready."""
 
-    def __init__(self, price_list: str, make_index: Callable[[], CatalogIndex] = CatalogIndex) -> None:
+    def __init__(
+        self,
+        price_list: str,
+        make_index: Callable[[], CatalogIndex] = CatalogIndex,
+        hits: SearchHits | None = None,
+    ) -> None:
         self.price_list = price_list
+        self.hits = SearchHits(0, 0) if hits is None else hits  # searches' ids per version (service)
         self._make_index = make_index  # the tests pass each build's class
         self.index = make_index()
         self.epoch = ""
@@ -51,6 +81,9 @@ class LiveCatalog:
         # upserts the product with the rank it has.
         self._names: dict[int, str] = {}
         self._ranks: dict[int, int] = {}
+        self._categories: dict[int | None, list[Category]] = {None: []}
+        # category_counts() of the (epoch, version) reflected: products change only with the version.
+        self._counts: tuple[tuple[str, int], dict[int, int]] = (("", -1), {})
         # Row version by product id (grown on demand; 0 = never seen) and the structure version.
         self._versions = array("q")
         self.structure = -1
@@ -109,6 +142,7 @@ class LiveCatalog:
             "rank_loads": self.rank_loads,
             "category_loads": self.category_loads,
             "served": self.served,
+            "search_memo": self.hits.report(),
         }
 
     async def rebuild(self, conn: asyncpg.Connection) -> None:
@@ -130,6 +164,7 @@ class LiveCatalog:
             [r[5] for r in rows],
         )
         self.index, self.epoch, self.version = index, epoch, version
+        self._categories = category_lists(cats)
         self._names, self._ranks = {r[0]: r[6] for r in rows}, ranks
         top = max((r[0] for r in rows), default=0)
         self._versions = array("q", [version]) * (top + 1)
@@ -164,6 +199,7 @@ class LiveCatalog:
         try:
             if cats is not None:
                 self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
+                self._categories = category_lists(cats)
                 self.category_loads += 1
             if ranks is not None:
                 # Every rank may shift when one name changes; products not yet indexed get theirs below.
@@ -192,6 +228,19 @@ class LiveCatalog:
                 if pid >= len(versions):
                     versions.frombytes(bytes(8 * (pid + 1 - len(versions))))
                 versions[pid] = version
+
+    def category_page(
+        self, parent_id: int | None, offset: int, limit: int
+    ) -> tuple[list[tuple[Category, int]], int]:
+        """repo.list_categories from memory: one page of active categories (all, or the children of
+        `parent_id`) with their product counts (own and descendants', active products), and the total.
+        The rows change only with `structure`, the counts with `version`."""
+        rows = self._categories.get(parent_id, [])
+        state = (self.epoch, self.version)
+        if self._counts[0] != state:
+            self._counts = (state, self.index.category_counts())
+        counts = self._counts[1]
+        return [(r, counts.get(r.id, 0)) for r in rows[offset : offset + limit]], len(rows)
 
     def _apply(self, rows: Sequence[asyncpg.Record], ids: list[int]) -> None:
         found = set()

@@ -6,6 +6,8 @@ combination is one stable statement that asyncpg prepares once per connection.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -389,7 +391,13 @@ async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
 # Its columns as core_ext.CatalogIndex takes them: the price in cents of the consumer list (2 decimals,
 # so exact), created_at (the caller makes it microseconds), and the name (the index orders by its
 # dense rank, computed over every product with the same collation as the list's ORDER BY).
-INDEX_CATEGORIES = "SELECT id, parent_id, is_active FROM categories ORDER BY id"
+# Categories with what the categories endpoint shows, and `position`: their place in its ORDER BY, ranked
+# here so that names compare with the database's collation, exactly as repo.CATEGORIES orders them.
+INDEX_CATEGORIES = """
+SELECT id, parent_id, is_active, zoho_category_id, name, name_ar, sort_order,
+       row_number() OVER (ORDER BY sort_order, name, id) AS position
+FROM categories ORDER BY id
+"""
 _INDEX_COLUMNS = """
 SELECT p.id, p.category_id, (pp.price * 100)::bigint,
        p.stock_on_hand, p.created_at, p.is_active, p.name
@@ -420,7 +428,8 @@ ORDER BY p.id
 
 
 async def index_categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """(id, parent_id, is_active) of every category."""
+    """(id, parent_id, is_active, zoho_category_id, name, name_ar, sort_order, position) of every category,
+    by id; `position` orders them as the categories endpoint does."""
     return list(await conn.fetch(INDEX_CATEGORIES))
 
 
@@ -441,3 +450,26 @@ async def name_ranks(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
     """List rows (core_ext.PRODUCT_COLUMNS, price as text) of these products, by ascending id."""
     return list(await conn.fetch(PAGE_BY_IDS, price_list, ids))
+
+
+# The ids of the active products a search matches (the `q` arm of _FILTERS, the same trigram index) and the
+# catalog state of the snapshot they were read in: the in-memory index filters, sorts and counts them. The
+# ids come as one bytea of big-endian int4s: a search most products match is 200,000 ids, which as an int4[]
+# would cost a Python int each to decode.
+SEARCH_HITS = """
+SELECT s.epoch::text, s.version,
+       (SELECT string_agg(int4send(p.id), ''::bytea) FROM products p
+        WHERE p.is_active AND p.search_text LIKE $1)
+FROM catalog_state s
+"""
+
+
+async def search_hits(conn: asyncpg.Connection, q: str) -> tuple[str, int, array[int]]:
+    """(epoch, version, ids of the active products whose search text holds q, in no particular order),
+    read in one snapshot."""
+    row = await conn.fetchrow(SEARCH_HITS, _like_pattern(q))
+    assert row is not None
+    ids = array("i", row[2] or b"")
+    if sys.byteorder == "little":
+        ids.byteswap()
+    return row[0], row[1], ids

@@ -41,7 +41,7 @@ def routes(state: AppState) -> list[Route]:
 
     async def list_products(call: Call) -> Reply:
         res, query = state.res, call.input
-        live = await res.fresh_index() if query.q is None else None
+        live = await res.fresh_index()
         if live is None:
             return await cached(query, lambda: service.product_page(res, query))
         if query.batch:
@@ -50,6 +50,10 @@ def routes(state: AppState) -> list[Route]:
             if ids is None:
                 return await cached(query, lambda: service.product_batch(res, query))
             return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
+        if query.q is not None:
+            # A search's hits come from SQL, so its answer is keyed by the catalog version like SQL answers;
+            # the index pages it.
+            return await cached(query, lambda: service.searched_page(res, live, query))
         found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS)
         return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)
 
@@ -64,7 +68,11 @@ def routes(state: AppState) -> list[Route]:
 
     async def list_categories(call: Call) -> Reply:
         res, query = state.res, call.input
-        return await cached(query, lambda: service.category_page(res, query))
+        live = await res.fresh_index()
+        if live is None:
+            return await cached(query, lambda: service.category_page(res, query))
+        found = service.index_categories(live, query)
+        return await cached(query, lambda: service.indexed_categories(res, query, found), stamp=found.key)
 
     return [
         Route(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,8 @@ from server.catalog.schemas import page_meta
 from server.catalog.search import normalise
 from server.errors import NotFound
 from server.resources import Resources
+
+_U64 = (1 << 64) - 1
 
 
 def product_not_found(product_id: int) -> NotFound:
@@ -82,14 +85,18 @@ class IndexAnswer:
     stamp: str
 
 
-def index_answer(live: LiveCatalog, query: ProductQuery, bounds: Sequence[Decimal]) -> IndexAnswer:
-    """The index's side of a list answer (no I/O): ids in page order, total, facet counts if asked for."""
+def index_answer(
+    live: LiveCatalog, query: ProductQuery, bounds: Sequence[Decimal], only: Iterable[int] | None = None
+) -> IndexAnswer:
+    """The index's side of a list answer (no I/O): ids in page order, total, facet counts if asked for;
+    `only`: a search's hits (search_hits)."""
     index = live.index
     filters: dict[str, Any] = {
         "category": query.category_id,
         "min_price": _cents(query.min_price, math.ceil),
         "max_price": _cents(query.max_price, math.floor),
         "in_stock": query.in_stock,
+        "only": only,
     }
     ids, total = index.query(query.sort, query.offset, query.page_size, **filters)
     facets = None
@@ -99,6 +106,26 @@ def index_answer(live: LiveCatalog, query: ProductQuery, bounds: Sequence[Decima
     if facets is not None:
         stamp += f"|{facets.digest():x}"
     return IndexAnswer(ids, total, facets, stamp)
+
+
+async def search_hits(res: Resources, live: LiveCatalog, term: str) -> array[int]:
+    """Ids of the active products a normalised `q` matches, for the version the index reflects: from the
+    memo, else one query (its snapshot may be newer: then it is used once and remembered for that one)."""
+    hits = live.hits.get((live.epoch, live.version, term))
+    if hits is None:
+        async with res.pool.acquire() as conn:
+            epoch, version, hits = await repo.search_hits(conn, term)
+        live.hits.put((epoch, version, term), hits)
+    return hits
+
+
+async def searched_page(res: Resources, live: LiveCatalog, query: ProductQuery) -> Made:
+    """JSON bytes of a search's page: the ids it matches from SQL (one query, or none when remembered),
+    filtered, sorted, paged, counted (and faceted) by the index, then the page's rows as for any list."""
+    assert query.q is not None
+    hits = await search_hits(res, live, query.q)
+    found = index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
+    return await indexed_page(res, query, found)
 
 
 async def indexed_page(res: Resources, query: ProductQuery, answer: IndexAnswer) -> Made:
@@ -222,21 +249,53 @@ def image_url(res: Resources, zoho_item_id: str) -> str:
     return f"{res.settings.PUBLIC_BASE_URL}/product-images/{zoho_item_id}.jpg"
 
 
+@dataclass(frozen=True, slots=True)
+class IndexedCategories:
+    """A categories answer computed from the index: the page's rows (repo.CATEGORIES' columns,
+    product_count last) and the total; `key`: what its bytes depend on beyond the query and the index's
+    structure version (which the rows follow): the total and the page's counts."""
+
+    rows: list[tuple[Any, ...]]
+    total: int
+    key: str
+
+
+def index_categories(live: LiveCatalog, query: CategoryQuery) -> IndexedCategories:
+    """One page of categories with product counts from memory (no I/O)."""
+    page, total = live.category_page(query.parent_id, query.offset, query.page_size)
+    counts = tuple(count for _, count in page)
+    return IndexedCategories(
+        [(*row, count) for row, count in page], total, f"{total}|{hash(counts) & _U64:x}"
+    )
+
+
+async def indexed_categories(res: Resources, query: CategoryQuery, found: IndexedCategories) -> Made:
+    """JSON bytes of the categories page the index computed."""
+    assert res.live is not None
+    res.live.served += 1
+    return _categories_body(query, found.rows, found.total)
+
+
 async def category_page(res: Resources, query: CategoryQuery) -> Made:
-    """JSON bytes of one page of categories with product counts."""
+    """JSON bytes of one page of categories with product counts from SQL (the reference)."""
     async with res.pool.acquire() as conn:
         rows, total = await repo.list_categories(
             conn, parent_id=query.parent_id, limit=query.page_size, offset=query.offset
         )
+    return _categories_body(query, rows, total)
+
+
+def _categories_body(query: CategoryQuery, rows: Sequence[Sequence[Any]], total: int) -> Made:
+    # Both sources give repo.CATEGORIES' columns in its order, product_count last.
     items = [
         {
-            "id": r["id"],
-            "zoho_category_id": r["zoho_category_id"],
-            "name": r["name"],
-            "name_ar": r["name_ar"],
-            "parent_id": r["parent_id"],
-            "sort_order": r["sort_order"],
-            "product_count": r["product_count"],
+            "id": r[0],
+            "zoho_category_id": r[1],
+            "name": r[2],
+            "name_ar": r[3],
+            "parent_id": r[4],
+            "sort_order": r[5],
+            "product_count": r[6],
         }
         for r in rows
     ]

@@ -1,6 +1,7 @@
-"""CATALOG_INDEX=true against SQL: two real servers on one database, one serving the product list from the
-in-memory index (server/catalog/live.py), one from SQL, must answer byte for byte the same, before and
-after random writes applied with plain SQL; and a stock update is applied incrementally, not by a rebuild."""
+"""CATALOG_INDEX=true against SQL: two real servers on one database, one serving the product list (searches
+too) and the categories from the in-memory index (server/catalog/live.py), one from SQL, must answer byte
+for byte the same, before and after random writes applied with plain SQL; and a stock update is applied
+incrementally, not by a rebuild."""
 
 from __future__ import annotations
 
@@ -13,8 +14,19 @@ import httpx
 import pytest
 from catalog_testlib import Database, ServerProcess, Services, run
 
+from server.catalog.search import normalise
+
 PRODUCTS = "/api/consumer/products"
 FACETS = ["category", "price", "in_stock"]
+CATEGORIES = "/api/consumer/categories"
+# Searches: words of the seed's names in English and Arabic, spelled as shoppers type them (case, tashkeel,
+# tatweel, alef/hamza forms, taa marbuta as haa, Arabic-Indic digits in SKUs), SKUs, the separator of the
+# search text's fields, LIKE's own wildcards, and terms that match nothing.
+SEARCHES = [
+    "juice", "JUICE", "fresh bread", "Bread 500", "sku", "SKU-000", "sku-0000012", "SKU-٠٠٠٠٠١٢",
+    "۰۰۰۰۱", "عصير", "عَصِير", "عصـــير", "قهوة", "قهوه", "أرز", "ارز", "إرز", "آرز", "خبز طازج", "ألبان",
+    "100%", "sku_000", "pro", "zzzz", "Renamed", "Brand new", "same name",
+]  # fmt: skip
 # One process each, so /ready describes the process that answers; no shared page cache, so every answer is
 # computed by the path under test; one public URL, so image URLs do not differ by port.
 COMMON = {"PROCESSES": "1", "CACHE_ENABLED": "false", "PUBLIC_BASE_URL": "http://catalog.test"}
@@ -42,8 +54,17 @@ def servers(
 
 
 def awkward(db: Database) -> None:
-    """Ties the index must break exactly as SQL does: equal names, prices, timestamps; missing prices."""
+    """Ties the index must break exactly as SQL does: equal names, prices, timestamps; missing prices;
+    categories that are inactive (a parent with active children too), share a sort_order and name, and
+    have names whose order depends on the collation (ICU's where the server has it: not code points)."""
+    if run(db.fetch("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'")):
+        run(db.execute('ALTER TABLE categories ALTER COLUMN name TYPE text COLLATE "und-x-icu"'))
     for sql in (
+        "UPDATE categories SET sort_order = 0 WHERE id % 3 = 0",
+        "UPDATE categories SET name = 'apple' WHERE id % 5 = 0",
+        "UPDATE categories SET name = 'Banana' WHERE id % 5 = 1",
+        "UPDATE categories SET name = 'éclair' WHERE id % 5 = 2",
+        "UPDATE categories SET is_active = false WHERE id % 7 = 1",
         "UPDATE products SET name = 'Same name' WHERE id % 7 = 0",
         "UPDATE products SET created_at = '2024-01-01T00:00:00Z' WHERE id % 6 = 0",
         "UPDATE products SET is_active = false WHERE id % 13 = 0",
@@ -99,8 +120,8 @@ def random_queries(db: Database, rng: random.Random, n: int) -> list[dict[str, A
             params["in_stock"] = rng.choice(["true", "false"])
         if rng.random() < 0.3:
             params["facets"] = ",".join(rng.sample(FACETS, rng.randint(1, len(FACETS))))
-        if rng.random() < 0.1:  # search is served by SQL on both (the index lists without q only)
-            params["q"] = rng.choice(["sku-000", "pro", "same name"])
+        if rng.random() < 0.3:
+            params["q"] = rng.choice(SEARCHES)
         out.append(params)
     return out
 
@@ -122,16 +143,31 @@ def random_batches(db: Database, rng: random.Random, n: int) -> list[dict[str, A
 
 
 def index_served(queries: list[dict[str, Any]]) -> int:
-    """How many of these the index answers (search and batches are SQL on both servers)."""
-    return sum("q" not in p and "ids" not in p for p in queries)
+    """How many of these the index answers (batches are SQL on both servers)."""
+    return sum("ids" not in p for p in queries)
 
 
-def compare(servers: tuple[ServerProcess, ServerProcess], queries: list[dict[str, Any]]) -> int:
+def random_category_queries(db: Database, rng: random.Random, n: int) -> list[dict[str, Any]]:
+    parents = [r[0] for r in run(db.fetch("SELECT DISTINCT parent_id FROM categories WHERE parent_id > 0"))]
+    cats = [r[0] for r in run(db.fetch("SELECT id FROM categories ORDER BY id"))]
+    out = []
+    for _ in range(n):
+        size = rng.choice([1, 3, 7, 50, 200])
+        params: dict[str, Any] = {"page_size": size, "page": rng.choice([1, 1, 2, 3, 9, 60])}
+        if rng.random() < 0.5:
+            params["parent_id"] = rng.choice([*parents, *parents, rng.choice(cats), 10**6])
+        out.append(params)
+    return out
+
+
+def compare(
+    servers: tuple[ServerProcess, ServerProcess], queries: list[dict[str, Any]], path: str = PRODUCTS
+) -> int:
     """Assert both servers answer every query with the same bytes; return how many were non-empty."""
     non_empty = 0
     with servers[0].client() as a, servers[1].client() as b:
         for params in queries:
-            ra, rb = a.get(PRODUCTS, params=params), b.get(PRODUCTS, params=params)
+            ra, rb = a.get(path, params=params), b.get(path, params=params)
             assert ra.status_code == rb.status_code == 200, (params, ra.text, rb.text)
             assert ra.content == rb.content, params
             non_empty += b'"items":[]' not in ra.content
@@ -158,6 +194,34 @@ def test_index_answers_like_sql(servers: tuple[ServerProcess, ServerProcess], da
     assert sum(b'"missing":[' in body for body in bodies) == 20
 
 
+def test_searches_answer_like_sql(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
+    wait_caught_up(servers, current_version(database))
+    queries = [
+        {"q": q, "sort": sort, "page_size": size, "page": page}
+        for q in SEARCHES
+        for sort, size, page in (("name", 50, 1), ("-price", 7, 2), ("newest", 200, 1))
+    ]
+    queries += [{"q": "sku", "category_id": c, "in_stock": "true"} for c in (1, 2, 7)]
+    before = ready(servers[0])["index"]
+    assert compare(servers, queries) > len(queries) // 2
+    after = ready(servers[0])["index"]
+    assert after["served"] == before["served"] + len(queries)
+    # One SQL query per distinct search in this version; the other pages and sorts came from the memo.
+    memo, old = after["search_memo"], before["search_memo"]
+    terms = {normalise(q).strip() for q in SEARCHES}
+    assert memo["misses"] - old["misses"] <= len(terms)
+    assert memo["hits"] - old["hits"] >= len(queries) - len(terms)
+
+
+def test_categories_answer_like_sql(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
+    wait_caught_up(servers, current_version(database))
+    rng = random.Random(12)
+    queries = [{}, {"page_size": 200}, *random_category_queries(database, rng, 60)]
+    served = ready(servers[0])["index"]["served"]
+    assert compare(servers, queries, CATEGORIES) > 20
+    assert ready(servers[0])["index"]["served"] == served + len(queries)
+
+
 WRITES = [
     "UPDATE products SET stock_on_hand = {n} WHERE id = {id}",
     "UPDATE product_prices SET price = {price} WHERE product_id = {id}",
@@ -175,7 +239,17 @@ WRITES = [
     " SELECT max(id), (SELECT id FROM price_lists WHERE code = 'consumer'), {price} FROM products"
     " ON CONFLICT DO NOTHING",
     "DELETE FROM products WHERE id = (SELECT max(id) FROM products WHERE zoho_item_id LIKE 'new-%')",
+    "UPDATE categories SET name = '{word}' WHERE id = {cat}",
+    "UPDATE categories SET is_active = NOT is_active WHERE id = {cat}",
+    "UPDATE categories SET sort_order = {n} % 3 WHERE id = {cat}",
+    "INSERT INTO categories (zoho_category_id, name, name_ar, parent_id, sort_order)"
+    " VALUES ('newcat-{n}', '{word}', 'جديد', {cat}, {n} % 2)",
+    "UPDATE products SET category_id = (SELECT max(id) FROM categories) WHERE id = {id}",
+    "DELETE FROM categories"
+    " WHERE id = (SELECT max(id) FROM categories WHERE zoho_category_id LIKE 'newcat-%')",
+    "UPDATE products SET name = 'Fresh قهوة {n}' WHERE id = {id}",
 ]
+CATEGORY_NAMES = ["apple", "Apple", "Banana", "banana", "éclair", "Eclair", "zebra", "Zebra", "ألبان"]
 
 
 def test_index_follows_random_writes(
@@ -183,7 +257,7 @@ def test_index_follows_random_writes(
 ) -> None:
     rng = random.Random(11)
     before = ready(servers[0])["index"]
-    for step in range(24):
+    for step in range(40):
         ids = [r[0] for r in run(database.fetch("SELECT id FROM products ORDER BY id"))]
         cats = [r[0] for r in run(database.fetch("SELECT id FROM categories ORDER BY id"))]
         sql = WRITES[step % len(WRITES)] if step < len(WRITES) else rng.choice(WRITES)
@@ -193,6 +267,7 @@ def test_index_follows_random_writes(
             "price": f"{rng.randint(0, 9999) / 100:.2f}",
             "cat": rng.choice(cats),
             "cat2": rng.choice(cats),
+            "word": rng.choice(CATEGORY_NAMES),
         }
         try:
             run(database.execute(sql.format(**values)))
@@ -201,13 +276,16 @@ def test_index_follows_random_writes(
                 raise
         wait_caught_up(servers, current_version(database))
         served = ready(servers[0])["index"]["served"]
-        queries = random_queries(database, rng, 12) + random_batches(database, rng, 2)
+        queries = [{"q": "sku", "sort": "-price"}, *random_queries(database, rng, 12)]
+        queries += random_batches(database, rng, 2)
         assert compare(servers, queries) > 0, sql
-        assert ready(servers[0])["index"]["served"] == served + index_served(queries)
+        categories = random_category_queries(database, rng, 6)
+        assert compare(servers, [{"page_size": 200}, *categories], CATEGORIES) > 0, sql
+        assert ready(servers[0])["index"]["served"] == served + index_served(queries) + 1 + len(categories)
     # Ordinary writes never rebuilt the index; renames reloaded the ranks, tree moves the categories.
     after = ready(servers[0])["index"]
     assert after["rebuilds"] == before["rebuilds"]
-    assert after["applied"] >= before["applied"] + 24
+    assert after["applied"] >= before["applied"] + 40
     assert after["rank_loads"] > before["rank_loads"]
     assert after["category_loads"] > before["category_loads"]
 

@@ -122,3 +122,29 @@ def test_unknown_and_inactive_products_are_404_without_a_query(
                 assert timing(resp)[0] == 0, url
         run(database.execute("UPDATE products SET is_active = true WHERE id = 3"))
         wait_for(client, f"{PRODUCTS}/3", lambda d: d.get("id") == 3)
+
+
+def test_categories_stay_cached_under_stock_changes_and_follow_what_counts(
+    server: ServerProcess, database: Database
+) -> None:
+    categories = "/api/consumer/categories?page_size=200"
+    with server.client() as client:
+        etag = warm(client, categories)
+        product = client.get(f"{PRODUCTS}?page_size=1&in_stock=true").json()["items"][0]
+        cat = product["category"]["id"]
+        set_stock(database, product["id"], product["stock"] + 3)
+        wait_for(client, f"{PRODUCTS}/{product['id']}", lambda d: d["stock"] == product["stock"] + 3)
+        # Counts do not depend on stock: the categories answer is the same entry, no query.
+        for resp in served_by_all(client, categories):
+            assert resp.headers["etag"] == etag and timing(resp)[0] == 0
+        # A product leaving the list changes the counts of its category (and its ancestors).
+        before = {i["id"]: i["product_count"] for i in client.get(categories).json()["items"]}
+        run(database.execute("UPDATE products SET is_active = false WHERE id = $1", product["id"]))
+        try:
+            wait_for(
+                client,
+                categories,
+                lambda d: {i["id"]: i["product_count"] for i in d["items"]}.get(cat) == before[cat] - 1,
+            )
+        finally:
+            run(database.execute("UPDATE products SET is_active = true WHERE id = $1", product["id"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from core_ext_testlib import Impl, RefCatalog, RefProduct, load_catalog, upsert
@@ -47,7 +48,9 @@ FILTERS = st.fixed_dictionaries(
         "min_price": st.integers(-1, 7),
         "max_price": st.integers(-1, 7),
         "in_stock": st.booleans(),
-        "only": st.lists(st.integers(0, 80), max_size=20) | st.sets(PRODUCT_IDS),
+        "only": st.lists(st.integers(0, 80), max_size=20)
+        | st.sets(PRODUCT_IDS)
+        | st.lists(st.integers(0, 80), max_size=20).map(lambda ids: array("i", ids)),
     },
 )
 # Mostly early pages (most offsets beyond a small total would show nothing), sometimes anywhere.

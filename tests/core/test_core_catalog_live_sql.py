@@ -168,6 +168,15 @@ async def compare(
         assert len(cats) == total
         counts = live.index.category_counts()
         assert {r["id"]: counts.get(r["id"], 0) for r in cats} == {r["id"]: r["product_count"] for r in cats}
+        # The categories endpoint's pages from memory: rows, order, counts and totals, per parent.
+        for parent in [None, *range(1, len(tree) + 2)]:
+            for limit, offset in ((200, 0), (3, 0), (3, 3)):
+                want, want_total = await repo.list_categories(
+                    conn, parent_id=parent, limit=limit, offset=offset
+                )
+                page, got_total = live.category_page(parent, offset, limit)
+                got = [(*row, count) for row, count in page]
+                assert (got, got_total) == ([tuple(r)[:7] for r in want], want_total), (parent, limit, offset)
     finally:
         await conn.close()
 

@@ -22,16 +22,21 @@ def db(services: Services, template_db: tuple[str, Path], tmp_path: Path) -> Dat
     drop_database(database)
 
 
-async def plan(conn: asyncpg.Connection, flt: repo.ProductFilter, *, with_count: bool) -> str:
-    """The plan of the list statement exactly as the service sends it (same SQL, same parameters)."""
-    sql, args = repo.list_statement(flt, with_count=with_count)
-    rows = await conn.fetch("EXPLAIN (COSTS OFF) " + sql, "consumer", 50, 0, *args)
+async def plan(conn: asyncpg.Connection, flt: repo.ProductFilter, *, with_count: bool | None) -> str:
+    """The plan of the list statement exactly as the service sends it (same SQL, same parameters); with
+    `with_count=None`, of the search hits the in-memory index pages (repo.SEARCH_HITS)."""
+    if with_count is None:
+        assert flt.q is not None
+        rows = await conn.fetch("EXPLAIN (COSTS OFF) " + repo.SEARCH_HITS, repo._like_pattern(flt.q))
+    else:
+        sql, args = repo.list_statement(flt, with_count=with_count)
+        rows = await conn.fetch("EXPLAIN (COSTS OFF) " + sql, "consumer", 50, 0, *args)
     return "\n".join(r[0] for r in rows)
 
 
-@pytest.mark.parametrize("with_count", [True, False])
+@pytest.mark.parametrize("with_count", [True, False, None])
 @pytest.mark.parametrize("q", ["milk", "حليب", "حَلِيب", "sku-00001", "SKU-٠٠٠٠١"])
-def test_search_uses_the_trigram_index(db: Database, q: str, with_count: bool) -> None:
+def test_search_uses_the_trigram_index(db: Database, q: str, with_count: bool | None) -> None:
     async def go() -> None:
         conn = await asyncpg.connect(db.url)
         try:
