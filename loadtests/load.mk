@@ -6,6 +6,7 @@
 #   make bench-http WRK_ARGS="-t 2 -c 64 -d 10s" BENCH_ENV="CACHE_ENABLED=false" [COMPARE=CACHE_ENABLED=false,true]
 #   make bench-mix [MIX_DURATION=10s] [SIDE_BY_SIDE=1] [MIX_ARGS="--passes 2 --runs on,off,writer"]
 #   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
+#   make bench-scale [SCALE_PRODUCTS=1000000] [URL=] [SCALE_ARGS="--requests 200 --budget 30"]
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -29,7 +30,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -67,6 +68,15 @@ bench-mix: venv
 COMPRESS_ARGS ?=
 bench-compress: venv
 	$(PY) -m loadtests.bench_compress --products $(LOAD_PRODUCTS) $(COMPRESS_ARGS)
+
+## Cold per-request latency on a large catalog, cache off, one process: p50/p99 (client, and the server's app/db
+## split) of each list filter/sort, a deep page (offset 100,000), categories, a search and varied filters;
+## with no URL a throw-away service is seeded (1M products: minutes) and its time to ready, index build and
+## RSS are printed too.
+SCALE_PRODUCTS ?= 1000000
+SCALE_ARGS ?=
+bench-scale: venv
+	$(PY) -m loadtests.bench_scale --products $(SCALE_PRODUCTS) $(if $(URL),--url $(URL)) $(SCALE_ARGS)
 
 ## Freshness: 100 commits, time until every process serves each one (p50/p99/max; exit 1 if targets missed).
 freshness: venv

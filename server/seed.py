@@ -75,10 +75,12 @@ def _progress(label: str, done: int, total: int, started: float) -> None:
         return
     width = 30
     filled = width * done // max(total, 1)
-    rate = done / max(time.monotonic() - started, 1e-6)
+    elapsed = max(time.monotonic() - started, 1e-6)
     bar = "#" * filled + "-" * (width - filled)
     end = "\n" if done >= total else "\r"
-    sys.stderr.write(f"{label:<9} [{bar}] {done:>9,}/{total:,} {rate:>9,.0f}/s{end}")
+    sys.stderr.write(
+        f"{label:<9} [{bar}] {done:>9,}/{total:,} {done / elapsed:>9,.0f}/s {elapsed:>6.1f} s{end}"
+    )
     sys.stderr.flush()
 
 

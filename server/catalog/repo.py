@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -389,8 +390,12 @@ async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
 
 # -- the in-memory list index (server/catalog/live.py) ------------------------------------------------
 # Its columns as core_ext.CatalogIndex takes them: the price in cents of the consumer list (2 decimals,
-# so exact), created_at (the caller makes it microseconds), and the name (the index orders by its
-# dense rank, computed over every product with the same collation as the list's ORDER BY).
+# so exact), created_at in microseconds since the epoch (extract gives an exact numeric), and a 64-bit
+# hash of the name (a catch-up reloads the name ranks only when a changed product's hash differs): no
+# name text reaches Python. The index orders names by their dense rank, computed over every product with
+# the same collation as the list's ORDER BY, in a query of its own: sorting only (id, name) is cheaper than
+# sorting every column, and the columns' query streams in id order without a sort (a merge join of the two
+# primary keys).
 # Categories with what the categories endpoint shows, and `position`: their place in its ORDER BY, ranked
 # here so that names compare with the database's collation, exactly as repo.CATEGORIES orders them.
 INDEX_CATEGORIES = """
@@ -398,16 +403,18 @@ SELECT id, parent_id, is_active, zoho_category_id, name, name_ar, sort_order,
        row_number() OVER (ORDER BY sort_order, name, id) AS position
 FROM categories ORDER BY id
 """
-_INDEX_COLUMNS = """
-SELECT p.id, p.category_id, (pp.price * 100)::bigint,
-       p.stock_on_hand, p.created_at, p.is_active, p.name
+INDEX_PRODUCTS = """
+SELECT p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
+       (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active, hashtextextended(p.name, 0)
 FROM products p
 LEFT JOIN product_prices pp
        ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
 """
-INDEX_PRODUCTS = _INDEX_COLUMNS + "ORDER BY p.id"
-INDEX_PRODUCTS_BY_ID = _INDEX_COLUMNS + "WHERE p.id = ANY($2::int[])"
+INDEX_PRODUCTS_BY_ID = INDEX_PRODUCTS + "WHERE p.id = ANY($2::int[])"
+INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
+# Rows of a full load per round trip: the load streams through a cursor, so it never holds every row.
+INDEX_CHUNK = 50_000
 
 # One page of list rows by primary key, in the column shape of _BASE (core_ext.PRODUCT_COLUMNS), by
 # ascending id (the order the primary-key scan reads them in: no sort). Inactive rows are returned too: the
@@ -433,18 +440,28 @@ async def index_categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return list(await conn.fetch(INDEX_CATEGORIES))
 
 
-async def index_products(
-    conn: asyncpg.Connection, price_list: str, ids: list[int] | None = None
-) -> list[asyncpg.Record]:
-    """(id, category_id, price_cents, stock, created_at, is_active, name) of every product, or of `ids`."""
-    if ids is None:
-        return list(await conn.fetch(INDEX_PRODUCTS, price_list))
+async def index_products(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
+    """(id, category_id, price_cents, stock, created_us, is_active, name_hash) of these products."""
     return list(await conn.fetch(INDEX_PRODUCTS_BY_ID, price_list, ids))
 
 
-async def name_ranks(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """(id, dense rank of the name) of every product: the order of sort=name."""
-    return list(await conn.fetch(NAME_RANKS))
+async def _chunks(conn: asyncpg.Connection, sql: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:
+    # A cursor (inside the caller's transaction): INDEX_CHUNK rows per round trip, never all of them.
+    cursor = await conn.cursor(sql, *args)
+    while chunk := await cursor.fetch(INDEX_CHUNK):
+        yield chunk
+
+
+def index_product_chunks(conn: asyncpg.Connection, price_list: str) -> AsyncIterator[list[asyncpg.Record]]:
+    """(id, category_id, price_cents, stock, created_us, is_active, name_hash) of every product in id
+    order, INDEX_CHUNK rows at a time (inside a transaction)."""
+    return _chunks(conn, INDEX_PRODUCTS_ALL, price_list)
+
+
+def name_rank_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.Record]]:
+    """(id, dense rank of the name) of every product (the order of sort=name), INDEX_CHUNK rows at a time
+    (inside a transaction)."""
+    return _chunks(conn, NAME_RANKS)
 
 
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:

@@ -1,0 +1,100 @@
+"""LiveCatalog's own memory and its name ranks: no name text kept, a rename found by its hash."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from catalog_testlib import Database, Services, drop_database, make_database, run
+
+from server.catalog.live import LiveCatalog
+
+EXTRA = 20_000
+SORTS = ("name", "-name", "price", "-price", "newest")
+
+
+@pytest.fixture(scope="module")
+def big(
+    services: Services, template_db: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    """The template's catalog plus EXTRA products with long distinct names (ids with a gap)."""
+    db = make_database(services, template_db, tmp_path_factory.mktemp("live"))
+    run(
+        db.execute(
+            "INSERT INTO products (id, zoho_item_id, sku, name, category_id, stock_on_hand)"
+            " SELECT 1000 + g, 'live-' || g, 'SKU-LIVE-' || g,"
+            " 'A rather long product name, number ' || g, (SELECT min(id) FROM categories), g % 4"
+            f" FROM generate_series(1, {EXTRA}) g"
+        )
+    )
+    yield db
+    drop_database(db)
+
+
+async def _built(db: Database) -> LiveCatalog:
+    conn = await asyncpg.connect(db.url)
+    try:
+        live = LiveCatalog("consumer")
+        await live.rebuild(conn)
+        return live
+    finally:
+        await conn.close()
+
+
+def _orders(live: LiveCatalog) -> dict[str, list[int]]:
+    return {sort: live.index.query(sort, 0, 10**6)[0] for sort in SORTS}
+
+
+def test_keeps_no_names(big: Database) -> None:
+    # Python memory the catalog keeps besides the index: the dicts of names and ranks it used to hold took
+    # ~250 bytes a product; two arrays by id take 16 an id (plus the connection's buffers).
+    run(_built(big))  # first-use allocations (codecs, statement caches) are not the catalog's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        live = run(_built(big))
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    top = run(big.fetch("SELECT max(id) FROM products"))[0][0]
+    assert len(live.index) > EXTRA
+    assert kept - live.index.memory_bytes < 32 * top + 300_000, (kept, live.index.memory_bytes, top)
+
+
+def test_rename_reloads_ranks_and_catch_up_matches_rebuild(big: Database) -> None:
+    live = run(_built(big))
+    loads = live.rank_loads
+    first = run(big.fetch("SELECT min(id) FROM products WHERE is_active"))[0][0]
+    # Same name written again, and a stock change: no rank reload.
+    run(big.execute("UPDATE products SET name = name, stock_on_hand = 7 WHERE id = $1", first))
+
+    async def catch_up() -> None:
+        conn = await asyncpg.connect(big.url)
+        try:
+            await live.catch_up(conn)
+        finally:
+            await conn.close()
+
+    run(catch_up())
+    assert live.rank_loads == loads
+    assert _orders(live) == _orders(run(_built(big)))
+    # A rename to the first name in the order, and a new product: ranks reloaded, orders as a fresh build.
+    run(big.execute("UPDATE products SET name = '  first of all' WHERE id = 1000 + $1", EXTRA // 2))
+    run(
+        big.execute(
+            "INSERT INTO products (id, zoho_item_id, sku, name, stock_on_hand)"
+            " VALUES (500000, 'live-new', 'SKU-LIVE-NEW', 'Middle name', 3)"
+        )
+    )
+    run(catch_up())
+    assert live.rank_loads == loads + 1
+    fresh = run(_built(big))
+    assert _orders(live) == _orders(fresh)
+    assert _orders(live)["name"][0] == 1000 + EXTRA // 2
+    assert 500000 in live.index
