@@ -1,8 +1,10 @@
-"""Search hits per process: the ids a normalised `q` matched in one catalog version, remembered so that the
-other pages and sorts of that search need no SQL (the in-memory index filters, sorts and counts them).
+"""Search hits per process: the ids a normalised `q` matched, remembered so that the other pages and sorts
+of that search need no SQL (the in-memory index filters, sorts and counts them).
 
-Exact by construction: an entry is keyed by the (epoch, version) of the snapshot its ids were read in and
-is used only while the index reflects that same version. Bounded twice, least recently used first: by
+Exact by construction: an entry is keyed by the epoch and the *search version* of the snapshot its ids
+were read in (LiveCatalog.search_version: the last change to a searchable text or to which products exist
+and are active), so it stays valid across stock and price changes and is never used after a change that
+could alter what the search matches. Bounded twice, least recently used first: by
 entries and by the ids held in all of them (a search most products match is large; a single one larger
 than the id budget is never kept).
 """
@@ -12,11 +14,11 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 
-Key = tuple[str, int, str]  # (epoch, version, normalised q)
+Key = tuple[str, int, str]  # (epoch, search version, normalised q)
 
 
 class SearchHits:
-    """A small LRU of {(epoch, version, q): ids}, with ids as 4-byte integers (array 'i')."""
+    """A small LRU of {(epoch, search version, q): ids}, with ids as 4-byte integers (array 'i')."""
 
     def __init__(self, max_entries: int, max_ids: int) -> None:
         self.max_entries = max_entries

@@ -111,10 +111,11 @@ class LiveCatalog:
         self.index = make_index()
         self.epoch = ""
         self.version = -1  # nothing reflected yet: never equal to a real version
-        # Name rank and name hash of every product, indexed by product id (ids are dense, as in the
-        # index). A changed product whose hash differs was renamed (a different name with the same 64-bit
-        # hash would go unnoticed: a 2**-64 chance per rename): a rename or a new product reloads the
-        # ranks; any other change upserts the product with the rank it has.
+        # Name rank and a hash of name and search text of every product, indexed by product id (ids are
+        # dense, as in the index). A changed product whose hash differs was renamed or changed what search
+        # matches (a different text with the same 64-bit hash would go unnoticed: a 2**-64 chance per
+        # change): that or a new product reloads the ranks; any other change upserts the product with the
+        # rank it has.
         self._ranks = array("q")
         self._hashes = array("q")
         self._categories: dict[int | None, list[Category]] = {None: []}
@@ -123,6 +124,9 @@ class LiveCatalog:
         # Row version by product id (grown on demand; 0 = never seen) and the structure version.
         self._versions = array("q")
         self.structure = -1
+        # Version of the last change to what searches match (a text, a product appearing or (de)activated,
+        # or a rebuild): remembered search hits are keyed by it, so stock and price changes keep them.
+        self.search_version = -1
         self._advanced = asyncio.Event()  # set and replaced each time `version` moves
         self.rebuilds = 0
         self.applied = 0  # changes applied incrementally
@@ -170,6 +174,7 @@ class LiveCatalog:
         return {
             "version": self.version,
             "structure": self.structure,
+            "search_version": self.search_version,
             "products": len(self.index),
             "active": self.index.active_count,
             "memory_bytes": self.index.memory_bytes,
@@ -219,7 +224,7 @@ class LiveCatalog:
         self._ranks, self._hashes = ranks, _by_id(ids, hashes)
         self._categories = category_lists(cats)
         self._versions = array("q", [version]) * (ids[-1] + 1 if ids else 1)
-        self.structure = version
+        self.structure = self.search_version = version
         self.rebuilds += 1
         self._moved()
         return loaded, ranked
@@ -244,6 +249,7 @@ class LiveCatalog:
                 rows = await repo.index_products(conn, self.price_list, product_ids) if product_ids else []
                 renamed = any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows)
                 ranks = await _name_ranks(conn) if renamed else None
+                searched = renamed or any(self.is_listed(r[0]) != r[5] for r in rows)
         if rebuild:
             await self.rebuild(conn)
             return
@@ -266,6 +272,8 @@ class LiveCatalog:
             raise
         if cats is not None:
             self.structure = current
+        if searched:
+            self.search_version = current
         self.epoch, self.version = epoch, current
         self.applied += count
         self._moved()

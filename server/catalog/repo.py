@@ -391,8 +391,9 @@ async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
 # -- the in-memory list index (server/catalog/live.py) ------------------------------------------------
 # Its columns as core_ext.CatalogIndex takes them: the price in cents of the consumer list (2 decimals,
 # so exact), created_at in microseconds since the epoch (extract gives an exact numeric), and a 64-bit
-# hash of the name (a catch-up reloads the name ranks only when a changed product's hash differs): no
-# name text reaches Python. The index orders names by their dense rank, computed over every product with
+# hash of the name and the search text (a catch-up reloads the name ranks, and forgets remembered search
+# hits, only when a changed product's hash differs): no name text reaches Python. The index orders names
+# by their dense rank, computed over every product with
 # the same collation as the list's ORDER BY, in a query of its own: sorting only (id, name) is cheaper than
 # sorting every column, and the columns' query streams in id order without a sort (a merge join of the two
 # primary keys).
@@ -405,7 +406,8 @@ FROM categories ORDER BY id
 """
 INDEX_PRODUCTS = """
 SELECT p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
-       (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active, hashtextextended(p.name, 0)
+       (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
+       hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0)
 FROM products p
 LEFT JOIN product_prices pp
        ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)

@@ -50,11 +50,10 @@ def routes(state: AppState) -> list[Route]:
             if ids is None:
                 return await cached(query, lambda: service.product_batch(res, query))
             return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
-        if query.q is not None:
-            # A search's hits come from SQL, so its answer is keyed by the catalog version like SQL answers;
-            # the index pages it.
-            return await cached(query, lambda: service.searched_page(res, live, query))
-        found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS)
+        # A search takes its hits from the memo or SQL (service.search_hits); the index does the rest, so its
+        # answer is keyed by its stamp like any other list.
+        hits = None if query.q is None else await service.search_hits(res, live, query.q)
+        found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
         return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)
 
     async def get_product(call: Call) -> Reply:

@@ -110,22 +110,17 @@ def index_answer(
 
 async def search_hits(res: Resources, live: LiveCatalog, term: str) -> array[int]:
     """Ids of the active products a normalised `q` matches, for the version the index reflects: from the
-    memo, else one query (its snapshot may be newer: then it is used once and remembered for that one)."""
-    hits = live.hits.get((live.epoch, live.version, term))
+    memo (kept across versions that changed no searchable text and no product's presence), else one query.
+    A query whose snapshot is newer than the index is used once, not remembered: its version's search
+    version is unknown."""
+    key = (live.epoch, live.search_version, term)
+    hits = live.hits.get(key)
     if hits is None:
         async with res.pool.acquire() as conn:
             epoch, version, hits = await repo.search_hits(conn, term)
-        live.hits.put((epoch, version, term), hits)
+        if (epoch, version) == (live.epoch, live.version) and key[1] == live.search_version:
+            live.hits.put(key, hits)
     return hits
-
-
-async def searched_page(res: Resources, live: LiveCatalog, query: ProductQuery) -> Made:
-    """JSON bytes of a search's page: the ids it matches from SQL (one query, or none when remembered),
-    filtered, sorted, paged, counted (and faceted) by the index, then the page's rows as for any list."""
-    assert query.q is not None
-    hits = await search_hits(res, live, query.q)
-    found = index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
-    return await indexed_page(res, query, found)
 
 
 async def indexed_page(res: Resources, query: ProductQuery, answer: IndexAnswer) -> Made:

@@ -148,3 +148,32 @@ def test_categories_stay_cached_under_stock_changes_and_follow_what_counts(
             )
         finally:
             run(database.execute("UPDATE products SET is_active = true WHERE id = $1", product["id"]))
+
+
+def test_searches_stay_cached_under_stock_changes_and_follow_renames(
+    server: ServerProcess, database: Database
+) -> None:
+    # The search's hits are remembered per search version (text and presence changes), and its pages are
+    # keyed by their stamp: a stock change to a product the page does not show costs no query at all.
+    url = f"{PRODUCTS}?q=sku&page_size=10&sort=-price"
+    with server.client() as client:
+        first = client.get(url).json()
+        shown = {i["id"] for i in first["items"]}
+        other = next(
+            r[0]
+            for r in run(database.fetch("SELECT id FROM products WHERE is_active AND stock_on_hand > 0"))
+            if r[0] not in shown
+        )
+        etag = warm(client, url)
+        set_stock(database, other, 42)
+        wait_for(client, f"{PRODUCTS}/{other}", lambda d: d["stock"] == 42)
+        for resp in served_by_all(client, url):
+            assert resp.headers["etag"] == etag and timing(resp)[0] == 0, "a stock change re-ran the search"
+
+        # A rename that makes a product match (and one that makes another stop) is served within a second.
+        term = "zebrafish"
+        search = f"{PRODUCTS}?q={term}"
+        assert client.get(search).json()["total"] == 0
+        run(database.execute("UPDATE products SET name = name || ' Zebrafish' WHERE id = $1", other))
+        took = wait_for(client, search, lambda d: [i["id"] for i in d["items"]] == [other])
+        assert took < 1.0
