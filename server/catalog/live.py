@@ -39,6 +39,9 @@ from server.catalog.hits import SearchHits
 
 log = logging.getLogger("server.catalog.live")
 _U64 = (1 << 64) - 1
+# Answers remembered per process (keys are validated, normalised query keys of at most a few hundred bytes;
+# an answer holds at most one page of ids): a few MB at most.
+ANSWER_MEMO_ENTRIES = 4096
 
 # glibc keeps the heap a full load freed (its mmap threshold grows with each large block freed): at 1M
 # products ~40 MB stayed resident after the build, and more after the start's other loads. malloc_trim
@@ -128,6 +131,9 @@ class LiveCatalog:
         # or a rebuild): remembered search hits are keyed by it, so stock and price changes keep them.
         self.search_version = -1
         self._advanced = asyncio.Event()  # set and replaced each time `version` moves
+        # Answers computed from this index, by query key, for the (epoch, version) they were computed at:
+        # a cached hit then costs a dict look-up, not an index query and a stamp (service, router).
+        self._answers: dict[str, tuple[str, int, Any]] = {}
         self.rebuilds = 0
         self.applied = 0  # changes applied incrementally
         self.rank_loads = 0
@@ -146,6 +152,19 @@ class LiveCatalog:
         ids = tuple(ids)
         rows = hash(tuple([versions[i] if i < n else 0 for i in ids]))
         return f"{hash(ids) & _U64:x}.{rows & _U64:x}"
+
+    def remembered(self, key: str) -> Any | None:
+        """The answer kept for `key` at the version the index reflects now, or None."""
+        found = self._answers.get(key)
+        if found is None or found[1] != self.version or found[0] != self.epoch:
+            return None
+        return found[2]
+
+    def remember(self, key: str, answer: Any) -> None:
+        """Keep an answer computed at the current version (bounded: emptied when full)."""
+        if len(self._answers) >= ANSWER_MEMO_ENTRIES:
+            self._answers.clear()
+        self._answers[key] = (self.epoch, self.version, answer)
 
     def is_listed(self, product_id: int) -> bool:
         """True when the product exists and is active (what the list and the detail show)."""

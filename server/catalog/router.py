@@ -50,10 +50,13 @@ def routes(state: AppState) -> list[Route]:
             if ids is None:
                 return await cached(query, lambda: service.product_batch(res, query))
             return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
-        # A search takes its hits from the memo or SQL (service.search_hits); the index does the rest, so its
-        # answer is keyed by its stamp like any other list.
-        hits = None if query.q is None else await service.search_hits(res, live, query.q)
-        found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
+        found = live.remembered(query.cache_key)
+        if found is None:
+            # A search takes its hits from the memo or SQL (service.search_hits); the index does the rest, so
+            # its answer is keyed by its stamp like any other list.
+            hits = None if query.q is None else await service.search_hits(res, live, query.q)
+            found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
+            live.remember(query.cache_key, found)
         return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)
 
     async def get_product(call: Call) -> Reply:
@@ -61,16 +64,25 @@ def routes(state: AppState) -> list[Route]:
         live = await res.fresh_index()
         if live is None:
             return await cached(query, lambda: service.product_detail(res, query))
-        if not live.is_listed(query.id):
-            raise service.product_not_found(query.id)  # exact at the index's version: no query
-        return await cached(query, lambda: service.product_detail(res, query), stamp=live.stamp((query.id,)))
+        stamp = live.remembered(query.cache_key)
+        if stamp is None:
+            # "" marks a product the index does not list: exact at the index's version, a 404 with no query.
+            stamp = live.stamp((query.id,)) if live.is_listed(query.id) else ""
+            live.remember(query.cache_key, stamp)
+        if not stamp:
+            raise service.product_not_found(query.id)
+        return await cached(query, lambda: service.product_detail(res, query), stamp=stamp)
 
     async def list_categories(call: Call) -> Reply:
         res, query = state.res, call.input
         live = await res.fresh_index()
         if live is None:
             return await cached(query, lambda: service.category_page(res, query))
-        found = service.index_categories(live, query)
+        got = live.remembered(query.cache_key)
+        if got is None:
+            got = service.index_categories(live, query)
+            live.remember(query.cache_key, got)
+        found = got
         return await cached(query, lambda: service.indexed_categories(res, query, found), stamp=found.key)
 
     return [
