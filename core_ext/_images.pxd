@@ -9,13 +9,26 @@ cdef class _Bitset:
     cdef void seal(self)
 
 
+from libc.stdint cimport int32_t, uint32_t
+
+
+cdef class _Names:
+    cdef char* arena
+    cdef uint32_t* offsets
+    cdef int32_t* ids
+    cdef Py_ssize_t n
+    cdef Py_ssize_t nbits
+    cdef Py_ssize_t nbytes
+
+    cdef long long find(self, const char* name, Py_ssize_t size) noexcept
+
+
 cdef class ImageIndex:
     cdef str _folder
     cdef bytes _folder_b
     cdef double _interval
     cdef _Bitset _bits
-    cdef dict _catalog
-    cdef Py_ssize_t _nbits
+    cdef _Names _names
     cdef double _last_check
     cdef object _scan_mtime
     cdef bint _racy

@@ -8,7 +8,8 @@ import operator
 import os
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 __all__ = ["MAX_DENSE_ID", "RACY_WINDOW_NS", "ImageIndex"]
@@ -36,19 +37,62 @@ def _fingerprint(bits: bytes) -> str:
     return hashlib.blake2b(bits.rstrip(b"\0"), digest_size=16).hexdigest()
 
 
-def _validated_catalog(mapping: Mapping[str, int]) -> tuple[dict[str, int], int]:
-    catalog: dict[str, int] = {}
-    nbits = 0
-    for key, value in mapping.items():
+class _Names:
+    """The catalog: file-name bytes sorted in one arena (name k is ``arena[offsets[k]:offsets[k + 1]]``)
+    and the dense id of each, looked up by binary search; a dict of 1M names held ~110 MB."""
+
+    __slots__ = ("arena", "ids", "nbits", "offsets")
+
+    def __init__(self, arena: bytes, offsets: array[int], ids: array[int]) -> None:
+        self.arena = arena
+        self.offsets = offsets
+        self.ids = ids
+        self.nbits = max(ids, default=-1) + 1
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.arena) + len(self.offsets) * self.offsets.itemsize + len(self.ids) * self.ids.itemsize
+
+    def find(self, name: bytes) -> int:
+        """Dense id of ``name``, or -1."""
+        arena, offsets = self.arena, self.offsets
+        lo, hi = 0, len(self.ids)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            here = arena[offsets[mid] : offsets[mid + 1]]
+            if here < name:
+                lo = mid + 1
+            elif here > name:
+                hi = mid
+            else:
+                return self.ids[mid]
+        return -1
+
+
+def _build_names(mapping: Mapping[str, int] | Iterable[tuple[str, int]]) -> _Names:
+    stems: list[bytes] = []
+    ids = array("i")
+    pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
+    for key, value in pairs:
         if not isinstance(key, str):
             raise TypeError(f"catalog key {key!r}: expected str, got {type(key).__name__}")
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"catalog[{key!r}]: expected int, got {type(value).__name__}")
         if value < 0 or value > MAX_DENSE_ID:
             raise ValueError(f"catalog[{key!r}] = {value}: dense id must be in 0..{MAX_DENSE_ID}")
-        catalog[key] = int(value)
-        nbits = max(nbits, value + 1)
-    return catalog, nbits
+        try:
+            stem = os.fsencode(key)  # the file-name bytes, as the compiled build keeps them
+        except UnicodeEncodeError:
+            continue  # a name no file system can hold never matches a file
+        stems.append(stem)
+        ids.append(value)
+    # A stable sort: of equal names the last one given wins, as in a dict built from the pairs.
+    order = sorted(range(len(stems)), key=stems.__getitem__)
+    kept = [k for at, k in enumerate(order) if at + 1 == len(order) or stems[order[at + 1]] != stems[k]]
+    offsets = array("I", [0])
+    for k in kept:
+        offsets.append(offsets[-1] + len(stems[k]))
+    return _Names(b"".join(stems[k] for k in kept), offsets, array("i", (ids[k] for k in kept)))
 
 
 def _link_is_served(link: str, prefix: str) -> bool:
@@ -65,7 +109,7 @@ def _link_is_served(link: str, prefix: str) -> bool:
 class ImageIndex:
     """Which products have an image, as a bitset over dense product ids, rebuilt from the uploads folder."""
 
-    __slots__ = ("_catalog", "_folder", "_interval", "_last_check", "_nbits", "_racy", "_scan_mtime", "_snap")
+    __slots__ = ("_folder", "_interval", "_last_check", "_names", "_racy", "_scan_mtime", "_snap")
 
     def __init__(self, folder: str | os.PathLike[str], refresh_interval_s: float = 1.0) -> None:
         path = os.fspath(folder)
@@ -76,8 +120,7 @@ class ImageIndex:
             raise ValueError(f"refresh_interval_s must be a finite number >= 0, got {refresh_interval_s!r}")
         self._folder = path
         self._interval = interval
-        self._catalog: dict[str, int] = {}
-        self._nbits = 0
+        self._names = _build_names(())
         self._snap = _Snapshot(b"", 0)
         self._last_check: float | None = None
         self._scan_mtime: int | None = None
@@ -108,11 +151,15 @@ class ImageIndex:
         """Bytes used by the bitset."""
         return len(self._snap.bits)
 
-    def set_catalog(self, mapping: Mapping[str, int]) -> None:
-        """Replace the ``{zoho_item_id: dense_id}`` map and rescan the folder now."""
-        catalog, nbits = _validated_catalog(mapping)
-        self._catalog = catalog
-        self._nbits = nbits
+    @property
+    def catalog_nbytes(self) -> int:
+        """Bytes used by the catalog's names and ids."""
+        return self._names.nbytes
+
+    def set_catalog(self, mapping: Mapping[str, int] | Iterable[tuple[str, int]]) -> None:
+        """Replace the catalog (a ``{zoho_item_id: dense_id}`` mapping or an iterable of such pairs; of
+        equal names the last wins) and rescan the folder now."""
+        self._names = _build_names(mapping)
         self._last_check = time.monotonic()
         self._rescan(*self._probe())
 
@@ -120,9 +167,12 @@ class ImageIndex:
         """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""
         if not isinstance(zoho_item_id, str):
             raise TypeError(f"zoho_item_id must be a str, got {type(zoho_item_id).__name__}")
-        i = self._catalog.get(zoho_item_id)
+        try:
+            i = self._names.find(os.fsencode(zoho_item_id))
+        except UnicodeEncodeError:
+            return False
         bits = self._snap.bits
-        return i is not None and i < len(bits) * 8 and bool(bits[i >> 3] >> (i & 7) & 1)
+        return 0 <= i < len(bits) * 8 and bool(bits[i >> 3] >> (i & 7) & 1)
 
     def has(self, dense_id: int) -> bool:
         """Whether the product with this dense id has an image (False when unknown); no file-system access."""
@@ -162,9 +212,9 @@ class ImageIndex:
             return wall, None
 
     def _rescan(self, wall: int, mtime: int | None) -> bool:
-        bits = bytearray((self._nbits + 7) >> 3)
+        names = self._names
+        bits = bytearray((names.nbits + 7) >> 3)
         count = 0
-        catalog = self._catalog
         # A symlink counts only if the image route would serve it: resolved inside the real folder.
         prefix = os.path.join(os.path.realpath(self._folder), "")
         # Every link sits in the folder, so links with the same target text resolve alike within one scan.
@@ -179,8 +229,8 @@ class ImageIndex:
                     name = entry.name
                     if len(name) <= 4 or not name.endswith(_SUFFIX):
                         continue
-                    i = catalog.get(name[:-4])
-                    if i is None:
+                    i = names.find(os.fsencode(name[:-4]))
+                    if i < 0:
                         continue
                     if entry.is_symlink():
                         try:

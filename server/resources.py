@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from core_ext import USING_COMPILED, ImageIndex
 from server.cache import CacheConfig, PageCache
 from server.catalog import repo
 from server.catalog.hits import SearchHits
-from server.catalog.live import LiveCatalog
+from server.catalog.live import LiveCatalog, trim_heap
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool, create_pool
 from server.ratelimit import RateLimiter
 from server.settings import Settings
@@ -303,10 +304,18 @@ class Resources:
     # -- catalog map and image index --------------------------------------------------------------
 
     async def _load_map(self) -> None:
-        async with self.pool.acquire() as conn:
-            mapping = await repo.catalog_map(conn)
+        # Streamed into two flat sequences (no dict, no million records at once); the index keeps them
+        # as one sorted arena of names.
+        names: list[str] = []
+        ids = array("i")
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for chunk in repo.catalog_map_chunks(conn):
+                names.extend([r[0] for r in chunk])
+                ids.extend([r[1] for r in chunk])
         # set_catalog rescans the folder: keep that off the event loop.
-        await asyncio.to_thread(self.images.set_catalog, mapping)
+        await asyncio.to_thread(self.images.set_catalog, zip(names, ids, strict=True))
+        del names, ids
+        trim_heap()
         self.catalog.map_loads += 1
 
     async def _map_reloader(self) -> None:

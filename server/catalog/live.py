@@ -53,6 +53,12 @@ except (OSError, AttributeError):  # pragma: no cover - depends on the C library
     _malloc_trim = None
 
 
+def trim_heap() -> None:
+    """Give the heap a large load freed back to the system (glibc's malloc_trim; elsewhere nothing)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def _scatter(target: array[int], ids: Sequence[int], values: Sequence[int]) -> array[int]:
     """Set target[id] = value for each pair, growing the array (zeros) to fit; returns it."""
     top = max(ids, default=-1)
@@ -209,8 +215,7 @@ class LiveCatalog:
         """Load everything from one snapshot into a fresh index, then swap it in."""
         started = time.perf_counter()
         loaded, ranked = await self._build(conn)
-        if _malloc_trim is not None:
-            _malloc_trim(0)  # the load's columns are garbage now
+        trim_heap()  # the load's columns are garbage now
         done = time.perf_counter()
         log.info(
             "catalog index built: %d products in %.2f s (columns %.2f s, name ranks %.2f s, build %.2f s)",

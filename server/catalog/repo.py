@@ -344,11 +344,6 @@ CATALOG_MAP = "SELECT zoho_item_id, id FROM products WHERE is_active"
 CATALOG_STATE = "SELECT epoch::text, version FROM catalog_state"
 
 
-async def catalog_map(conn: asyncpg.Connection) -> dict[str, int]:
-    """{zoho_item_id: id} of active products, for the image index."""
-    return {r[0]: r[1] for r in await conn.fetch(CATALOG_MAP)}
-
-
 async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
     """(epoch, version) of the catalog; the version grows with every committed change."""
     row = await conn.fetchrow(CATALOG_STATE)
@@ -464,6 +459,12 @@ def name_rank_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.Rec
     """(id, dense rank of the name) of every product (the order of sort=name), INDEX_CHUNK rows at a time
     (inside a transaction)."""
     return _chunks(conn, NAME_RANKS)
+
+
+def catalog_map_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.Record]]:
+    """(zoho_item_id, id) of every active product, for the image index, INDEX_CHUNK rows at a time
+    (inside a transaction)."""
+    return _chunks(conn, CATALOG_MAP)
 
 
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
