@@ -114,6 +114,7 @@ class Resources:
         # The in-memory product list (CATALOG_INDEX); None when off.
         self.live: LiveCatalog | None = None
         self._live_dirty = asyncio.Event()
+        self._index_conn: asyncpg.Connection | None = None  # the catch-ups' own connection
         self._closing = False
 
     @property
@@ -199,6 +200,7 @@ class Resources:
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listen_conn.close(), budget_s / 2)
+        await self._drop_index_connection()
         with contextlib.suppress(Exception):
             await self.limiter.aclose()
         if self.redis is not None:
@@ -343,10 +345,10 @@ class Resources:
             await self._live_dirty.wait()
             self._live_dirty.clear()
             try:
-                async with self.pool.acquire() as conn:
-                    await live.catch_up(conn)
+                await live.catch_up(await self._index_connection())
                 self.tasks["catalog-index"].ok()
             except TRANSIENT_DB_ERRORS as exc:
+                await self._drop_index_connection()
                 self.tasks["catalog-index"].failed(exc)
                 log.warning("catalog index catch-up failed, will retry: %s", exc)
                 await asyncio.sleep(0.5)
@@ -354,6 +356,25 @@ class Resources:
             except Exception:
                 self._live_dirty.set()  # the restarted loop must still catch up
                 raise
+
+    async def _index_connection(self) -> asyncpg.Connection:
+        # Not a pool connection: under load the pool's queue holds every request in arrival order, and a
+        # catch-up that requests wait on (fresh_index) must not wait behind them.
+        conn = self._index_conn
+        if conn is None or conn.is_closed():
+            conn = self._index_conn = await asyncpg.connect(
+                self.dsn,
+                timeout=5,
+                command_timeout=self.settings.DB_COMMAND_TIMEOUT_S,
+                server_settings={"application_name": "catalog-index", "jit": "off"},
+            )
+        return conn
+
+    async def _drop_index_connection(self) -> None:
+        conn, self._index_conn = self._index_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1)
 
     async def _image_refresher(self) -> None:
         interval = self.settings.IMAGE_REFRESH_INTERVAL_S
