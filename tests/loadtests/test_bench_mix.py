@@ -132,10 +132,11 @@ def test_wrk_walks_the_whole_list_and_counts_non_2xx(
     bm = load()
     ids = [r["id"] for r in asyncio.run(database.fetch("SELECT id FROM products WHERE is_active LIMIT 60"))]
     listed = bm.write_list([("detail", f"/api/consumer/products/{i}") for i in ids], tmp_path / "ok.txt")
-    # A commit moves the catalog version: nothing cached before counts, every listed URL must miss once.
+    # A commit that changes every listed product: nothing cached before counts for them (their row versions
+    # moved), so every listed URL must miss once.
     version = bm.cache_counters(one_process.base_url)["version"]
     asyncio.run(
-        database.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = $1", ids[0])
+        database.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = ANY($1)", ids)
     )
     deadline = time.monotonic() + 10
     before = bm.cache_counters(one_process.base_url)
