@@ -111,15 +111,17 @@ def index_answer(
 async def search_hits(res: Resources, live: LiveCatalog, term: str) -> array[int]:
     """Ids of the active products a normalised `q` matches, for the version the index reflects: from the
     memo (kept across versions that changed no searchable text and no product's presence), else one query.
-    A query whose snapshot is newer than the index is used once, not remembered: its version's search
-    version is unknown."""
-    key = (live.epoch, live.search_version, term)
-    hits = live.hits.get(key)
+    A query that read a newer snapshot than the index waits (briefly) for the index to reach it, so that
+    the hits, the page and the memo all describe one version; if the index moves past it, the hits are
+    used once, not remembered."""
+    hits = live.hits.get((live.epoch, live.search_version, term))
     if hits is None:
         async with res.pool.acquire() as conn:
             epoch, version, hits = await repo.search_hits(conn, term)
-        if (epoch, version) == (live.epoch, live.version) and key[1] == live.search_version:
-            live.hits.put(key, hits)
+        if epoch == live.epoch and version > live.version:
+            await live.wait_for(epoch, version, res.settings.CATALOG_INDEX_WAIT_MS / 1000)
+        if (epoch, version) == (live.epoch, live.version):
+            live.hits.put((epoch, live.search_version, term), hits)
     return hits
 
 
