@@ -21,6 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from server.catalog.live import digest
+
 ZERO = Decimal("0.00")
 
 
@@ -34,16 +36,10 @@ class FacetCounts:
     in_stock: int
     out_of_stock: int
 
-    def digest(self) -> int:
-        """A 64-bit hash of every count (ints only: the same in every process)."""
-        values = (
-            tuple(sorted(self.categories)),
-            self.prices,
-            self.unpriced,
-            self.in_stock,
-            self.out_of_stock,
-        )
-        return hash(values) & 0xFFFFFFFFFFFFFFFF
+    def digest(self) -> str:
+        """A 64-bit hash of every count (live.digest: the same in every process)."""
+        heads = tuple(sorted(self.categories))
+        return digest((heads, self.prices, self.unpriced, self.in_stock, self.out_of_stock))
 
     @classmethod
     def from_index(cls, found: dict[str, Any]) -> FacetCounts:

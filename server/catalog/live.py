@@ -59,6 +59,12 @@ def trim_heap() -> None:
         _malloc_trim(0)
 
 
+def digest(values: tuple[Any, ...]) -> str:
+    """A 64-bit hash, in hex, of a tuple of ints (or of tuples of ints): int hashes are the same in every
+    process, so cache keys built from it are too (str hashes are not: never pass text)."""
+    return f"{hash(values) & _U64:x}"
+
+
 def _scatter(target: array[int], ids: Sequence[int], values: Sequence[int]) -> array[int]:
     """Set target[id] = value for each pair, growing the array (zeros) to fit; returns it."""
     top = max(ids, default=-1)
@@ -146,18 +152,13 @@ class LiveCatalog:
         self.category_loads = 0
         self.served = 0  # pages answered from the index
 
-    def ready_for(self, epoch: str, version: int) -> bool:
-        """True when the index is exactly the catalog at (epoch, version)."""
-        return self.version == version and self.epoch == epoch
-
     def stamp(self, ids: Iterable[int]) -> str:
         """What an answer listing `ids` depends on beyond its query and counts: the ids in order and their
         row versions (two 64-bit hashes; int hashes are the same in every process)."""
         versions = self._versions
         n = len(versions)
         ids = tuple(ids)
-        rows = hash(tuple([versions[i] if i < n else 0 for i in ids]))
-        return f"{hash(ids) & _U64:x}.{rows & _U64:x}"
+        return f"{digest(ids)}.{digest(tuple([versions[i] if i < n else 0 for i in ids]))}"
 
     def remembered(self, key: str) -> Any | None:
         """The answer kept for `key` at the version the index reflects now, or None."""

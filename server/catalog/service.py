@@ -15,14 +15,12 @@ from core_ext import serialize_page
 from server.cache import Made
 from server.catalog import repo
 from server.catalog.facets import FacetCounts, cents, render
-from server.catalog.live import LiveCatalog
+from server.catalog.live import LiveCatalog, digest
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery, entry_sku
 from server.catalog.schemas import page_meta
 from server.catalog.search import normalise
 from server.errors import NotFound
 from server.resources import Resources
-
-_U64 = (1 << 64) - 1
 
 
 def product_not_found(product_id: int) -> NotFound:
@@ -104,7 +102,7 @@ def index_answer(
         facets = FacetCounts.from_index(index.facets(**filters, price_bounds=cents(bounds)))
     stamp = f"{total}|{live.stamp(ids)}"
     if facets is not None:
-        stamp += f"|{facets.digest():x}"
+        stamp += f"|{facets.digest()}"
     return IndexAnswer(ids, total, facets, stamp)
 
 
@@ -261,9 +259,7 @@ def index_categories(live: LiveCatalog, query: CategoryQuery) -> IndexedCategori
     """One page of categories with product counts from memory (no I/O)."""
     page, total = live.category_page(query.parent_id, query.offset, query.page_size)
     counts = tuple(count for _, count in page)
-    return IndexedCategories(
-        [(*row, count) for row, count in page], total, f"{total}|{hash(counts) & _U64:x}"
-    )
+    return IndexedCategories([(*row, count) for row, count in page], total, f"{total}|{digest(counts)}")
 
 
 async def indexed_categories(res: Resources, query: CategoryQuery, found: IndexedCategories) -> Made:
