@@ -20,6 +20,8 @@ __all__ = [
     "CoreExtError",
     "ImageIndex",
     "SerializationError",
+    "join_items",
+    "serialize_items",
     "serialize_page",
 ]
 
@@ -29,7 +31,7 @@ if os.environ.get("CORE_EXT_NO_EXTENSIONS", "") in ("", "0"):
         # Both or neither: a compiled serializer must pair with the compiled index for its fast path.
         from core_ext._catalog import CatalogIndex
         from core_ext._images import ImageIndex
-        from core_ext._pages import serialize_page
+        from core_ext._pages import join_items, serialize_items, serialize_page
     except ImportError:
         USING_COMPILED = False
     else:
@@ -40,4 +42,4 @@ else:
 if not USING_COMPILED:
     from core_ext._catalog_py import CatalogIndex  # type: ignore[assignment]
     from core_ext._images_py import ImageIndex  # type: ignore[assignment]
-    from core_ext._pages_py import serialize_page
+    from core_ext._pages_py import join_items, serialize_items, serialize_page

@@ -252,22 +252,10 @@ cdef inline bint id_test_fails(object v):
     return not PyLong_CheckExact(v) and (PyBool_Check(v) or not PyLong_Check(v))
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-def serialize_page(rows, index, base_url, meta):
-    """The product-list response body: ``{"items": [...], **meta}`` as UTF-8 JSON bytes."""
-    cdef cx_buf b
-    cdef cx_buf prefix
-    cdef Py_ssize_t nrows, r, ncols, zoho_at, zoho_len, n
-    cdef unsigned char* flags = NULL
-    cdef long long x
-    cdef int overflow, sign
-    cdef bint is_tuple, has_image
+cdef object _checked_rows(rows, base_url, cx_buf* prefix):
+    """The rows as a fast sequence (each with enough columns); `prefix` gets the escaped image URL prefix."""
+    cdef Py_ssize_t nrows, r, ncols, n
     cdef const char* s
-    cdef ImageIndex compiled_index = index if isinstance(index, ImageIndex) else None
-
-    if "items" in meta:
-        raise ValueError("meta must not contain 'items'")
     seq = PySequence_Fast(rows, "rows must be iterable")
     nrows = PySequence_Fast_GET_SIZE(seq)
     for r in range(nrows):
@@ -281,45 +269,54 @@ def serialize_page(rows, index, base_url, meta):
     if s is NULL:
         PyErr_Clear()
         raise SerializationError("base_url: string is not valid UTF-8 (lone surrogate)")
+    put_escaped(prefix, s, n)
+    lit(prefix, "/product-images/")
+    return seq
 
-    b.p = NULL
-    b.n = b.cap = 0
-    prefix.p = NULL
-    prefix.n = prefix.cap = 0
-    try:
-        # The escaped "base_url/product-images/" is the same for every row: escape it once.
-        put_escaped(&prefix, s, n)
-        lit(&prefix, "/product-images/")
 
-        # Ids first, for every row, so both builds report the same error when several cells are wrong.
-        flags = <unsigned char*>malloc(nrows if nrows > 0 else 1)
-        if flags is NULL:
-            raise MemoryError()
-        ids = None if compiled_index is not None else []
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _image_flags(object seq, object index, unsigned char* flags) except -1:
+    """flags[r] = whether row r's product has an image (ids checked first, for every row, so that both
+    builds report the same error when several cells are wrong)."""
+    cdef Py_ssize_t nrows = PySequence_Fast_GET_SIZE(seq), r
+    cdef long long x
+    cdef int overflow
+    cdef ImageIndex compiled_index = index if isinstance(index, ImageIndex) else None
+    ids = None if compiled_index is not None else []
+    for r in range(nrows):
+        row = <object>PySequence_Fast_GET_ITEM(seq, r)
+        v = cell(row, C_ID, PyTuple_CheckExact(row))
+        if id_test_fails(v):
+            raise _fail(r, C_ID, f"expected int, got {type(v).__name__}")
+        overflow = 0
+        x = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow < 0 or (overflow > 0 and v >= 18446744073709551616):
+            raise _fail(r, C_ID, "integer out of 64-bit range")
+        if compiled_index is not None:
+            flags[r] = overflow == 0 and bitset_test(compiled_index._bits, x)
+        else:
+            ids.append(v)
+    if compiled_index is None:
+        found = PySequence_Fast(index.has_many(ids), "has_many must return a sequence")
+        if PySequence_Fast_GET_SIZE(found) != nrows:
+            raise ValueError(
+                f"index.has_many returned {PySequence_Fast_GET_SIZE(found)} flags for {nrows} ids"
+            )
         for r in range(nrows):
-            row = <object>PySequence_Fast_GET_ITEM(seq, r)
-            v = cell(row, C_ID, PyTuple_CheckExact(row))
-            if id_test_fails(v):
-                raise _fail(r, C_ID, f"expected int, got {type(v).__name__}")
-            overflow = 0
-            x = PyLong_AsLongLongAndOverflow(v, &overflow)
-            if overflow < 0 or (overflow > 0 and v >= 18446744073709551616):
-                raise _fail(r, C_ID, "integer out of 64-bit range")
-            if compiled_index is not None:
-                flags[r] = overflow == 0 and bitset_test(compiled_index._bits, x)
-            else:
-                ids.append(v)
-        if compiled_index is None:
-            found = PySequence_Fast(index.has_many(ids), "has_many must return a sequence")
-            if PySequence_Fast_GET_SIZE(found) != nrows:
-                raise ValueError(
-                    f"index.has_many returned {PySequence_Fast_GET_SIZE(found)} flags for {nrows} ids"
-                )
-            for r in range(nrows):
-                flags[r] = PyObject_IsTrue(<object>PySequence_Fast_GET_ITEM(found, r))
+            flags[r] = PyObject_IsTrue(<object>PySequence_Fast_GET_ITEM(found, r))
+    return 0
 
-        reserve(&b, 400 * nrows + 256)
-        lit(&b, '{"items":[')
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _write_items(cx_buf* bp, object seq, unsigned char* flags, cx_buf* prefix, Py_ssize_t* ends) except -1:
+    """Each row's item object, comma-separated; ends[r] (when given) = where item r's bytes end."""
+    cdef cx_buf b = bp[0]
+    cdef Py_ssize_t nrows = PySequence_Fast_GET_SIZE(seq), r, zoho_at, zoho_len
+    cdef int sign
+    cdef bint is_tuple, has_image
+    try:
         for r in range(nrows):
             row = <object>PySequence_Fast_GET_ITEM(seq, r)
             is_tuple = PyTuple_CheckExact(row)
@@ -374,6 +371,38 @@ def serialize_page(rows, index, base_url, meta):
                 lit(&b, '.jpg"}')
             else:
                 lit(&b, ',"has_image":false,"image_url":null}')
+            if ends is not NULL:
+                ends[r] = b.n
+    finally:
+        bp[0] = b  # the buffer may have moved: the caller frees it
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def serialize_page(rows, index, base_url, meta):
+    """The product-list response body: ``{"items": [...], **meta}`` as UTF-8 JSON bytes."""
+    cdef cx_buf b
+    cdef cx_buf prefix
+    cdef Py_ssize_t nrows
+    cdef unsigned char* flags = NULL
+
+    if "items" in meta:
+        raise ValueError("meta must not contain 'items'")
+    b.p = NULL
+    b.n = b.cap = 0
+    prefix.p = NULL
+    prefix.n = prefix.cap = 0
+    try:
+        seq = _checked_rows(rows, base_url, &prefix)
+        nrows = PySequence_Fast_GET_SIZE(seq)
+        flags = <unsigned char*>malloc(nrows if nrows > 0 else 1)
+        if flags is NULL:
+            raise MemoryError()
+        _image_flags(seq, index, flags)
+        reserve(&b, 400 * nrows + 256)
+        lit(&b, '{"items":[')
+        _write_items(&b, seq, flags, &prefix, NULL)
         lit(&b, "]")
 
         try:
@@ -391,3 +420,54 @@ def serialize_page(rows, index, base_url, meta):
         free(b.p)
         free(prefix.p)
         free(flags)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def serialize_items(rows, index, base_url):
+    """Each row's item of the product list, as the bytes serialize_page writes for it."""
+    cdef cx_buf b
+    cdef cx_buf prefix
+    cdef Py_ssize_t nrows, r, start
+    cdef unsigned char* flags = NULL
+    cdef Py_ssize_t* ends = NULL
+
+    b.p = NULL
+    b.n = b.cap = 0
+    prefix.p = NULL
+    prefix.n = prefix.cap = 0
+    try:
+        seq = _checked_rows(rows, base_url, &prefix)
+        nrows = PySequence_Fast_GET_SIZE(seq)
+        flags = <unsigned char*>malloc(nrows if nrows > 0 else 1)
+        ends = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (nrows if nrows > 0 else 1))
+        if flags is NULL or ends is NULL:
+            raise MemoryError()
+        _image_flags(seq, index, flags)
+        reserve(&b, 400 * nrows + 16)
+        _write_items(&b, seq, flags, &prefix, ends)
+        out = []
+        start = 0
+        for r in range(nrows):
+            out.append(PyBytes_FromStringAndSize(b.p + start, ends[r] - start))
+            start = ends[r] + 1  # past the comma
+        return out
+    finally:
+        free(b.p)
+        free(prefix.p)
+        free(flags)
+        free(ends)
+
+
+def join_items(items, meta):
+    """The product-list body from items made by serialize_items: equal to serialize_page's bytes."""
+    if "items" in meta:
+        raise ValueError("meta must not contain 'items'")
+    try:
+        tail = orjson.dumps(meta if type(meta) is dict else dict(meta))
+    except orjson.JSONEncodeError as exc:
+        raise SerializationError(f"meta: {exc}") from None
+    joined = b",".join(items)
+    if len(tail) > 2:
+        return b"".join((b'{"items":[', joined, b"],", tail[1:]))
+    return b"".join((b'{"items":[', joined, b"]}"))

@@ -11,7 +11,7 @@ import orjson
 from core_ext._columns import PRODUCT_COLUMNS, ImageLookup, RowLike
 from core_ext.errors import SerializationError
 
-__all__ = ["PRODUCT_COLUMNS", "serialize_page"]
+__all__ = ["PRODUCT_COLUMNS", "join_items", "serialize_items", "serialize_page"]
 
 _NCOLS: Final = len(PRODUCT_COLUMNS)
 _ID: Final = PRODUCT_COLUMNS.index("id")
@@ -107,12 +107,7 @@ def _flags(index: ImageLookup, ids: list[int]) -> Sequence[object]:
     return flags
 
 
-def serialize_page(
-    rows: Iterable[RowLike], index: ImageLookup, base_url: str, meta: Mapping[str, Any]
-) -> bytes:
-    """The product-list response body: ``{"items": [...], **meta}`` as UTF-8 JSON bytes."""
-    if "items" in meta:
-        raise ValueError("meta must not contain 'items'")
+def _items(rows: Iterable[RowLike], index: ImageLookup, base_url: str) -> list[dict[str, Any]]:
     seq = _rows(rows)
     prefix = _base_url(base_url) + "/product-images/"
     # Ids first, for every row, so both builds report the same error when several cells are wrong.
@@ -151,8 +146,37 @@ def serialize_page(
                 "image_url": f"{prefix}{zoho}.jpg" if has_image else None,
             }
         )
+    return items
+
+
+def serialize_page(
+    rows: Iterable[RowLike], index: ImageLookup, base_url: str, meta: Mapping[str, Any]
+) -> bytes:
+    """The product-list response body: ``{"items": [...], **meta}`` as UTF-8 JSON bytes."""
+    if "items" in meta:
+        raise ValueError("meta must not contain 'items'")
+    items = _items(rows, index, base_url)
     try:
         return orjson.dumps({"items": items, **meta})
     except orjson.JSONEncodeError as exc:
         # Every cell was checked above, so only meta can be refused here.
         raise SerializationError(f"meta: {exc}") from None
+
+
+def serialize_items(rows: Iterable[RowLike], index: ImageLookup, base_url: str) -> list[bytes]:
+    """Each row's item of the product list, as the bytes serialize_page writes for it."""
+    return [orjson.dumps(item) for item in _items(rows, index, base_url)]
+
+
+def join_items(items: Sequence[bytes], meta: Mapping[str, Any]) -> bytes:
+    """The product-list body from items made by serialize_items: equal to serialize_page's bytes."""
+    if "items" in meta:
+        raise ValueError("meta must not contain 'items'")
+    try:
+        tail = orjson.dumps(dict(meta))
+    except orjson.JSONEncodeError as exc:
+        raise SerializationError(f"meta: {exc}") from None
+    joined = b",".join(items)
+    if len(tail) > 2:
+        return b"".join((b'{"items":[', joined, b"],", tail[1:]))
+    return b"".join((b'{"items":[', joined, b"]}"))

@@ -179,7 +179,9 @@ class Resources:
         await self._load_map()
         if s.CATALOG_INDEX:
             self.live = LiveCatalog(
-                s.CONSUMER_PRICE_LIST, hits=SearchHits(s.SEARCH_MEMO_ENTRIES, s.SEARCH_MEMO_IDS)
+                s.CONSUMER_PRICE_LIST,
+                hits=SearchHits(s.SEARCH_MEMO_ENTRIES, s.SEARCH_MEMO_IDS),
+                row_store_bytes=s.ROW_STORE_MB * 1_048_576,
             )
             async with self.pool.acquire() as conn:
                 await self.live.rebuild(conn)

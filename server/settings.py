@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # the other pages and sorts of a search need no SQL. Bounded by searches and by ids in all (4 B each).
     SEARCH_MEMO_ENTRIES: int = Field(64, ge=0, le=100_000)
     SEARCH_MEMO_IDS: int = Field(2_000_000, ge=0, le=100_000_000)
+    # With the index: per process, the serialized list item and detail body of recently shown products
+    # (each valid for one row version), so a page whose rows were shown before needs no query. MB for
+    # each of the two stores; 0 turns them off.
+    ROW_STORE_MB: int = Field(64, ge=0, le=16_384)
     # Memory ceiling of the embedded Redis (allkeys-lru); set maxmemory yourself on a real server.
     EMBEDDED_REDIS_MAXMEMORY_MB: int = Field(256, ge=16, le=65_536)
 

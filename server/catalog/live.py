@@ -36,6 +36,7 @@ import asyncpg
 from core_ext import CatalogIndex
 from server.catalog import repo
 from server.catalog.hits import SearchHits
+from server.catalog.rows import RowStore, tag_of
 
 log = logging.getLogger("server.catalog.live")
 _U64 = (1 << 64) - 1
@@ -119,8 +120,16 @@ class LiveCatalog:
         price_list: str,
         make_index: Callable[[], CatalogIndex] = CatalogIndex,
         hits: SearchHits | None = None,
+        row_store_bytes: int = 0,
     ) -> None:
         self.price_list = price_list
+        # Serialized list items and detail bodies by product id (rows.py): new ones whenever what every row
+        # shows changes (category names, the price list: a rebuild or a category change).
+        self._row_store_bytes = row_store_bytes
+        self.items = RowStore(row_store_bytes)
+        self.details = RowStore(row_store_bytes)
+        # (position in the categories' order, name, name_ar) of every category, active or not, by id.
+        self._category_names: dict[int, tuple[int, str, str | None]] = {}
         self.hits = SearchHits(0, 0) if hits is None else hits  # searches' ids per version (service)
         self._make_index = make_index  # the tests pass each build's class
         self.index = make_index()
@@ -159,6 +168,24 @@ class LiveCatalog:
         n = len(versions)
         ids = tuple(ids)
         return f"{digest(ids)}.{digest(tuple([versions[i] if i < n else 0 for i in ids]))}"
+
+    def row_tags(self, ids: Sequence[int], flags: Sequence[bool]) -> list[int]:
+        """Each product's RowStore tag: its row version and image flag (`flags`, in the order of `ids`)."""
+        versions = self._versions
+        n = len(versions)
+        return [tag_of(versions[i] if i < n else 0, f) for i, f in zip(ids, flags, strict=True)]
+
+    def facet_heads(self, category_ids: Iterable[int]) -> list[tuple[int, str, str | None]]:
+        """(id, name, name_ar) of these categories in the categories' order (unknown ids left out)."""
+        names = self._category_names
+        found = sorted((names[c][0], c) for c in category_ids if c in names)
+        return [(c, names[c][1], names[c][2]) for _, c in found]
+
+    def _new_rows(self, cats: Sequence[asyncpg.Record]) -> None:
+        # What every stored row shows changed (or may have): start empty stores.
+        self.items = RowStore(self._row_store_bytes)
+        self.details = RowStore(self._row_store_bytes)
+        self._category_names = {r[0]: (r[7], r[4], r[5]) for r in cats}
 
     def remembered(self, key: str) -> Any | None:
         """The answer kept for `key` at the version the index reflects now, or None."""
@@ -210,6 +237,8 @@ class LiveCatalog:
             "category_loads": self.category_loads,
             "served": self.served,
             "search_memo": self.hits.report(),
+            "item_store": self.items.report(),
+            "detail_store": self.details.report(),
         }
 
     async def rebuild(self, conn: asyncpg.Connection) -> None:
@@ -248,6 +277,7 @@ class LiveCatalog:
         self.index, self.epoch, self.version = index, epoch, version
         self._ranks, self._hashes = ranks, _by_id(ids, hashes)
         self._categories = category_lists(cats)
+        self._new_rows(cats)
         self._versions = array("q", [version]) * (ids[-1] + 1 if ids else 1)
         self.structure = self.search_version = version
         self.rebuilds += 1
@@ -283,6 +313,7 @@ class LiveCatalog:
             if cats is not None:
                 self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
                 self._categories = category_lists(cats)
+                self._new_rows(cats)
                 self.category_loads += 1
             if ranks is not None:
                 # Every rank may shift when one name changes; products not yet indexed get theirs below.

@@ -71,7 +71,7 @@ def routes(state: AppState) -> list[Route]:
             live.remember(query.cache_key, stamp)
         if not stamp:
             raise service.product_not_found(query.id)
-        return await cached(query, lambda: service.product_detail(res, query), stamp=stamp)
+        return await cached(query, lambda: service.product_detail(res, query, live), stamp=stamp)
 
     async def list_categories(call: Call) -> Reply:
         res, query = state.res, call.input

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from core_ext import serialize_page
+from core_ext import join_items, serialize_items, serialize_page
 from server.cache import Made
 from server.catalog import repo
 from server.catalog.facets import FacetCounts, cents, render
@@ -124,40 +124,59 @@ async def search_hits(res: Resources, live: LiveCatalog, term: str) -> array[int
 
 
 async def indexed_page(res: Resources, query: ProductQuery, answer: IndexAnswer) -> Made:
-    """JSON bytes of the page the index chose: its rows by primary key (one query), serialized."""
-    page = await _indexed_page(res, query, answer)
-    if page is None:
+    """JSON bytes of the page the index chose: its items from the row store, those it lacks by primary key
+    (one query), written with core_ext.join_items; the category facet's names from memory."""
+    live = res.live
+    assert live is not None
+    items = await page_items(res, live, answer.ids)
+    if items is None:
         return await product_page(res, query)  # deleted since the index's version: SQL answers
-    rows, heads = page
-    assert res.live is not None
-    res.live.served += 1
-    bounds = res.settings.FACET_PRICE_BUCKETS
-    facets = None if answer.facets is None else render(query.facets, answer.facets, heads, bounds)
-    return _page_body(res, query, rows, answer.total, facets)
+    live.served += 1
+    meta: dict[str, Any] = page_meta(query.page, query.page_size, answer.total)
+    if answer.facets is not None:
+        heads = []
+        if "category" in query.facets:
+            heads = live.facet_heads(cid for cid, _ in answer.facets.categories)
+        meta["facets"] = render(query.facets, answer.facets, heads, res.settings.FACET_PRICE_BUCKETS)
+    return Made(join_items(items, meta), shared=bool(items))
 
 
-async def _indexed_page(
-    res: Resources, query: ProductQuery, answer: IndexAnswer
-) -> tuple[list[Any], list[Any]] | None:
-    """The page's rows (one primary-key query) and the category facet's (id, name, name_ar) in order (one
-    more when asked for); None when the rows no longer all exist (the caller then asks SQL)."""
-    ids = answer.ids
-    heads = []
-    if answer.facets is not None and "category" in query.facets:
-        heads = [cid for cid, _ in answer.facets.categories]
-    if not ids and not heads:
-        return [], []
+class _Flags:
+    """has_many() answering from flags read once (serialize_items asks for the rows' ids in order)."""
+
+    __slots__ = ("flags",)
+
+    def __init__(self, flags: list[bool]) -> None:
+        self.flags = flags
+
+    def has_many(self, ids: Sequence[int]) -> list[bool]:
+        return self.flags
+
+
+async def page_items(res: Resources, live: LiveCatalog, ids: list[int]) -> list[bytes] | None:
+    """The list items of these products in order: from the row store, the rest by primary key (one query,
+    then kept); None when some no longer exist (the caller then asks SQL)."""
+    if not ids:
+        return []
+    store = live.items  # the store of this state: a newer one (category change) must not get these rows
+    flags = res.images.has_many(ids)
+    tags = live.row_tags(ids, flags)
+    found = store.get_many(ids, tags)
+    missing = [k for k, item in enumerate(found) if item is None]
+    if not missing:
+        return found  # type: ignore[return-value]  # no None left
     async with res.pool.acquire() as conn:
-        rows = await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, ids) if ids else []
-        names = await repo.facet_categories(conn, heads) if heads else []
-    if len(rows) != len(ids):
+        rows = await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, [ids[k] for k in missing])
+    if len(rows) != len(missing):
         return None  # deleted since the index's version: a newer version is on its way
-    # The rows come by ascending id: put each where its id stands in the page (cheaper than a dict of
-    # Records, and cheaper for PostgreSQL than returning them in the page's order).
-    page: list[Any] = [None] * len(ids)
-    for at, row in zip(sorted(range(len(ids)), key=ids.__getitem__), rows, strict=True):
-        page[at] = row
-    return page, names
+    # The rows come by ascending id; the tags were read before the query, from a version no newer than
+    # its snapshot, so a row kept under its tag is never older than the state the tag names.
+    at = sorted(missing, key=ids.__getitem__)
+    made = serialize_items(rows, _Flags([flags[k] for k in at]), res.settings.PUBLIC_BASE_URL)
+    for k, item in zip(at, made, strict=True):
+        found[k] = item
+        store.put(ids[k], tags[k], item)
+    return found  # type: ignore[return-value]
 
 
 def batch_ids(query: ProductQuery) -> list[int] | None:
@@ -193,14 +212,25 @@ async def product_batch(res: Resources, query: ProductQuery) -> Made:
     return Made(body, shared=bool(items))
 
 
-async def product_detail(res: Resources, query: ProductId) -> Made:
-    """JSON bytes of one product with all consumer-visible prices; a 404 marker if absent or inactive."""
+async def product_detail(res: Resources, query: ProductId, live: LiveCatalog | None = None) -> Made:
+    """JSON bytes of one product with all consumer-visible prices; a 404 marker if absent or inactive.
+    With the index (`live`): from its detail store when the product's row is unchanged, else one query,
+    then kept there."""
     product_id = query.id
+    store, tag = None, 0
+    if live is not None:
+        store = live.details  # the store of this state (see page_items)
+        has_image = res.images.has(product_id)
+        tag = live.row_tags((product_id,), (has_image,))[0]
+        body = store.get(product_id, tag)
+        if body is not None:
+            return Made(body)
     async with res.pool.acquire() as conn:
         row = await repo.get_product(conn, product_id)
     if row is None:
         return Made(b"", status=404)
-    has_image = res.images.has(row["id"])
+    if store is None:
+        has_image = res.images.has(row["id"])
     prices = [
         {
             "price_list": code,
@@ -236,7 +266,10 @@ async def product_detail(res: Resources, query: ProductId) -> Made:
         "prices": prices,
         "updated_at": row["updated_at"],
     }
-    return Made(orjson.dumps(doc))
+    body = orjson.dumps(doc)
+    if store is not None:
+        store.put(product_id, tag, body)
+    return Made(body)
 
 
 def image_url(res: Resources, zoho_item_id: str) -> str:

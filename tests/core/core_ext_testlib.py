@@ -22,12 +22,14 @@ BASE_URL = "https://shop.example"
 
 @dataclass(frozen=True)
 class Impl:
-    """One build of core_ext: its ImageIndex class, serialize_page function and CatalogIndex class."""
+    """One build of core_ext: its ImageIndex class, serializer functions and CatalogIndex class."""
 
     name: str
     ImageIndex: Any
     serialize_page: Callable[..., bytes]
     CatalogIndex: Any = None
+    serialize_items: Callable[..., list[bytes]] | None = None
+    join_items: Callable[..., bytes] | None = None
 
 
 def reference_page(
@@ -150,10 +152,24 @@ def load_compiled() -> Impl | None:
         if REQUIRE_COMPILED:
             pytest.fail(f"compiled core_ext required but not importable: {exc}")
         return None
-    return Impl("compiled", images.ImageIndex, pages.serialize_page, catalog.CatalogIndex)
+    return Impl(
+        "compiled",
+        images.ImageIndex,
+        pages.serialize_page,
+        catalog.CatalogIndex,
+        pages.serialize_items,
+        pages.join_items,
+    )
 
 
-PURE = Impl("pure", _images_py.ImageIndex, _pages_py.serialize_page, _catalog_py.CatalogIndex)
+PURE = Impl(
+    "pure",
+    _images_py.ImageIndex,
+    _pages_py.serialize_page,
+    _catalog_py.CatalogIndex,
+    _pages_py.serialize_items,
+    _pages_py.join_items,
+)
 
 
 def require_compiled() -> Impl:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from core_ext_testlib import SERVED_KINDS, Impl, make_entry, reference_bytes
 from hypothesis import HealthCheck, given, settings
@@ -116,8 +117,14 @@ def test_page_builds_agree(
                 ix = index_build.ImageIndex(tmp, 0)
                 ix.set_catalog(catalog)
                 outputs.append(build.serialize_page(page, ix, base_url, meta))
+                # The page from its items (the in-memory item store's path): the same bytes, and each
+                # item is exactly the reference's item.
+                assert build.serialize_items is not None and build.join_items is not None
+                items = build.serialize_items(page, ix, base_url)
+                outputs.append(build.join_items(items, meta))
+                assert [orjson.loads(i) for i in items] == orjson.loads(outputs[-1])["items"]
         expected = reference_bytes(page, lambda i: 0 <= i <= 40 and i in with_images, base_url, meta)
-        assert outputs == [expected] * 4
+        assert outputs == [expected] * 8
 
 
 STR_COLUMNS = [c for c in PRODUCT_COLUMNS if c not in ("id", "category_id", "price", "stock")]

@@ -35,6 +35,8 @@ def test_public_api() -> None:
             "ImageIndex",
             "CatalogIndex",
             "serialize_page",
+            "serialize_items",
+            "join_items",
             "PRODUCT_COLUMNS",
             "USING_COMPILED",
             "CoreExtError",

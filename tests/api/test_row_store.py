@@ -1,0 +1,219 @@
+"""The row stores (server/catalog/rows.py): with the page cache off, a page or detail whose rows were shown
+before costs no query, and every write is still served at once: a changed row is fetched again (only it),
+a category rename or an image added or removed reaches every page. The answers equal the SQL path's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from catalog_testlib import Database, ServerProcess, Services, run, timing
+
+PRODUCTS = "/api/consumer/products"
+PAGE = f"{PRODUCTS}?page_size=40&sort=name"
+
+
+@pytest.fixture(scope="module")
+def server(
+    database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One process, page cache off: every answer is made (from the stores or SQL)."""
+    proc = ServerProcess(
+        database,
+        services,
+        tmp_path_factory.mktemp("srv"),
+        PROCESSES="1",
+        CACHE_ENABLED="false",
+        IMAGE_REFRESH_INTERVAL_S="0.05",
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(
+    database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The SQL path on the same database (no index, no stores)."""
+    proc = ServerProcess(
+        database,
+        services,
+        tmp_path_factory.mktemp("ref"),
+        PROCESSES="1",
+        CACHE_ENABLED="false",
+        CATALOG_INDEX="false",
+        IMAGE_REFRESH_INTERVAL_S="0.05",
+    ).start()
+    yield proc
+    proc.stop()
+
+
+def store(client: httpx.Client, name: str) -> dict[str, int]:
+    """The server's counters of one store (/ready)."""
+    report: dict[str, int] = client.get("/ready").json()["catalog"]["index"][name]
+    return report
+
+
+def settle(
+    client: httpx.Client, url: str, check: Callable[[Any], bool], budget_s: float = 3.0
+) -> httpx.Response:
+    """The first answer that passes `check` (a write reaches the index within milliseconds)."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        resp = client.get(url)
+        assert resp.status_code == 200, resp.text
+        if check(resp.json()):
+            return resp
+        assert time.monotonic() < deadline, f"{url}: the write never arrived"
+        time.sleep(0.02)
+
+
+def same_as_sql(ours: httpx.Client, sql: httpx.Client, url: str) -> None:
+    a, b = ours.get(url), sql.get(url)
+    assert a.status_code == b.status_code == 200
+    # Byte for byte (items, meta, image URLs), each server's own base URL aside.
+    assert a.content.replace(str(ours.base_url).encode(), b"") == b.content.replace(
+        str(sql.base_url).encode(), b""
+    )
+
+
+def test_a_page_shown_before_costs_no_query(server: ServerProcess, reference: ServerProcess) -> None:
+    with server.client() as client, reference.client() as sql:
+        first = client.get(PAGE)
+        assert timing(first)[0] == 1  # the rows, by primary key
+        before = store(client, "item_store")
+        again = client.get(PAGE)
+        assert timing(again)[0] == 0
+        assert again.content == first.content
+        after = store(client, "item_store")
+        assert after["hits"] - before["hits"] == 40
+        assert after["misses"] == before["misses"]
+        # Another page sharing some rows fetches only the others.
+        shifted = client.get(f"{PRODUCTS}?page_size=50&sort=name")
+        assert timing(shifted)[0] == 1
+        assert store(client, "item_store")["misses"] - after["misses"] == 10
+        same_as_sql(client, sql, PAGE)
+        same_as_sql(client, sql, f"{PRODUCTS}?page_size=50&sort=name")
+
+
+def test_a_changed_row_is_fetched_again_and_only_it(
+    server: ServerProcess, reference: ServerProcess, database: Database
+) -> None:
+    with server.client() as client, reference.client() as sql:
+        items = client.get(PAGE).json()["items"]
+        client.get(PAGE)  # all kept
+        target = items[7]
+        new_stock = target["stock"] + 11
+        run(database.execute("UPDATE products SET stock_on_hand = $1 WHERE id = $2", new_stock, target["id"]))
+        before = store(client, "item_store")
+
+        def restocked(doc: Any) -> bool:
+            return any(i["id"] == target["id"] and i["stock"] == new_stock for i in doc["items"])
+
+        resp = settle(client, PAGE, restocked)
+        assert timing(resp)[0] == 1
+        assert store(client, "item_store")["misses"] - before["misses"] == 1
+        same_as_sql(client, sql, PAGE)
+
+        # A price change (product_prices) moves the row version too.
+        run(
+            database.execute(
+                "UPDATE product_prices SET price = price + 1 WHERE product_id = $1"
+                " AND price_list_id = (SELECT id FROM price_lists WHERE code = 'consumer')",
+                target["id"],
+            )
+        )
+        settle(
+            client,
+            PAGE,
+            lambda doc: any(i["id"] == target["id"] and i["price"] != target["price"] for i in doc["items"]),
+        )
+        same_as_sql(client, sql, PAGE)
+
+
+def test_a_category_rename_reaches_every_stored_row(
+    server: ServerProcess, reference: ServerProcess, database: Database
+) -> None:
+    with server.client() as client, reference.client() as sql:
+        items = client.get(PAGE).json()["items"]
+        shown = next(i for i in items if i["category"] is not None)
+        cid = shown["category"]["id"]
+        new_name = shown["category"]["name"] + " (renamed)"
+        run(database.execute("UPDATE categories SET name = $1 WHERE id = $2", new_name, cid))
+
+        def renamed(doc: Any) -> bool:
+            return all(
+                i["category"]["name"] == new_name
+                for i in doc["items"]
+                if i["category"] and i["category"]["id"] == cid
+            )
+
+        settle(client, PAGE, renamed)
+        same_as_sql(client, sql, PAGE)
+        detail = f"{PRODUCTS}/{shown['id']}"
+        settle(client, detail, lambda doc: doc["category"]["name"] == new_name)
+        same_as_sql(client, sql, detail)
+
+
+def test_an_image_added_or_removed_reaches_stored_rows(
+    server: ServerProcess, reference: ServerProcess, database: Database
+) -> None:
+    with server.client() as client, reference.client() as sql:
+        items = client.get(PAGE).json()["items"]
+        bare = next(i for i in items if not i["has_image"])
+        client.get(PAGE)
+        client.get(f"{PRODUCTS}/{bare['id']}")
+        source = next(p for p in database.uploads.glob("*.jpg") if not p.is_symlink())
+        added = database.uploads / f"{bare['zoho_item_id']}.jpg"
+        added.write_bytes(source.read_bytes())
+        try:
+            flagged = settle(
+                client, PAGE, lambda doc: any(i["id"] == bare["id"] and i["has_image"] for i in doc["items"])
+            )
+            shown = next(i for i in flagged.json()["items"] if i["id"] == bare["id"])
+            assert shown["image_url"].endswith(f"/product-images/{bare['zoho_item_id']}.jpg")
+            settle(client, f"{PRODUCTS}/{bare['id']}", lambda doc: doc["has_image"])
+            settle(sql, PAGE, lambda doc: any(i["id"] == bare["id"] and i["has_image"] for i in doc["items"]))
+            same_as_sql(client, sql, PAGE)
+        finally:
+            added.unlink()
+        settle(
+            client, PAGE, lambda doc: any(i["id"] == bare["id"] and not i["has_image"] for i in doc["items"])
+        )
+        settle(client, f"{PRODUCTS}/{bare['id']}", lambda doc: not doc["has_image"])
+
+
+def test_a_detail_shown_before_costs_no_query_until_it_changes(
+    server: ServerProcess, reference: ServerProcess, database: Database
+) -> None:
+    with server.client() as client, reference.client() as sql:
+        pid = client.get(PAGE).json()["items"][3]["id"]
+        url = f"{PRODUCTS}/{pid}"
+        first = client.get(url)
+        again = client.get(url)
+        assert timing(again)[0] == 0
+        assert again.content == first.content
+        # A price in another list is in the detail only: it moves the row version as well.
+        run(
+            database.execute(
+                "UPDATE product_prices SET price = price + 2 WHERE product_id = $1"
+                " AND price_list_id ="
+                " (SELECT id FROM price_lists WHERE code <> 'consumer' ORDER BY id LIMIT 1)",
+                pid,
+            )
+        )
+        changed = settle(client, url, lambda doc: doc != first.json())
+        assert timing(changed)[0] == 1
+        same_as_sql(client, sql, url)
+        # Deactivated: a 404 at once, never the kept bytes.
+        run(database.execute("UPDATE products SET is_active = false WHERE id = $1", pid))
+        deadline = time.monotonic() + 3
+        while client.get(url).status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        run(database.execute("UPDATE products SET is_active = true WHERE id = $1", pid))
+        settle(client, url, lambda doc: doc["id"] == pid)
+        same_as_sql(client, sql, url)
