@@ -40,7 +40,9 @@ def _worker_pids(srv: ServerProcess) -> set[int]:
 def test_sigterm_drains_requests_blocked_in_the_database(
     fresh_db: Database, services: Services, tmp_path: Path, processes: int
 ) -> None:
-    srv = ServerProcess(fresh_db, services, tmp_path, PROCESSES=processes, CACHE_ENABLED="false").start()
+    srv = ServerProcess(
+        fresh_db, services, tmp_path, PROCESSES=processes, CACHE_ENABLED="false", ROW_STORE_MB="0"
+    ).start()
     assert srv.proc is not None
     lock = TableLock(fresh_db)
     try:
@@ -82,7 +84,7 @@ def test_a_request_still_blocked_when_the_grace_ends_gets_503(
     fresh_db: Database, services: Services, tmp_path: Path
 ) -> None:
     srv = ServerProcess(
-        fresh_db, services, tmp_path, PROCESSES=2, CACHE_ENABLED="false", SHUTDOWN_GRACE_S=1
+        fresh_db, services, tmp_path, PROCESSES=2, CACHE_ENABLED="false", ROW_STORE_MB="0", SHUTDOWN_GRACE_S=1
     ).start()
     assert srv.proc is not None
     lock = TableLock(fresh_db)

@@ -42,7 +42,8 @@ async def backends(db: Database, where: str = "") -> list[asyncpg.Record]:
 def small_pool(
     database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """One process with a two-connection pool, a short acquire timeout and no page cache."""
+    """One process with a two-connection pool, a short acquire timeout, no page cache and no row stores
+    (every request reaches the database)."""
     proc = ServerProcess(
         database,
         services,
@@ -53,6 +54,7 @@ def small_pool(
         DB_ACQUIRE_TIMEOUT_S=3,
         DB_COMMAND_TIMEOUT_S=5,
         CACHE_ENABLED="false",
+        ROW_STORE_MB="0",
     ).start()
     yield proc
     proc.stop()
@@ -117,7 +119,14 @@ def test_terminated_backends_under_load_give_200_or_503_then_200(
     pages: only 200 or 503 (never 500), then everything is 200 again on fresh connections, and the
     catalog listener is back (/ready)."""
     proc = ServerProcess(
-        database, services, tmp_path, PROCESSES=2, DB_POOL_MIN=2, DB_POOL_MAX=4, CACHE_ENABLED="false"
+        database,
+        services,
+        tmp_path,
+        PROCESSES=2,
+        DB_POOL_MIN=2,
+        DB_POOL_MAX=4,
+        CACHE_ENABLED="false",
+        ROW_STORE_MB="0",
     ).start()
     try:
 
@@ -252,7 +261,14 @@ def test_connection_that_saw_a_fatal_is_discarded_not_reused(
     userinfo = parts.netloc.rpartition("@")[0]
     via_relay = f"postgresql://{userinfo + '@' if userinfo else ''}127.0.0.1:{relay.listen_port}{parts.path}"
     proc = ServerProcess(
-        db, services, tmp_path, PROCESSES=1, DB_POOL_MIN=2, DB_POOL_MAX=2, CACHE_ENABLED="false"
+        db,
+        services,
+        tmp_path,
+        PROCESSES=1,
+        DB_POOL_MIN=2,
+        DB_POOL_MAX=2,
+        CACHE_ENABLED="false",
+        ROW_STORE_MB="0",
     )
     proc.env["DATABASE_URL"] = via_relay
     proc.start()

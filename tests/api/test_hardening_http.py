@@ -165,7 +165,7 @@ def test_excess_requests_are_shed_with_503_while_health_answers(
 ) -> None:
     db = make_database(services, template_db, tmp_path)
     srv = ServerProcess(
-        db, services, tmp_path, PROCESSES="1", MAX_INFLIGHT="2", CACHE_ENABLED="false"
+        db, services, tmp_path, PROCESSES="1", MAX_INFLIGHT="2", CACHE_ENABLED="false", ROW_STORE_MB="0"
     ).start()
 
     async def hold_lock(release: asyncio.Event, held: asyncio.Event) -> None:

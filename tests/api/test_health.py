@@ -84,6 +84,7 @@ def test_a_slow_database_degrades_before_it_makes_the_process_unavailable(
         DB_POOL_MIN=1,
         DB_POOL_MAX=2,
         CACHE_ENABLED="false",
+        ROW_STORE_MB="0",
         READY_CACHE_MS=0,
         READY_DB_TIMEOUT_MS=200,
         READY_DB_FAIL_AFTER_S=1.5,
