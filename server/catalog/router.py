@@ -29,12 +29,17 @@ def routes(state: AppState) -> list[Route]:
         # normalised query the wrapper built (Route.typed), the same object `make` computes from. An answer
         # computed from the index adds its stamp (ids, row versions, counts) and lives under the index's
         # generation, which product writes do not change; any other lives under the catalog version.
+        # Only SQL answers go to Redis (L2): one made from the index costs less than the round trips of
+        # sharing it (get, lock, put, unlock: a fifth of a worker's time on the shopper mix), and a miss in
+        # the row store costs one primary-key query.
         res = state.res
         if stamp is None:
             key, generation = query.cache_key, res.current_generation
+            shared = query.page <= max_shared_page
         else:
             key, generation = f"{query.cache_key}|{stamp}", res.index_generation
-        page = await res.cache.get_or_fill(key, generation, make, shared=query.page <= max_shared_page)
+            shared = False
+        page = await res.cache.get_or_fill(key, generation, make, shared=shared)
         if page.status == 404:
             raise service.product_not_found(query.id)  # only details make 404 markers
         return cached_reply(page)
