@@ -19,6 +19,8 @@ from urllib.parse import unquote, unquote_plus
 
 from robyn import Headers, Request, Response
 
+from server.auth import Auth, Principal, bearer_token, invalid, missing, require_scopes
+from server.body import BodySpec
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
 from server.edge import Edge
 from server.encoding import (
@@ -31,7 +33,7 @@ from server.encoding import (
     negotiate,
     strong_etag,
 )
-from server.errors import AppError, ServiceUnavailable
+from server.errors import AppError, FieldError, ServiceUnavailable, Unauthorized, ValidationFailed
 from server.log import request_id_var
 from server.params import Param, parse_inputs
 
@@ -39,6 +41,7 @@ log = logging.getLogger("server.http")
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 JSON = "application/json"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -73,6 +76,8 @@ class Call:
     request_id: str
     request: Request
     input: Any = None  # Route.typed(params), memoised with them
+    body: Any = None  # Route.body's checked value: a dict of JSON members, or raw bytes
+    principal: Principal | None = None  # the caller, on routes with Route.auth
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -96,6 +101,8 @@ class Route:
     any_query: bool = False  # catch-alls (and images) ignore the query string
     typed: Callable[[dict[str, Any]], Any] | None = None  # validated params -> the handler's query object
     ranges: bool = False  # answers single byte ranges (206, Content-Range): documented in OpenAPI
+    body: BodySpec | None = None  # a JSON object or raw bytes, checked before the handler runs
+    auth: Auth | None = None  # None: anyone; else the authenticator, whether required, and scopes
 
 
 class HttpConfig:
@@ -196,6 +203,19 @@ def _memo_key(query: dict[str, list[str]], path: dict[str, str]) -> tuple[Any, .
     return key if size <= MEMO_MAX_KEY_CHARS else None
 
 
+async def _identify(auth: Auth, headers: Headers) -> tuple[Principal | None, AppError | None]:
+    """The caller and, when the request must be refused with 401, the error (raised after the rate limit,
+    so that guessing keys is charged to the client's address)."""
+    try:
+        token = bearer_token(headers)
+    except Unauthorized as exc:
+        return None, exc
+    if token is None:
+        return None, missing() if auth.mode == "required" else None
+    principal = await auth.authenticator.authenticate(token)
+    return principal, invalid() if principal is None else None
+
+
 def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
     specs = tuple(route.params)
@@ -203,6 +223,9 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     edge, any_query = config.edge, route.any_query
     policy = edge.policy(route.group)
     sheddable = route.group != "health"  # liveness must answer even when the process is saturated
+    auth, body_spec = route.auth, route.body
+    body_limit = body_spec.max_bytes if body_spec is not None else None
+    safe = route.method in SAFE_METHODS  # writes are never cached, tagged or answered 304
     # Validated inputs (read-only: handlers never mutate them) memoised per route, bounded in entries and
     # in key size, and only after validation succeeded: raw input can neither grow nor poison it.
     memo: dict[tuple[Any, ...], tuple[dict[str, Any], Any]] = {}
@@ -238,14 +261,36 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                 config.shed += 1
                 raise Overloaded(headers={"Retry-After": "1"})
             query = decoded_query(request)
-            edge.check_sizes(request, query)
+            edge.check_sizes(request, query, body_limit)
             extra.update(edge.cors_headers(request))
-            if policy is not None:
-                limits = edge.rate_limit_now(request, policy)
-                extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
-            params, typed_input = inputs(query, decoded_path(request))
-            call = Call(params, request.headers, request_id, request, typed_input)
+            principal = None
+            if auth is None:
+                if policy is not None:
+                    limits = edge.rate_limit_now(request, policy)
+                    extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
+            else:
+                # Authenticated callers are limited by who they are (`key:<id>`), others by address.
+                principal, refused = await _identify(auth, request.headers)
+                if policy is not None:
+                    who = (principal.rate_key, None) if principal is not None else None
+                    limits = edge.rate_limit_now(request, policy, who)
+                    extra.update(
+                        limits if limits is not None else await edge.rate_limit(request, policy, who)
+                    )
+                if refused is not None:
+                    raise refused
+                if principal is not None:
+                    require_scopes(principal, auth.scopes)
+            if body_spec is None:
+                params, typed_input = inputs(query, decoded_path(request))
+                body = None
+            else:
+                params, typed_input, body = _inputs_and_body(inputs, query, request, body_spec)
+            call = Call(params, request.headers, request_id, request, typed_input, body, principal)
             reply = await handler(call)
+            if not safe:
+                reply.conditional = False
+                reply.cache_control = reply.cache_control or "no-store"
             if extra:
                 reply.headers.update(extra)
             response = _finish(reply, request, request_id, config, stats, started)
@@ -282,6 +327,29 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         f"{'head' if head else route.method.lower()}_{route.path.strip('/').replace('/', '_')}"
     )
     return endpoint
+
+
+def _inputs_and_body(
+    inputs: Callable[[dict[str, list[str]], dict[str, str]], tuple[dict[str, Any], Any]],
+    query: dict[str, list[str]],
+    request: Request,
+    body_spec: BodySpec,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Validated params and body, with the bad fields of both named in one 422."""
+    errors: list[FieldError] = []
+    params: dict[str, Any] = {}
+    typed_input = body = None
+    try:
+        params, typed_input = inputs(query, decoded_path(request))
+    except ValidationFailed as exc:
+        errors.extend(exc.errors)
+    try:
+        body = body_spec.parse(request)
+    except ValidationFailed as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise ValidationFailed(errors=errors)
+    return params, typed_input, body
 
 
 def _server_timing(stats: QueryStats, started: float) -> str:
