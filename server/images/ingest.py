@@ -79,9 +79,11 @@ def encode_clean_jpeg(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> b
                 )
             img.load()  # the full decode: truncated or corrupt data fails here
             picture = _to_rgb(ImageOps.exif_transpose(img))
+            # The encoder falls back on the image's own info for some blocks (the JPEG comment): empty it,
+            # and ask for no EXIF or ICC profile.
+            picture.info = {}
             out = io.BytesIO()
-            # No exif=, icc_profile= or comment=: Pillow writes none unless asked.
-            picture.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+            picture.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True, exif=b"", icc_profile=None)
             return out.getvalue()
     except ImageRejected:
         raise
