@@ -35,7 +35,9 @@ CORS_ALLOW_HEADERS = (
     "x-request-id",
     "authorization",
 )
-CORS_EXPOSE = "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding"
+CORS_EXPOSE = (
+    "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding, WWW-Authenticate"
+)
 CORS_MAX_AGE_S = "600"
 
 

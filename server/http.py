@@ -291,6 +291,8 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
             if not safe:
                 reply.conditional = False
                 reply.cache_control = reply.cache_control or "no-store"
+            elif auth is not None and reply.cache_control is None:
+                reply.cache_control = "private, no-cache"  # one caller's answer: revalidated, never shared
             if extra:
                 reply.headers.update(extra)
             response = _finish(reply, request, request_id, config, stats, started)
