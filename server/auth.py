@@ -82,6 +82,19 @@ def bearer_token(headers: _Headers) -> str | None:
     return token
 
 
+async def identify(auth: Auth, headers: _Headers) -> tuple[Principal | None, Unauthorized | None]:
+    """The caller and, when the request must be refused with 401, the error (the wrapper raises it after
+    the rate limit, so that guessing keys is charged to the client's address)."""
+    try:
+        token = bearer_token(headers)
+    except Unauthorized as exc:
+        return None, exc
+    if token is None:
+        return None, missing() if auth.mode == "required" else None
+    principal = await auth.authenticator.authenticate(token)
+    return principal, invalid() if principal is None else None
+
+
 def missing() -> Unauthorized:
     """401 for a request without credentials."""
     return Unauthorized(headers=challenge())
@@ -114,6 +127,7 @@ __all__ = [
     "Principal",
     "bearer_token",
     "challenge",
+    "identify",
     "invalid",
     "missing",
     "require_scopes",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -295,3 +296,23 @@ class RawBody:
 
 
 BodySpec = JsonBody | RawBody
+
+
+def inputs_and_body(
+    inputs: Callable[[], tuple[dict[str, Any], Any]], request: Request, spec: BodySpec
+) -> tuple[dict[str, Any], Any, Any]:
+    """Validated params (from `inputs`) and body, with the bad fields of both named in one 422."""
+    errors: list[FieldError] = []
+    params: dict[str, Any] = {}
+    typed = body = None
+    try:
+        params, typed = inputs()
+    except ValidationFailed as exc:
+        errors.extend(exc.errors)
+    try:
+        body = spec.parse(request)
+    except ValidationFailed as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise ValidationFailed(errors=errors)
+    return params, typed, body

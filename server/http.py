@@ -19,8 +19,8 @@ from urllib.parse import unquote, unquote_plus
 
 from robyn import Headers, Request, Response
 
-from server.auth import Auth, Principal, bearer_token, invalid, missing, require_scopes
-from server.body import BodySpec
+from server.auth import Auth, Principal, identify, require_scopes
+from server.body import BodySpec, inputs_and_body
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
 from server.edge import Edge
 from server.encoding import (
@@ -33,7 +33,7 @@ from server.encoding import (
     negotiate,
     strong_etag,
 )
-from server.errors import AppError, FieldError, ServiceUnavailable, Unauthorized, ValidationFailed
+from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
 from server.params import Param, parse_inputs
 
@@ -203,19 +203,6 @@ def _memo_key(query: dict[str, list[str]], path: dict[str, str]) -> tuple[Any, .
     return key if size <= MEMO_MAX_KEY_CHARS else None
 
 
-async def _identify(auth: Auth, headers: Headers) -> tuple[Principal | None, AppError | None]:
-    """The caller and, when the request must be refused with 401, the error (raised after the rate limit,
-    so that guessing keys is charged to the client's address)."""
-    try:
-        token = bearer_token(headers)
-    except Unauthorized as exc:
-        return None, exc
-    if token is None:
-        return None, missing() if auth.mode == "required" else None
-    principal = await auth.authenticator.authenticate(token)
-    return principal, invalid() if principal is None else None
-
-
 def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """Build the Robyn handler for one route (GET or, with head=True, its HEAD twin)."""
     specs = tuple(route.params)
@@ -270,7 +257,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                     extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
             else:
                 # Authenticated callers are limited by who they are (`key:<id>`), others by address.
-                principal, refused = await _identify(auth, request.headers)
+                principal, refused = await identify(auth, request.headers)
                 if policy is not None:
                     who = (principal.rate_key, None) if principal is not None else None
                     limits = edge.rate_limit_now(request, policy, who)
@@ -285,7 +272,9 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                 params, typed_input = inputs(query, decoded_path(request))
                 body = None
             else:
-                params, typed_input, body = _inputs_and_body(inputs, query, request, body_spec)
+                params, typed_input, body = inputs_and_body(
+                    lambda: inputs(query, decoded_path(request)), request, body_spec
+                )
             call = Call(params, request.headers, request_id, request, typed_input, body, principal)
             reply = await handler(call)
             if not safe:
@@ -329,29 +318,6 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         f"{'head' if head else route.method.lower()}_{route.path.strip('/').replace('/', '_')}"
     )
     return endpoint
-
-
-def _inputs_and_body(
-    inputs: Callable[[dict[str, list[str]], dict[str, str]], tuple[dict[str, Any], Any]],
-    query: dict[str, list[str]],
-    request: Request,
-    body_spec: BodySpec,
-) -> tuple[dict[str, Any], Any, Any]:
-    """Validated params and body, with the bad fields of both named in one 422."""
-    errors: list[FieldError] = []
-    params: dict[str, Any] = {}
-    typed_input = body = None
-    try:
-        params, typed_input = inputs(query, decoded_path(request))
-    except ValidationFailed as exc:
-        errors.extend(exc.errors)
-    try:
-        body = body_spec.parse(request)
-    except ValidationFailed as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise ValidationFailed(errors=errors)
-    return params, typed_input, body
 
 
 def _server_timing(stats: QueryStats, started: float) -> str:

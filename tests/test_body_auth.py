@@ -10,10 +10,10 @@ from typing import Any, cast
 import pytest
 from robyn import Headers, Request
 
+from server import auth as auth_module
 from server.auth import Auth, Principal, bearer_token, require_scopes
 from server.body import Field, JsonBody, RawBody
 from server.errors import BadRequest, Forbidden, Unauthorized, UnsupportedMediaType, ValidationFailed
-from server.http import _identify
 
 
 class FakeRequest:
@@ -122,7 +122,7 @@ class Keys:
 def identify(mode: str, authorization: str | None) -> tuple[Principal | None, Exception | None]:
     auth = Auth(Keys(), mode, ("a:b",))  # type: ignore[arg-type]
     headers = Headers({"Authorization": authorization} if authorization is not None else {})
-    return asyncio.run(_identify(auth, headers))
+    return asyncio.run(auth_module.identify(auth, headers))
 
 
 def test_identify_required_and_optional() -> None:
