@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve | migrate | seed | settings`.
+"""Command line: `python -m server serve | migrate | seed | settings | admin-key`.
 
 Settings are built here, once per process, and passed down. `serve` is the supervisor: it starts the
 embedded PostgreSQL/Redis when their URLs are unset, migrates (once, before Robyn forks: Robyn runs start-up
@@ -180,6 +180,25 @@ def _with_database(products: int | None, seed_value: int) -> int:
     return 0
 
 
+def cmd_admin_key(args: argparse.Namespace) -> int:
+    """Create, list or revoke admin API keys (server/admin/cli.py)."""
+    from server.admin import cli
+    from server.embedded import EmbeddedPostgres
+
+    settings = _settings()
+    pg = None
+    try:
+        if settings.DATABASE_URL is None:
+            pg = EmbeddedPostgres(settings.DATA_DIR / "pg")
+            dsn = pg.start()
+        else:
+            dsn = settings.DATABASE_URL.get_secret_value()
+        return asyncio.run(cli.run(dsn, args))
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     """Print the effective settings, secrets masked."""
     for name, value in _settings().public_view().items():
@@ -210,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
         func=cmd_settings
     )
+    from server.admin.cli import add_parser as add_admin_key
+
+    add_admin_key(sub).set_defaults(func=cmd_admin_key)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -15,6 +15,7 @@ from robyn.argument_parser import Config
 from robyn.robyn import HttpMethod
 
 from server import openapi, workers
+from server.admin import router as admin_router
 from server.cache import Page
 from server.catalog import router as catalog_router
 from server.edge import Edge
@@ -37,7 +38,12 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", 
 
 def api_routes(state: AppState) -> list[Route]:
     """Every public route, in OpenAPI order."""
-    return [*catalog_router.routes(state), *images_router.routes(state), *health_router.routes(state)]
+    return [
+        *catalog_router.routes(state),
+        *images_router.routes(state),
+        *health_router.routes(state),
+        *admin_router.routes(state),
+    ]
 
 
 def robyn_config(processes: int) -> Config:

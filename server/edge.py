@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 from robyn import Request
 
 from server.errors import HeaderTooLarge, OriginNotAllowed, PayloadTooLarge, RateLimited, UriTooLong
-from server.ratelimit import ClientKeys, Decision, IPNetwork, Policy, RateLimiter, rate_limit_headers
+from server.ratelimit import (
+    ClientKeys,
+    Decision,
+    Identity,
+    IPNetwork,
+    Policy,
+    RateLimiter,
+    rate_limit_headers,
+)
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -27,7 +35,9 @@ CORS_ALLOW_HEADERS = (
     "x-request-id",
     "authorization",
 )
-CORS_EXPOSE = "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding"
+CORS_EXPOSE = (
+    "ETag, X-Request-ID, RateLimit, RateLimit-Policy, Retry-After, Content-Encoding, WWW-Authenticate"
+)
 CORS_MAX_AGE_S = "600"
 
 
@@ -74,8 +84,11 @@ class Edge:
         """The policy of a route group (None: not limited)."""
         return self.policies.get(group)
 
-    def check_sizes(self, request: Request, query: Mapping[str, list[str]]) -> None:
-        """414/431/413 for oversized query strings, headers and bodies."""
+    def check_sizes(
+        self, request: Request, query: Mapping[str, list[str]], max_body: int | None = None
+    ) -> None:
+        """414/431/413 for oversized query strings, headers and bodies (`max_body`: a route's own limit,
+        e.g. image uploads; default MAX_BODY_BYTES)."""
         # Every line counts, repeated names included (items() would keep only the last value of each).
         items = request.headers.multi_items()
         header_bytes = sum(map(len, chain.from_iterable(items))) + 4 * len(items)
@@ -88,15 +101,13 @@ class Edge:
             and sum(len(k) + sum(len(v) + 2 for v in vs) for k, vs in query.items()) > self.max_query_bytes
         ):
             raise UriTooLong()
+        limit = self.max_body_bytes if max_body is None else max_body
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge()
         body = request.body
         # Robyn hands over str for UTF-8 bodies: its UTF-8 length is at least its character count.
-        if body and (
-            len(body) > self.max_body_bytes
-            or (isinstance(body, str) and len(body.encode()) > self.max_body_bytes)
-        ):
+        if body and (len(body) > limit or (isinstance(body, str) and len(body.encode()) > limit)):
             raise PayloadTooLarge()
 
     def cors_headers(self, request: Request) -> dict[str, str]:
@@ -124,22 +135,27 @@ class Edge:
         )
         return cors
 
-    def rate_limit_now(self, request: Request, policy: Policy) -> dict[str, str] | None:
+    def rate_limit_now(
+        self, request: Request, policy: Policy, who: Identity | None = None
+    ) -> dict[str, str] | None:
         """RateLimit headers when the decision needs no round trip (the hot path: no coroutine);
-        None when `rate_limit` must be awaited. Raises RateLimited (429) when over the quota."""
+        None when `rate_limit` must be awaited. Raises RateLimited (429) when over the quota.
+        `who`: the limiter keys of an authenticated caller; default the client's address."""
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        key, block = who or self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
         decision = limiter.check_now(policy, key, block)
         return None if decision is None else self._headers(policy, decision)
 
-    async def rate_limit(self, request: Request, policy: Policy) -> dict[str, str]:
+    async def rate_limit(
+        self, request: Request, policy: Policy, who: Identity | None = None
+    ) -> dict[str, str]:
         """The RateLimit headers for this request, asking Redis if needed; RateLimited (429) when over."""
         limiter = self.limiter
         if limiter is None or not limiter.enabled:
             return {}
-        key, block = self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
+        key, block = who or self.client_keys(request.ip_addr or "", request.headers.get("x-forwarded-for"))
         return self._headers(policy, await limiter.check(policy, key, block))
 
     def _headers(self, policy: Policy, decision: Decision) -> dict[str, str]:

@@ -88,6 +88,24 @@ class BadRequest(AppError):
     detail_ar_default = "تعذّر فهم الطلب."
 
 
+class Unauthorized(AppError):
+    """No credentials, or credentials that are not valid (unknown, malformed or revoked key)."""
+
+    code, status = "unauthorized", 401
+    title, title_ar = "Unauthorized", "غير مصرّح"
+    detail_default = "Send a valid key: `Authorization: Bearer <key>`."
+    detail_ar_default = "أرسل مفتاحاً صالحاً: `Authorization: Bearer <key>`."
+
+
+class Forbidden(AppError):
+    """Valid credentials without the scope this route needs."""
+
+    code, status = "forbidden", 403
+    title, title_ar = "Forbidden", "ممنوع"
+    detail_default = "This key does not have the scope this request needs."
+    detail_ar_default = "لا يملك هذا المفتاح الصلاحية التي يحتاجها هذا الطلب."
+
+
 class NotFound(AppError):
     """The addressed resource does not exist."""
 

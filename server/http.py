@@ -20,6 +20,8 @@ from urllib.parse import unquote, unquote_plus
 
 from robyn import Headers, Request, Response
 
+from server.auth import Auth, Principal, identify, require_scopes
+from server.body import BodySpec, inputs_and_body
 from server.db.pool import DATABASE_UNAVAILABLE, QueryStats, query_stats_var
 from server.edge import Edge
 from server.encoding import (
@@ -40,6 +42,7 @@ log = logging.getLogger("server.http")
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 JSON = "application/json"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -74,6 +77,8 @@ class Call:
     request_id: str
     request: Request
     input: Any = None  # Route.typed(params), memoised with them
+    body: Any = None  # Route.body's checked value: a dict of JSON members, or raw bytes
+    principal: Principal | None = None  # the caller, on routes with Route.auth
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
@@ -97,6 +102,8 @@ class Route:
     any_query: bool = False  # catch-alls (and images) ignore the query string
     typed: Callable[[dict[str, Any]], Any] | None = None  # validated params -> the handler's query object
     ranges: bool = False  # answers single byte ranges (206, Content-Range): documented in OpenAPI
+    body: BodySpec | None = None  # a JSON object or raw bytes, checked before the handler runs
+    auth: Auth | None = None  # None: anyone; else the authenticator, whether required, and scopes
 
 
 class HttpConfig:
@@ -224,6 +231,9 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     edge, any_query = config.edge, route.any_query
     policy = edge.policy(route.group)
     sheddable = route.group != "health"  # liveness must answer even when the process is saturated
+    auth, body_spec = route.auth, route.body
+    body_limit = body_spec.max_bytes if body_spec is not None else None
+    safe = route.method in SAFE_METHODS  # writes are never cached, tagged or answered 304
     # Validated inputs (read-only: handlers never mutate them) memoised per route, bounded in entries and
     # in key size, and only after validation succeeded: raw input can neither grow nor poison it.
     memo: dict[tuple[Any, ...], tuple[dict[str, Any], Any]] = {}
@@ -259,14 +269,40 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                 config.shed += 1
                 raise Overloaded(headers={"Retry-After": "1"})
             query = decoded_query(request)
-            edge.check_sizes(request, query)
+            edge.check_sizes(request, query, body_limit)
             extra.update(edge.cors_headers(request))
-            if policy is not None:
-                limits = edge.rate_limit_now(request, policy)
-                extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
-            params, typed_input = inputs(query, decoded_path(request))
-            call = Call(params, request.headers, request_id, request, typed_input)
+            principal = None
+            if auth is None:
+                if policy is not None:
+                    limits = edge.rate_limit_now(request, policy)
+                    extra.update(limits if limits is not None else await edge.rate_limit(request, policy))
+            else:
+                # Authenticated callers are limited by who they are (`key:<id>`), others by address.
+                principal, refused = await identify(auth, request.headers)
+                if policy is not None:
+                    who = (principal.rate_key, None) if principal is not None else None
+                    limits = edge.rate_limit_now(request, policy, who)
+                    extra.update(
+                        limits if limits is not None else await edge.rate_limit(request, policy, who)
+                    )
+                if refused is not None:
+                    raise refused
+                if principal is not None:
+                    require_scopes(principal, auth.scopes)
+            if body_spec is None:
+                params, typed_input = inputs(query, decoded_path(request))
+                body = None
+            else:
+                params, typed_input, body = inputs_and_body(
+                    lambda: inputs(query, decoded_path(request)), request, body_spec
+                )
+            call = Call(params, request.headers, request_id, request, typed_input, body, principal)
             reply = await handler(call)
+            if not safe:
+                reply.conditional = False
+                reply.cache_control = reply.cache_control or "no-store"
+            elif auth is not None and reply.cache_control is None:
+                reply.cache_control = "private, no-cache"  # one caller's answer: revalidated, never shared
             if extra:
                 reply.headers.update(extra)
             response = _finish(reply, request, request_id, config, stats, started)

@@ -73,6 +73,9 @@ EDGE_ERRORS: tuple[type[AppError], ...] = (
 )
 
 
+_IMAGE_MAX_BYTES = int(Settings.model_fields["IMAGE_MAX_BYTES"].default)
+
+
 class EdgeSettings(Settings):
     """Settings of the service plus those of the nginx front (it reads HOST, PORT and the size limits)."""
 
@@ -94,6 +97,7 @@ class Front:
     max_body_bytes: int
     max_header_bytes: int
     access_log: str
+    max_image_bytes: int = _IMAGE_MAX_BYTES  # admin image uploads' own body limit
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings, access_log: str = "access.log") -> Front:
@@ -106,6 +110,7 @@ class Front:
             max_body_bytes=settings.MAX_BODY_BYTES,
             max_header_bytes=settings.MAX_HEADER_BYTES,
             access_log=access_log,
+            max_image_bytes=settings.IMAGE_MAX_BYTES,
         )
 
 
@@ -157,6 +162,7 @@ def render_front(front: Front) -> str:
         "header_timeout": f"{front.header_timeout_s}s",
         "body_timeout": f"{front.body_timeout_s}s",
         "max_body": _size(front.max_body_bytes),
+        "max_image": _size(front.max_image_bytes),
         "header_buffer": _size(front.max_header_bytes),
         "access_log": front.access_log,
         "methods": "\n".join(f"    {m} 1;" for m in PASSED_METHODS),

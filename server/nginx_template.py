@@ -118,6 +118,12 @@ server {
         proxy_read_timeout 30s;
         # The API compresses bodies (zstd/br/gzip) once per cache fill (Vary: Accept-Encoding).
         gzip off;
+
+        # Image uploads take up to IMAGE_MAX_BYTES (the rest of the proxy set-up is inherited).
+        location ~ ^/api/admin/products/[^/]+/image$ {
+            client_max_body_size {{max_image}};
+            proxy_pass http://catalog_api;
+        }
     }
 
     location = /.edge/problem {

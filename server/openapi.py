@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
-from server.errors import AppError, error_classes, error_codes
-from server.http import Route
+from server.body import JsonBody
+from server.errors import AppError, Forbidden, Unauthorized, error_classes, error_codes
+from server.http import SAFE_METHODS, Route
 
 _FACTS = ("x-conditional", "x-statuses")
 SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
@@ -88,12 +89,20 @@ HEADERS: dict[str, dict[str, Any]] = {
         pattern=r"^bytes ([0-9]+-[0-9]+|\*)/[0-9]+$",
     ),
     "Accept-Ranges": _header("`bytes`: single byte ranges are served (Range, If-Range)"),
+    "WWW-Authenticate": _header(
+        'The Bearer challenge (RFC 6750), e.g. `Bearer realm="catalog", error="invalid_token"`', required=True
+    ),
 }
 _ERROR_HEADERS: dict[int, tuple[str, ...]] = {
     429: ("Retry-After",),
     503: ("Retry-After",),
     405: ("Allow",),
     416: ("Content-Range",),
+}
+# Statuses shared by several classes (403): headers by code.
+_CODE_HEADERS: dict[str, tuple[str, ...]] = {
+    Unauthorized.code: ("WWW-Authenticate",),
+    Forbidden.code: ("WWW-Authenticate",),
 }
 
 
@@ -112,7 +121,8 @@ def _error_responses() -> tuple[dict[int, str], dict[str, Any]]:
     for error in error_classes():
         name = _response_name(error)
         names[error.status] = name
-        headers = ("X-Request-ID", *_ERROR_HEADERS.get(error.status, ()), "RateLimit", "RateLimit-Policy")
+        own = _CODE_HEADERS.get(error.code, _ERROR_HEADERS.get(error.status, ()))
+        headers = ("X-Request-ID", *own, "RateLimit", "RateLimit-Policy")
         responses[name] = {
             "description": f"{error.title} (`code`: `{error.code}`)",
             "headers": _headers(*headers),
@@ -158,7 +168,7 @@ def _responses(
     route: Route, *, limited: bool, errors: dict[int, str], named: dict[str, Any]
 ) -> dict[str, Any]:
     declared = route.response_schema or {}
-    conditional = declared.get("x-conditional", True)
+    conditional = declared.get("x-conditional", True) and route.method in SAFE_METHODS
     if route.response_schema is not None:
         body = hoist(route.response_schema, named)
     else:
@@ -190,9 +200,17 @@ def _responses(
         statuses.add(422)  # unknown or malformed query parameters
     if limited:
         statuses.add(429)
+    if route.body is not None:
+        statuses |= {415, 422} | ({400} if isinstance(route.body, JsonBody) else set())
+    # 401 and 403 are the authentication's (403 is shared with CORS preflights' origin_not_allowed).
+    own = {401: _response_name(Unauthorized), 403: _response_name(Forbidden)} if route.auth else {}
+    if route.auth is not None:
+        statuses.add(401)
+        if route.auth.scopes:
+            statuses.add(403)
     for status in sorted(statuses):
         if str(status) not in responses:
-            name = "NotModified" if status == 304 else errors[status]
+            name = "NotModified" if status == 304 else own.get(status) or errors[status]
             responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     return dict(sorted(responses.items()))
 
@@ -210,6 +228,7 @@ def build_spec(
     hoist(problem_schema(), named)
     errors, error_responses = _error_responses()
     paths: dict[str, dict[str, Any]] = {}
+    schemes: dict[str, Any] = {}
     for route in routes:
         op: dict[str, Any] = {
             "summary": route.summary,
@@ -218,6 +237,23 @@ def build_spec(
             "parameters": [p.openapi() for p in route.params],
             "responses": _responses(route, limited=route.group in rate_limited, errors=errors, named=named),
         }
+        if route.body is not None:
+            body = route.body.openapi()
+            for media in body["content"].values():
+                media["schema"] = hoist(media["schema"], named)
+            op["requestBody"] = body
+        if route.auth is not None:
+            scheme = route.auth.authenticator.scheme
+            schemes[scheme] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": route.auth.authenticator.description,
+            }
+            # OpenAPI 3.0 lists scopes only for OAuth2/OIDC schemes: a bearer scheme's list stays empty,
+            # so the scopes a route needs are stated in its description.
+            op["security"] = [{scheme: []}] if route.auth.mode == "required" else [{scheme: []}, {}]
+            if route.auth.scopes:
+                op["description"] = "Needs scope " + ", ".join(f"`{s}`" for s in route.auth.scopes) + "."
         paths.setdefault(_openapi_path(route.path), {})[route.method.lower()] = op
     return {
         "openapi": "3.0.3",
@@ -237,6 +273,7 @@ def build_spec(
             "schemas": dict(sorted(named.items())),
             "headers": HEADERS,
             "responses": error_responses,
+            **({"securitySchemes": dict(sorted(schemes.items()))} if schemes else {}),
         },
     }
 

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     IMAGE_REFRESH_INTERVAL_S: float = Field(1.0, ge=0.01, le=3600)
     IMAGE_MAX_AGE_S: int = Field(86_400, ge=0, le=31_536_000)
     IMAGE_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)  # larger files: 404
+    # Uploads (admin API, sync): larger bodies are 413. Pixels: a decompression bomb is refused before it
+    # is decoded (below Pillow's own 89 MP warning threshold).
+    IMAGE_MAX_PIXELS: int = Field(40_000_000, ge=1, le=89_000_000)
 
     # Observability.
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

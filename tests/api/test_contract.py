@@ -160,10 +160,11 @@ def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_operation_documents_its_statuses_and_headers(spec: dict[str, Any]) -> None:
-    for path, _method, op in operations(spec):
+    for path, method, op in operations(spec):
         responses = {status: resolve(spec, r) for status, r in op["responses"].items()}
-        # Default policies: health is off; catalog, images and docs (the catalog group) are limited.
+        # Default policies: health is off; catalog, images, docs (the catalog group) and admin are limited.
         health = op["tags"] == ["health"]
+        write = method not in ("get", "head")  # never tagged or answered 304, like health
         assert {"200", "413", "414", "431", "500", "503"} <= set(responses), path
         # Every input is validated (422), but an image's name answers 404 and its query is ignored.
         assert ("422" in responses) is not path.startswith("/product-images/"), path
@@ -171,11 +172,19 @@ def test_every_operation_documents_its_statuses_and_headers(spec: dict[str, Any]
         ok = responses["200"]
         assert {"X-Request-ID", "Cache-Control"} <= set(ok["headers"]), path
         assert ("RateLimit" in ok["headers"] and "RateLimit-Policy" in ok["headers"]) is not health, path
-        assert ("ETag" in ok["headers"]) is not health, path  # health answers are never cached
-        assert ("304" in responses) is not health, path
+        assert ("ETag" in ok["headers"]) is not (health or write), path  # health answers are never cached
+        assert ("304" in responses) is not (health or write), path
         if not health:
-            assert {"ETag", "X-Request-ID"} <= set(responses["304"]["headers"])
             assert {"Retry-After", "RateLimit", "RateLimit-Policy"} <= set(responses["429"]["headers"])
+        if not (health or write):
+            assert {"ETag", "X-Request-ID"} <= set(responses["304"]["headers"])
+        if "security" in op:  # authenticated: 401 (and 403 for scopes) with the Bearer challenge
+            assert op["security"] == [{"bearerAuth": []}], path
+            assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+            for status in ("401", "403"):
+                assert "WWW-Authenticate" in responses[status]["headers"], (path, status)
+        if "requestBody" in op:  # a body: 415 for another media type
+            assert "415" in responses and "422" in responses, path
         for status, response in responses.items():
             if status in ("200", "304") or (path == "/ready" and status == "503"):
                 continue
