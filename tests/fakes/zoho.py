@@ -17,7 +17,6 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -106,7 +105,9 @@ class FakeZoho:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.fake = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-zoho", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-zoho", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -453,12 +454,6 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
 
 def _detail(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "custom_fields": [dict(cf) for cf in item["custom_fields"]]}
-
-
-def iter_log(fake: FakeZoho) -> Iterator[LoggedRequest]:
-    """A snapshot of the whole log."""
-    with fake._lock:
-        yield from list(fake.log)
 
 
 def main(argv: list[str] | None = None) -> None:
