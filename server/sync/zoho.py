@@ -28,7 +28,7 @@ from server.sync.zoho_errors import ZohoAuthError, ZohoError, ZohoPaused
 if TYPE_CHECKING:
     from server.settings import Settings
 
-__all__ = ["ZohoAuthError", "ZohoClient", "ZohoError", "ZohoPaused", "zoho_urls"]
+__all__ = ["ZohoAuthError", "ZohoClient", "ZohoError", "ZohoPaused", "missing_credentials", "zoho_urls"]
 
 log = logging.getLogger("server.sync.zoho")
 
@@ -86,12 +86,7 @@ class ZohoClient:
     ) -> ZohoClient:
         """The client the settings describe; `pool` shares tokens and the daily count, `redis` the
         per-minute and in-flight limits, across processes. Missing credentials raise ZohoAuthError."""
-        missing = [
-            name
-            for name in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID")
-            if not _text(getattr(settings, name))
-        ]
-        if missing:
+        if missing := missing_credentials(settings):
             raise ZohoAuthError(0, "Zoho is not configured: set " + ", ".join(missing))
         api_base, accounts_base = zoho_urls(settings.ZOHO_DATA_CENTRE)
         api_base = settings.ZOHO_API_BASE or api_base
@@ -273,6 +268,12 @@ class ZohoClient:
         if hold_all:
             await self.budget.hold(delay)
         await asyncio.sleep(delay)
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """Names of the unset Zoho credentials (empty: the client can be built; the schedule can run)."""
+    names = ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID")
+    return [name for name in names if not _text(getattr(settings, name))]
 
 
 def _text(value: Any) -> str:
