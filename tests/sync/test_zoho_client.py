@@ -123,6 +123,26 @@ def test_at_most_ten_mints_per_ten_minutes(database: Database) -> None:
         assert len(fake.mints) == 10
 
 
+def test_refused_refresh_raises_and_still_counts(fake: FakeZoho, database: Database) -> None:
+    settings = zoho_settings(fake, ZOHO_CLIENT_SECRET="not-the-secret")
+
+    async def go() -> None:
+        async with shared(database.url, None) as (pool, _):
+            for _ in range(2):
+                async with client(settings, pool) as zoho:
+                    with pytest.raises(ZohoAuthError, match="invalid_client"):
+                        await zoho.get("/categories")
+        async with client(settings) as alone:  # the same without a pool, per client
+            for _ in range(2):
+                with pytest.raises(ZohoAuthError, match="invalid_client"):
+                    await alone.get("/categories")
+            assert len(alone.tokens._mints) == 2
+
+    run(go())
+    rows = run(database.fetch("SELECT mints FROM zoho_tokens WHERE access_token IS NULL"))
+    assert fake.api_log() == [] and [len(r["mints"]) for r in rows] == [2]
+
+
 def test_401_refreshes_once_and_retries_once(fake: FakeZoho) -> None:
     async def go() -> None:
         async with client(zoho_settings(fake)) as zoho:
