@@ -38,11 +38,9 @@ _ACCOUNTS_HOST = {"ca": "accounts.zohocloud.ca"}
 THROTTLE_CODES = frozenset({44, 1070})  # per-minute limit, too many concurrent calls
 DAILY_LIMIT_CODE = 45
 AUTH_CODES = frozenset({57})  # "not authorized": an expired or revoked access token
-MAX_WAIT_S = 300.0
+MAX_WAIT_S = 300.0  # a Retry-After longer than this is not waited for in a run
 TOO_LARGE = -413  # ZohoError code of an answer over the byte cap (no Zoho code is negative)
-MAX_RESPONSE_BYTES = (
-    64 * 1024 * 1024
-)  # a price book of 50,000 items is about 8 MB  # a Retry-After longer than this is not waited for in a run
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a price book of 50,000 items is about 8 MB
 
 
 def zoho_urls(data_centre: str) -> tuple[str, str]:
@@ -157,7 +155,7 @@ class ZohoClient:
 
     async def get_bytes(self, path: str, *, max_bytes: int | None = None) -> tuple[bytes, str | None] | None:
         """GET a file (e.g. `/items/{id}/image`): (bytes, content type), None when Zoho has none (404).
-        A body over `max_bytes` (default: max_response_bytes) is not read: ZohoError code `too_large`."""
+        A body over `max_bytes` (default: max_response_bytes) is not read: ZohoError, code TOO_LARGE."""
         out = await self._request("GET", path, None, None, max_bytes=max_bytes or self.max_response_bytes)
         assert out is None or isinstance(out, tuple)
         return out
