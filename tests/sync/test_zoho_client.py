@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from catalog_testlib import Database, Services, run
+from catalog_testlib import Database, Services, free_port, run
 from fakes.zoho import FakeZoho
 from zoho_testlib import client, shared, statuses, unique_org, zoho_settings
 
@@ -415,3 +415,19 @@ def test_answers_over_the_byte_cap_are_refused(fake: FakeZoho) -> None:
             assert got is not None and len(got[0]) == 5002
 
     run(go())
+
+
+def test_redis_down_falls_back_to_local_limits(fake: FakeZoho, caplog: pytest.LogCaptureFixture) -> None:
+    settings = zoho_settings(fake, ZOHO_DAILY_BUDGET=4)
+
+    async def go() -> None:
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        async with shared(None, dead) as (_, redis), client(settings, None, redis) as zoho:
+            await asyncio.gather(*(zoho.get("/categories") for _ in range(4)))
+            with pytest.raises(ZohoPaused):  # the daily budget, counted in the process
+                await zoho.get("/categories")
+
+    with caplog.at_level(logging.WARNING, logger="server.sync.budget"):
+        run(go())
+    assert len(fake.api_log()) == 4
+    assert caplog.text.count("Redis failed") == 1
