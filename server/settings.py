@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     IMAGE_MAX_AGE_S: int = Field(86_400, ge=0, le=31_536_000)
     IMAGE_MAX_BYTES: int = Field(10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)  # larger files: 404
 
+    # Zoho sync (server/sync): the custom fields (api names) holding the Arabic texts, and the currency of
+    # the consumer price list when the sync has to create it.
+    ZOHO_FIELD_NAME_AR: str = Field("cf_name_ar", pattern=r"^[A-Za-z0-9_]{1,100}$")
+    ZOHO_FIELD_DESCRIPTION_AR: str = Field("cf_description_ar", pattern=r"^[A-Za-z0-9_]{1,100}$")
+    ZOHO_SYNC_CURRENCY: str = Field("SAR", pattern=r"^[A-Z]{3}$")
+
     # Observability.
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"

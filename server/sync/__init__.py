@@ -1,0 +1,1 @@
+"""Zoho Inventory -> catalog sync: categories, items, price books and images (README, "Zoho sync")."""
