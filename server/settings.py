@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     ZOHO_REFRESH_TOKEN: SecretStr = SecretStr("")
     ZOHO_ORGANIZATION_ID: str = ""
     ZOHO_DATA_CENTRE: ZohoDataCentre = "com"
+    # Override the data centre's URLs (a proxy, the fake Zoho of the tests).
+    ZOHO_API_BASE: str = ""  # default https://www.zohoapis.{dc}/inventory/v1
+    ZOHO_ACCOUNTS_BASE: str = ""  # default https://accounts.zoho.{dc}
+    # Zoho allows 100 requests a minute and 5 (free plan) to 10 concurrent calls per organisation.
+    ZOHO_RATE_PER_MIN: int = Field(100, ge=1, le=10_000)
+    ZOHO_MAX_CONCURRENCY: int = Field(5, ge=1, le=100)
+    # Calls per UTC day (Zoho's daily limit depends on the plan: 1,000 free ... 10,000 and more paid).
+    ZOHO_DAILY_BUDGET: int = Field(10_000, ge=1, le=10_000_000)
+    ZOHO_TIMEOUT_S: float = Field(30.0, gt=0, le=300)
+    ZOHO_MAX_RETRIES: int = Field(6, ge=0, le=20)  # per call, on throttling, 5xx and transport errors
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
@@ -202,6 +212,13 @@ class Settings(BaseSettings):
         if not value:
             return value
         if not value.startswith(("http://", "https://")) or any(c in value for c in " \"'<>\\"):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("ZOHO_API_BASE", "ZOHO_ACCOUNTS_BASE")
+    @classmethod
+    def _check_zoho_url(cls, value: str) -> str:
+        if value and (not value.startswith(("http://", "https://")) or any(c in value for c in " \"'<>\\")):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 

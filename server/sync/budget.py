@@ -1,0 +1,218 @@
+"""The Zoho call budget of one organisation: requests per window, calls in flight, calls per UTC day.
+
+Per window: a sliding log (never more than `rate` calls in any window, which a GCRA with a burst would
+allow), in Redis when given so every process shares it, else in this process. In flight: a local semaphore
+and, with Redis, leases in a sorted set that expire on their own if a process dies mid-call. Per day: one
+atomic statement in PostgreSQL (durable; Redis may evict), else Redis, else this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from server.sync import zoho_repo
+from server.sync.zoho_errors import ZohoPaused
+
+log = logging.getLogger("server.sync.budget")
+
+# KEYS[1]: sorted set of call times (ms). ARGV: limit, window ms, member. Returns 0 (taken) or ms to wait.
+_RATE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now + 1)
+"""
+# KEYS[1]: sorted set of leases (score: expiry ms). ARGV: limit, ttl ms, member. Returns 1 (taken) or 0.
+_LEASE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+REDIS_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+try:  # redis is a dependency; the guard only keeps this module importable in isolation
+    import redis.exceptions
+
+    REDIS_ERRORS = (*REDIS_ERRORS, redis.exceptions.RedisError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def safety_margin_s(window_s: float) -> float:
+    """Extra window length: a call counted at t reaches Zoho a little later, and late arrivals of old
+    calls must not make a full window look like one call too many there."""
+    return 0.05 + 0.02 * window_s
+
+
+class CallBudget:
+    """Admits one call at a time through `slot()`; raises ZohoPaused when the day's budget is spent."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: str,
+        rate: int,
+        window_s: float,
+        max_concurrency: int,
+        daily_budget: int,
+        redis: Any = None,
+        pool: Any = None,
+        key_prefix: str = "",
+        lease_ttl_s: float = 60.0,
+    ) -> None:
+        self.org, self.rate, self.daily_budget = organization_id, rate, daily_budget
+        self.window_s = window_s + safety_margin_s(window_s)
+        self.max_concurrency = max_concurrency
+        self._redis, self._pool = redis, pool
+        base = f"{key_prefix}zoho:{organization_id}:"
+        self._rate_key, self._lease_key, self._day_key = base + "rate", base + "inflight", base + "day:"
+        self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._times: deque[float] = deque()  # local sliding log (monotonic seconds)
+        self._rate_lock = asyncio.Lock()
+        self._day: tuple[str, int] = ("", 0)  # local daily count
+        self._redis_down_logged = False
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a daily call, an in-flight slot and a rate slot for one HTTP call (in that order, so the
+        call goes out right after its rate slot is taken)."""
+        await self._reserve_day()
+        async with self._sem:
+            lease = await self._lease()
+            try:
+                await self._take_rate()
+                yield
+            finally:
+                if lease is not None:
+                    await self._release(lease)
+
+    # ---- per window -----------------------------------------------------------------------------------
+    async def _take_rate(self) -> None:
+        if self._redis is not None:
+            member = uuid.uuid4().hex
+            while True:
+                try:
+                    wait_ms = int(
+                        await self._redis.eval(
+                            _RATE_LUA, 1, self._rate_key, self.rate, int(self.window_s * 1000), member
+                        )
+                    )
+                except REDIS_ERRORS:
+                    self._redis_failed()
+                    break
+                if wait_ms == 0:
+                    return
+                await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.01))
+        async with self._rate_lock:  # waiters queue in order; each takes the next free slot
+            while True:
+                now = time.monotonic()
+                while self._times and now - self._times[0] >= self.window_s:
+                    self._times.popleft()
+                if len(self._times) < self.rate:
+                    self._times.append(now)
+                    return
+                await asyncio.sleep(self._times[0] + self.window_s - now + 0.001)
+
+    # ---- in flight ---------------------------------------------------------------------------------------
+    async def _lease(self) -> str | None:
+        if self._redis is None:
+            return None
+        member = uuid.uuid4().hex
+        delay = 0.005
+        while True:
+            try:
+                taken = await self._redis.eval(
+                    _LEASE_LUA, 1, self._lease_key, self.max_concurrency, self._lease_ttl_ms, member
+                )
+            except REDIS_ERRORS:
+                self._redis_failed()
+                return None
+            if int(taken):
+                return member
+            await asyncio.sleep(delay + random.uniform(0, delay))
+            delay = min(0.1, delay * 2)
+
+    async def _release(self, member: str) -> None:
+        try:
+            await self._redis.zrem(self._lease_key, member)
+        except REDIS_ERRORS:
+            self._redis_failed()  # the lease expires on its own
+
+    def _redis_failed(self) -> None:
+        if not self._redis_down_logged:
+            self._redis_down_logged = True
+            log.warning("Redis unreachable: the Zoho call budget falls back to this process's own limits")
+
+    # ---- per UTC day ----------------------------------------------------------------------------------
+    async def _reserve_day(self) -> None:
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                if await zoho_repo.reserve_call(conn, self.org, self.daily_budget) is None:
+                    raise self._paused()
+            return
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        if self._redis is not None:
+            try:
+                key = self._day_key + today
+                count = int(await self._redis.incr(key))
+                if count == 1:
+                    await self._redis.expire(key, 2 * 86_400)
+                if count > self.daily_budget:
+                    raise self._paused()
+                return
+            except REDIS_ERRORS:
+                self._redis_failed()
+        day, count = self._day
+        count = count if day == today else 0
+        if count >= self.daily_budget:
+            raise self._paused()
+        self._day = (today, count + 1)
+
+    def _paused(self) -> ZohoPaused:
+        return ZohoPaused(0, f"daily Zoho call budget of {self.daily_budget} spent (UTC day)", 0)
+
+    async def exhaust_day(self) -> None:
+        """Zoho said its daily limit is reached (code 45): count today as spent for every process."""
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        self._day = (today, self.daily_budget)
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                await zoho_repo.exhaust_day(conn, self.org, self.daily_budget)
+        elif self._redis is not None:
+            try:
+                await self._redis.set(self._day_key + today, self.daily_budget, ex=2 * 86_400)
+            except REDIS_ERRORS:
+                self._redis_failed()
+
+    async def used_today(self) -> int:
+        """Calls counted today (in the shared store when there is one)."""
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                return await zoho_repo.calls_today(conn, self.org)
+        if self._redis is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                return int(await self._redis.get(self._day_key + today) or 0)
+        return self._day[1] if self._day[0] == today else 0

@@ -1,0 +1,1 @@
+"""Fakes of outside services (real local servers speaking the service's formats), for tests and demos."""
