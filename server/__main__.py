@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve | migrate | seed | settings`.
+"""Command line: `python -m server serve | migrate | seed | sync | settings`.
 
 Settings are built here, once per process, and passed down. `serve` is the supervisor: it starts the
 embedded PostgreSQL/Redis when their URLs are unset, migrates (once, before Robyn forks: Robyn runs start-up
@@ -180,6 +180,26 @@ def _with_database(products: int | None, seed_value: int) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """One Zoho sync run (exit 0 succeeded, 1 failed, 3 paused, 4 already running)."""
+    from server.embedded import EmbeddedPostgres
+    from server.sync.cli import sync_command
+
+    settings = _settings()
+    logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    pg = None
+    try:
+        if settings.DATABASE_URL is None:
+            pg = EmbeddedPostgres(settings.DATA_DIR / "pg")
+            dsn = pg.start()
+        else:
+            dsn = settings.DATABASE_URL.get_secret_value()
+        return asyncio.run(sync_command(settings, dsn, full=args.full))
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     """Print the effective settings, secrets masked."""
     for name, value in _settings().public_view().items():
@@ -207,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--products", type=int, default=10_000)
     seed.add_argument("--seed", type=int, default=42)
     seed.set_defaults(func=cmd_seed)
+    sync = sub.add_parser("sync", help="run one Zoho Inventory sync (exit 3: paused, 4: already running)")
+    sync.add_argument("--full", action="store_true", help="read every item; deactivate those Zoho lacks")
+    sync.set_defaults(func=cmd_sync)
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
         func=cmd_settings
     )

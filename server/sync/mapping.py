@@ -75,6 +75,7 @@ class Category:
 
     zoho_category_id: str
     name: str
+    name_ar: str | None
     parent_zoho_id: str | None
     sort_order: int
     is_active: bool
@@ -87,8 +88,7 @@ class PriceBook:
     zoho_pricebook_id: str
     name: str
     currency: str
-    per_item: bool
-    percentage: Decimal | None  # fixed-percentage books: + raises, - lowers the item rate
+    per_item: bool  # false: a fixed-percentage book (no prices of its own)
     is_active: bool
 
 
@@ -212,19 +212,20 @@ def map_item(raw: Any, fields: FieldMap) -> Item:
     )
 
 
-def map_category(raw: Any, position: int) -> Category:
-    """Validate one record of `GET /categories`."""
+def map_category(raw: Any, position: int, fields: FieldMap) -> Category:
+    """Validate one record of `GET /categories` (the Arabic name: the same custom field as items')."""
     if not isinstance(raw, dict):
         raise Invalid("record: not an object")
     category_id = _zoho_id(raw, "category_id", required=True)
     assert category_id is not None
     parent = _zoho_id(raw, "parent_category_id", required=False)
-    active = raw.get("is_active", True)
+    active = raw["is_active"] if "is_active" in raw else _status(raw)
     if not isinstance(active, bool):
         raise Invalid("is_active: not a boolean")
     return Category(
         zoho_category_id=category_id,
         name=_text(raw, "name", MAX_NAME, required=True) or "",
+        name_ar=_custom(raw, fields.name_ar, MAX_NAME),
         parent_zoho_id=None if parent == category_id else parent,
         sort_order=position,
         is_active=active,
@@ -243,19 +244,11 @@ def map_pricebook(raw: Any) -> PriceBook:
     kind = raw.get("pricebook_type", "per_item")
     if kind not in ("per_item", "fixed_percentage"):
         raise Invalid("pricebook_type: unknown")
-    percentage = None
-    if kind == "fixed_percentage":
-        percentage = _number(raw.get("percentage", 0), "percentage")
-        if not 0 <= percentage <= 100:
-            raise Invalid("percentage: out of range")
-        if raw.get("is_increase") is False:
-            percentage = -percentage
     return PriceBook(
         zoho_pricebook_id=book_id,
         name=_text(raw, "name", MAX_NAME, required=True) or "",
         currency=currency,
         per_item=kind == "per_item",
-        percentage=percentage,
         is_active=raw.get("status", "active") == "active",
     )
 
@@ -269,8 +262,3 @@ def price_list_code(name: str, zoho_pricebook_id: str) -> str:
 def fallback_code(zoho_pricebook_id: str) -> str:
     """`zoho_<id>` as a price-list code (when the name gives none, or one that is taken)."""
     return ("zoho_" + _CODE_CHARS.sub("_", zoho_pricebook_id.lower()))[:32]
-
-
-def apply_percentage(rate: Decimal, percentage: Decimal) -> Decimal:
-    """A fixed-percentage price book's price for an item rate."""
-    return (rate * (1 + percentage / 100)).quantize(_CENT, rounding=ROUND_HALF_UP)

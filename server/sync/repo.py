@@ -20,8 +20,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_prices (
     zoho_item_id text NOT NULL, price_list_id integer NOT NULL, price numeric(14, 2)
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_categories (
-    zoho_category_id text NOT NULL, name text NOT NULL, parent_zoho_id text, sort_order integer NOT NULL,
-    is_active boolean NOT NULL
+    zoho_category_id text NOT NULL, name text NOT NULL, name_ar text, parent_zoho_id text,
+    sort_order integer NOT NULL, is_active boolean NOT NULL
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_ids (zoho_item_id text NOT NULL) ON COMMIT DELETE ROWS;
 """
@@ -41,7 +41,14 @@ STAGE_ITEMS_COLUMNS = (
     "image_key",
 )
 STAGE_PRICES_COLUMNS = ("zoho_item_id", "price_list_id", "price")
-STAGE_CATEGORIES_COLUMNS = ("zoho_category_id", "name", "parent_zoho_id", "sort_order", "is_active")
+STAGE_CATEGORIES_COLUMNS = (
+    "zoho_category_id",
+    "name",
+    "name_ar",
+    "parent_zoho_id",
+    "sort_order",
+    "is_active",
+)
 
 # --- products -------------------------------------------------------------------------------------------
 
@@ -182,8 +189,8 @@ SELECT count(*) FROM stage_categories s
 WHERE NOT EXISTS (SELECT 1 FROM categories c WHERE c.zoho_category_id = s.zoho_category_id)
 """
 INSERT_CATEGORIES = """
-INSERT INTO categories (zoho_category_id, name, sort_order, is_active)
-SELECT s.zoho_category_id, s.name, s.sort_order, s.is_active FROM stage_categories s
+INSERT INTO categories (zoho_category_id, name, name_ar, sort_order, is_active)
+SELECT s.zoho_category_id, s.name, s.name_ar, s.sort_order, s.is_active FROM stage_categories s
 WHERE NOT EXISTS (SELECT 1 FROM categories c WHERE c.zoho_category_id = s.zoho_category_id)
 ON CONFLICT (zoho_category_id) DO NOTHING
 """
@@ -192,16 +199,17 @@ SELECT count(*)
 FROM categories c
 JOIN stage_categories s ON s.zoho_category_id = c.zoho_category_id
 LEFT JOIN categories par ON par.zoho_category_id = s.parent_zoho_id
-WHERE (c.name, c.parent_id, c.sort_order, c.is_active)
-      IS DISTINCT FROM (s.name, par.id, s.sort_order, s.is_active)
+WHERE (c.name, c.name_ar, c.parent_id, c.sort_order, c.is_active)
+      IS DISTINCT FROM (s.name, s.name_ar, par.id, s.sort_order, s.is_active)
 """
 UPDATE_CATEGORIES = """
-UPDATE categories c SET name = s.name, parent_id = par.id, sort_order = s.sort_order, is_active = s.is_active
+UPDATE categories c
+SET name = s.name, name_ar = s.name_ar, parent_id = par.id, sort_order = s.sort_order, is_active = s.is_active
 FROM stage_categories s
 LEFT JOIN categories par ON par.zoho_category_id = s.parent_zoho_id
 WHERE c.zoho_category_id = s.zoho_category_id
-  AND (c.name, c.parent_id, c.sort_order, c.is_active)
-      IS DISTINCT FROM (s.name, par.id, s.sort_order, s.is_active)
+  AND (c.name, c.name_ar, c.parent_id, c.sort_order, c.is_active)
+      IS DISTINCT FROM (s.name, s.name_ar, par.id, s.sort_order, s.is_active)
 """
 # Zoho's category list is always read whole: active categories it no longer has.
 COUNT_GONE_CATEGORIES = """
@@ -233,10 +241,16 @@ RETURNING items_watermark
 
 # --- images ---------------------------------------------------------------------------------------------
 
-# Oldest first; attempts bound the retries of an image that keeps failing in transit.
-PENDING_IMAGES = """
-SELECT zoho_item_id, image_key, image_done FROM sync_items
-WHERE image_key IS DISTINCT FROM image_done
+# Images removed in Zoho (no call needed), and images to fetch, oldest change first.
+PENDING_REMOVALS = """
+SELECT zoho_item_id, image_key FROM sync_items
+WHERE image_key IS NULL AND image_done IS NOT NULL
+ORDER BY image_wanted_at NULLS FIRST, zoho_item_id
+LIMIT $1
+"""
+PENDING_FETCHES = """
+SELECT zoho_item_id, image_key FROM sync_items
+WHERE image_key IS NOT NULL AND image_key IS DISTINCT FROM image_done
 ORDER BY image_wanted_at NULLS FIRST, zoho_item_id
 LIMIT $1
 """
@@ -246,6 +260,7 @@ SETTLE_IMAGE = """
 UPDATE sync_items SET image_done = image_key, image_state = $3, image_attempts = 0
 WHERE zoho_item_id = $1 AND image_key IS NOT DISTINCT FROM $2
 """
+# A fetch that failed in transit: retried by later runs (behind newer changes), settled after $2 tries.
 IMAGE_FAILED = """
 UPDATE sync_items
 SET image_attempts = image_attempts + 1,

@@ -153,7 +153,7 @@ def _acyclic(categories: Sequence[Category]) -> list[Category]:
             node = parent[node]
         if node is not None or (c.parent_zoho_id is not None and c.parent_zoho_id not in known):
             log.warning("category %s: parent missing or in a cycle; kept at the top", c.zoho_category_id)
-            c = Category(c.zoho_category_id, c.name, None, c.sort_order, c.is_active)
+            c = Category(c.zoho_category_id, c.name, c.name_ar, None, c.sort_order, c.is_active)
             parent[c.zoho_category_id] = None
         out.append(c)
     return out
@@ -164,7 +164,7 @@ async def write_categories(conn: asyncpg.Connection, categories: Sequence[Catego
     await conn.copy_records_to_table(
         "stage_categories",
         records=[
-            (c.zoho_category_id, c.name, c.parent_zoho_id, c.sort_order, c.is_active)
+            (c.zoho_category_id, c.name, c.name_ar, c.parent_zoho_id, c.sort_order, c.is_active)
             for c in _acyclic(categories)
         ],
         columns=repo.STAGE_CATEGORIES_COLUMNS,

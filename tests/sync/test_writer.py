@@ -43,7 +43,10 @@ def item(n: int, **changes: object) -> Item:
     return map_item(base, FieldMap())
 
 
-CATEGORIES = [Category("zc-1", "Drinks", None, 0, True), Category("zc-2", "Juice", "zc-1", 1, True)]
+CATEGORIES = [
+    Category("zc-1", "Drinks", "مشروبات", None, 0, True),
+    Category("zc-2", "Juice", None, "zc-1", 1, True),
+]
 
 
 async def version(conn: asyncpg.Connection) -> int:
@@ -173,10 +176,10 @@ def test_categories_cycles_and_gone(db: Database) -> None:
         conn = await connect(db)
         try:
             cats = [
-                Category("a", "A", "b", 0, True),
-                Category("b", "B", "a", 1, True),  # a <-> b: a cycle
-                Category("c", "C", "missing", 2, True),
-                Category("d", "D", "c", 3, True),
+                Category("a", "A", None, "b", 0, True),
+                Category("b", "B", None, "a", 1, True),  # a <-> b: a cycle
+                Category("c", "C", None, "missing", 2, True),
+                Category("d", "D", None, "c", 3, True),
             ]
             async with conn.transaction():
                 await writer.write_categories(conn, cats)
@@ -204,7 +207,7 @@ def test_price_books_and_complete_lists(db: Database) -> None:
         try:
             await write(conn, [item(n) for n in range(5)])
             lists = await writer.price_lists(conn)
-            book = PriceBook("pb-1", "Consumer", "SAR", True, None, True)  # name clashes with our list
+            book = PriceBook("pb-1", "Consumer", "SAR", True, True)  # name clashes with our list
             async with conn.transaction():
                 list_id, made = await writer.ensure_price_book(conn, book, lists)
                 assert made == 1
