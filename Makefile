@@ -8,7 +8,7 @@ PRODUCTS ?= 10000
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run run-edge ext venv wheel test test-compiled test-pure test-env lint stubtest bench clean
+.PHONY: run run-edge fake-zoho ext venv wheel test test-compiled test-pure test-env lint stubtest bench clean
 
 ## Development virtualenv with the package installed editable (the extension built in place).
 $(VENV)/.ok: pyproject.toml setup.py
@@ -32,6 +32,10 @@ run: venv
 ## header/body timeouts, body limit and nginx's own errors as problem+json. Needs the nginx binary.
 run-edge: venv
 	$(PY) -m server.nginx --with-service --seed-if-empty $(PRODUCTS)
+
+## A fake Zoho Inventory (tests/fakes/zoho.py) with ZOHO_ITEMS items on ZOHO_FAKE_PORT; prints its ZOHO_* settings.
+fake-zoho: venv
+	$(PY) -m tests.fakes.zoho --items $${ZOHO_ITEMS:-50000} --port $${ZOHO_FAKE_PORT:-8765}
 
 ## The wheel (compiled core_ext inside).
 wheel: venv

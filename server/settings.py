@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     ZOHO_API_BASE: str = ""  # default https://www.zohoapis.{dc}/inventory/v1
     ZOHO_ACCOUNTS_BASE: str = ""  # default https://accounts.zoho.{dc}
     # Zoho allows 100 requests a minute and 5 (free plan) to 10 concurrent calls per organisation.
-    ZOHO_RATE_PER_MIN: int = Field(100, ge=1, le=10_000)
+    ZOHO_RATE_PER_MIN: int = Field(100, ge=1, le=1_000_000)  # above 100 only against the fake
     ZOHO_MAX_CONCURRENCY: int = Field(5, ge=1, le=100)
     # Calls per UTC day (Zoho's daily limit depends on the plan: 1,000 free ... 10,000 and more paid).
     ZOHO_DAILY_BUDGET: int = Field(10_000, ge=1, le=10_000_000)

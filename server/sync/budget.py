@@ -24,19 +24,34 @@ from server.sync.zoho_errors import ZohoPaused
 
 log = logging.getLogger("server.sync.budget")
 
-# KEYS[1]: sorted set of call times (ms). ARGV: limit, window ms, member. Returns 0 (taken) or ms to wait.
+# KEYS: call times (sorted set, ms), hold flag, leases. ARGV: limit, window ms, member, lease member, lease
+# ttl ms. Returns 0 (slot taken) or ms to wait; while waiting, the caller's lease is kept alive.
 _RATE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return 0
+local wait = redis.call('PTTL', KEYS[2])
+if wait <= 0 then
+  local window = tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+    return 0
+  end
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  wait = math.max(1, tonumber(oldest[2]) + window - now + 1)
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now + 1)
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[5]), ARGV[4])
+end
+return wait
+"""
+# KEYS[1]: hold flag. ARGV[1]: ms. Extends the hold, never shortens it.
+_HOLD_LUA = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 0
 """
 # KEYS[1]: sorted set of leases (score: expiry ms). ARGV: limit, ttl ms, member. Returns 1 (taken) or 0.
 _LEASE_LUA = """
@@ -87,6 +102,8 @@ class CallBudget:
         self._redis, self._pool = redis, pool
         base = f"{key_prefix}zoho:{organization_id}:"
         self._rate_key, self._lease_key, self._day_key = base + "rate", base + "inflight", base + "day:"
+        self._hold_key = base + "hold"
+        self._hold_until = 0.0  # monotonic; this process's copy of the hold
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
         self._sem = asyncio.Semaphore(max_concurrency)
         self._times: deque[float] = deque()  # local sliding log (monotonic seconds)
@@ -102,23 +119,31 @@ class CallBudget:
         async with self._sem:
             lease = await self._lease()
             try:
-                await self._take_rate()
+                await self._take_rate(lease)
                 yield
             finally:
                 if lease is not None:
                     await self._release(lease)
 
     # ---- per window -----------------------------------------------------------------------------------
-    async def _take_rate(self) -> None:
+    async def hold(self, seconds: float) -> None:
+        """Zoho said slow down (429 Retry-After, code 44): no call of this organisation goes out, from any
+        process, for `seconds`."""
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
+        if self._redis is not None and seconds > 0:
+            try:
+                await self._redis.eval(_HOLD_LUA, 1, self._hold_key, int(seconds * 1000))
+            except REDIS_ERRORS:
+                self._redis_failed()
+
+    async def _take_rate(self, lease: str | None) -> None:
         if self._redis is not None:
             member = uuid.uuid4().hex
+            keys = (self._rate_key, self._hold_key, self._lease_key)
+            args = (self.rate, int(self.window_s * 1000), member, lease or "", self._lease_ttl_ms)
             while True:
                 try:
-                    wait_ms = int(
-                        await self._redis.eval(
-                            _RATE_LUA, 1, self._rate_key, self.rate, int(self.window_s * 1000), member
-                        )
-                    )
+                    wait_ms = int(await self._redis.eval(_RATE_LUA, 3, *keys, *args))
                 except REDIS_ERRORS:
                     self._redis_failed()
                     break
@@ -128,6 +153,9 @@ class CallBudget:
         async with self._rate_lock:  # waiters queue in order; each takes the next free slot
             while True:
                 now = time.monotonic()
+                if self._hold_until > now:
+                    await asyncio.sleep(self._hold_until - now)
+                    continue
                 while self._times and now - self._times[0] >= self.window_s:
                     self._times.popleft()
                 if len(self._times) < self.rate:

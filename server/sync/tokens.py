@@ -29,6 +29,7 @@ MINT_WINDOW_S = 600.0
 REFRESH_MARGIN_S = 300.0
 
 Clock = Callable[[], datetime]
+_Save = Callable[[str | None, datetime | None, datetime | None, list[datetime]], Awaitable[None]]
 
 
 def _utcnow() -> datetime:
@@ -66,20 +67,19 @@ class TokenBroker:
         self._lock_id = int.from_bytes(digest[:8], "big", signed=True)
         self._lock = asyncio.Lock()
         self._token: str | None = None
-        self._expires: datetime | None = None
+        self._refresh_at: datetime | None = None
         self._mints: list[datetime] = []  # used without a pool
         self.minted = 0  # tokens this broker minted
 
     def __repr__(self) -> str:
         return f"TokenBroker(client_id={self._client_id!r}, key={self.key[:12]}…)"
 
-    def _fresh(self, token: str | None, expires: datetime | None) -> bool:
-        return token is not None and expires is not None and expires - self._margin > self._clock()
+    def _fresh(self, token: str | None, refresh_at: datetime | None) -> bool:
+        return token is not None and refresh_at is not None and refresh_at > self._clock()
 
     async def token(self) -> str:
         """A valid access token (cached in the process, shared in the database)."""
-        if self._fresh(self._token, self._expires):
-            assert self._token is not None
+        if self._token is not None and self._fresh(self._token, self._refresh_at):
             return self._token
         return await self._obtain(stale=None)
 
@@ -89,37 +89,43 @@ class TokenBroker:
 
     async def _obtain(self, stale: str | None) -> str:
         async with self._lock:  # coroutines of this process wait for one mint, not each their own
-            if self._token != stale and self._fresh(self._token, self._expires):
-                assert self._token is not None
+            if (
+                self._token is not None
+                and self._token != stale
+                and self._fresh(self._token, self._refresh_at)
+            ):
                 return self._token
             if self._pool is None:
-                token, expires, self._mints = await self._mint_if_needed(
-                    self._token, self._expires, self._mints, stale
+                token, refresh_at, self._mints = await self._mint_if_needed(
+                    self._token, self._refresh_at, self._mints, stale, None
                 )
             else:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await zoho_repo.lock_token(conn, self._lock_id)
-                    shared, shared_exp, mints = await zoho_repo.token_row(conn, self.key)
+                    shared, shared_refresh_at, mints = await zoho_repo.token_row(conn, self.key)
 
-                    async def save(tok: str | None, exp: datetime | None, times: list[datetime]) -> None:
-                        await zoho_repo.save_token(conn, self.key, tok, exp, times)
+                    async def save(
+                        tok: str | None, exp: datetime | None, ref: datetime | None, times: list[datetime]
+                    ) -> None:
+                        await zoho_repo.save_token(conn, self.key, tok, exp, ref, times)
 
-                    token, expires, _ = await self._mint_if_needed(shared, shared_exp, mints, stale, save)
-            self._token, self._expires = token, expires
+                    token, refresh_at, _ = await self._mint_if_needed(
+                        shared, shared_refresh_at, mints, stale, save
+                    )
+            self._token, self._refresh_at = token, refresh_at
             return token
 
     async def _mint_if_needed(
         self,
         token: str | None,
-        expires: datetime | None,
+        refresh_at: datetime | None,
         mints: list[datetime],
         stale: str | None,
-        save: Callable[[str | None, datetime | None, list[datetime]], Awaitable[None]] | None = None,
+        save: _Save | None,
     ) -> tuple[str, datetime, list[datetime]]:
         """Reuse `token` if fresh and not the stale one; else mint (within the cap) and save."""
-        if token != stale and self._fresh(token, expires):
-            assert token is not None and expires is not None
-            return token, expires, mints
+        if token is not None and refresh_at is not None and token != stale and self._fresh(token, refresh_at):
+            return token, refresh_at, mints
         now = self._clock()
         recent = sorted(m for m in mints if now - m < self._window)
         if len(recent) >= self._cap:
@@ -135,14 +141,16 @@ class TokenBroker:
             new_token, lifetime = await self._post()
         except ZohoAuthError:
             if save is not None:  # a refused attempt still counts against Zoho's cap
-                await save(None, None, recent)
+                await save(None, None, None, recent)
             raise
-        new_expires = now + timedelta(seconds=lifetime)
+        expires = now + timedelta(seconds=lifetime)
+        # Replaced a little before it expires (at most a tenth of its life early, for short-lived ones).
+        new_refresh_at = expires - min(self._margin, timedelta(seconds=lifetime / 10))
         if save is not None:
-            await save(new_token, new_expires, recent)
+            await save(new_token, expires, new_refresh_at, recent)
         self.minted += 1
         log.info("minted a Zoho access token (valid %d s, %d minted in the window)", lifetime, len(recent))
-        return new_token, new_expires, recent
+        return new_token, new_refresh_at, recent
 
     async def _post(self) -> tuple[str, int]:
         """The refresh-token grant; credentials go in the form body, never in a URL or a log line."""
@@ -169,4 +177,4 @@ class TokenBroker:
             lifetime = int(doc.get("expires_in", 3600))
         except (TypeError, ValueError):
             lifetime = 3600
-        return token, max(60, lifetime)
+        return token, max(1, lifetime)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 from server.sync.budget import CallBudget
 from server.sync.tokens import TokenBroker
@@ -37,7 +38,11 @@ _ACCOUNTS_HOST = {"ca": "accounts.zohocloud.ca"}
 THROTTLE_CODES = frozenset({44, 1070})  # per-minute limit, too many concurrent calls
 DAILY_LIMIT_CODE = 45
 AUTH_CODES = frozenset({57})  # "not authorized": an expired or revoked access token
-MAX_WAIT_S = 300.0  # a Retry-After longer than this is not waited for in a run
+MAX_WAIT_S = 300.0
+TOO_LARGE = -413  # ZohoError code of an answer over the byte cap (no Zoho code is negative)
+MAX_RESPONSE_BYTES = (
+    64 * 1024 * 1024
+)  # a price book of 50,000 items is about 8 MB  # a Retry-After longer than this is not waited for in a run
 
 
 def zoho_urls(data_centre: str) -> tuple[str, str]:
@@ -65,6 +70,7 @@ class ZohoClient:
         self.organization_id = organization_id
         self.tokens, self.budget, self._http = tokens, budget, http
         self.max_retries, self.backoff_base_s, self.backoff_cap_s = max_retries, backoff_base_s, backoff_cap_s
+        self.max_response_bytes = MAX_RESPONSE_BYTES
         self.calls = 0  # HTTP calls to the API sent by this client (retries included)
         self.throttled = 0  # throttle answers seen (429, codes 44 and 1070)
 
@@ -113,7 +119,8 @@ class ZohoClient:
             redis=redis,
             pool=pool,
             key_prefix=settings.REDIS_KEY_PREFIX,
-            lease_ttl_s=settings.ZOHO_TIMEOUT_S + 5,
+            # httpx's timeout bounds each read, not the whole answer: leases outlive slow answers.
+            lease_ttl_s=2 * settings.ZOHO_TIMEOUT_S + 5,
         )
         return cls(
             api_base=api_base,
@@ -141,7 +148,7 @@ class ZohoClient:
     # ---- public calls -----------------------------------------------------------------------------
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET a JSON document (`code` 0), raising ZohoError on any other code."""
-        doc = await self._request("GET", path, params, None, want_bytes=False)
+        doc = await self._request("GET", path, params, None, max_bytes=None)
         assert isinstance(doc, dict)
         return doc
 
@@ -149,13 +156,14 @@ class ZohoClient:
         self, path: str, json_body: dict[str, Any], params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """POST a JSON body; the answer's JSON document (`code` 0)."""
-        doc = await self._request("POST", path, params, json_body, want_bytes=False)
+        doc = await self._request("POST", path, params, json_body, max_bytes=None)
         assert isinstance(doc, dict)
         return doc
 
-    async def get_bytes(self, path: str) -> tuple[bytes, str | None] | None:
-        """GET a file (e.g. `/items/{id}/image`): (bytes, content type), None when Zoho has none (404)."""
-        out = await self._request("GET", path, None, None, want_bytes=True)
+    async def get_bytes(self, path: str, *, max_bytes: int | None = None) -> tuple[bytes, str | None] | None:
+        """GET a file (e.g. `/items/{id}/image`): (bytes, content type), None when Zoho has none (404).
+        A body over `max_bytes` (default: max_response_bytes) is not read: ZohoError code `too_large`."""
+        out = await self._request("GET", path, None, None, max_bytes=max_bytes or self.max_response_bytes)
         assert out is None or isinstance(out, tuple)
         return out
 
@@ -183,8 +191,11 @@ class ZohoClient:
         params: dict[str, Any] | None,
         json_body: dict[str, Any] | None,
         *,
-        want_bytes: bool,
+        max_bytes: int | None,
     ) -> dict[str, Any] | tuple[bytes, str | None] | None:
+        """Send with retries; JSON document, or (bytes, type) / None (404) when `max_bytes` is given."""
+        want_bytes = max_bytes is not None
+        cap = max_bytes or self.max_response_bytes
         url = self.api_base + "/" + path.lstrip("/")
         query = {**(params or {}), "organization_id": self.organization_id}
         refreshed = False
@@ -194,13 +205,14 @@ class ZohoClient:
             try:
                 async with self.budget.slot():
                     self.calls += 1
-                    resp = await self._http.request(
+                    async with self._http.stream(
                         method,
                         url,
                         params=query,
                         json=json_body,
                         headers={"Authorization": f"Zoho-oauthtoken {token}"},
-                    )
+                    ) as resp:
+                        content = await _read(resp, cap, path)
             except httpx.TransportError as exc:
                 attempt += 1
                 if attempt > self.max_retries:
@@ -211,7 +223,7 @@ class ZohoClient:
                 continue
             status = resp.status_code
             ctype = resp.headers.get("content-type")
-            doc = _json(resp)
+            doc = _json(ctype, content)
             code = _code(doc)
             message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
             if status == 401 or code in AUTH_CODES:
@@ -231,24 +243,35 @@ class ZohoClient:
                     raise ZohoError(
                         code or status, f"{path}: {message or 'gave up'} after {attempt} tries", status
                     )
-                await self._sleep(path, attempt, _retry_after(resp), f"HTTP {status} code {code}")
+                await self._sleep(
+                    path,
+                    attempt,
+                    _retry_after(resp),
+                    f"HTTP {status} code {code}",
+                    hold_all=status == 429 or code == 44,
+                )
                 continue
             if want_bytes:
                 if status == 404:
                     return None
                 if status == 200 and doc is None:
-                    return resp.content, ctype
+                    return content, ctype
             if status >= 400 or code not in (0, None) or not isinstance(doc, dict):
                 raise ZohoError(code if code is not None else status, message or "unexpected answer", status)
             return doc
 
-    async def _sleep(self, path: str, attempt: int, retry_after: float | None, why: str) -> None:
-        """Full-jitter exponential backoff; a Retry-After is a floor (plus a little jitter)."""
+    async def _sleep(
+        self, path: str, attempt: int, retry_after: float | None, why: str, *, hold_all: bool = False
+    ) -> None:
+        """Full-jitter exponential backoff; a Retry-After is a floor (plus a little jitter). With
+        `hold_all` (Zoho's rate limits) every call of the organisation waits, in every process."""
         backoff = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1)))
         delay = backoff if retry_after is None else retry_after + random.uniform(0, self.backoff_base_s)
         if delay > MAX_WAIT_S:
             raise ZohoError(0, f"{path}: Zoho asks to wait {delay:.0f} s", 429)
         log.info("Zoho %s on %s: retry %d in %.2f s", why, path, attempt, delay)
+        if hold_all:
+            await self.budget.hold(delay)
         await asyncio.sleep(delay)
 
 
@@ -257,14 +280,27 @@ def _text(value: Any) -> str:
     return str(getter() if getter else value or "")
 
 
-def _json(resp: httpx.Response) -> Any:
-    ctype = resp.headers.get("content-type", "")
-    if "json" not in ctype and resp.content[:1] != b"{":
+def _json(ctype: str | None, content: bytes) -> Any:
+    if "json" not in (ctype or "") and content[:1] != b"{":
         return None
     try:
-        return resp.json()
-    except ValueError:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
         return None
+
+
+async def _read(resp: httpx.Response, cap: int, path: str) -> bytes:
+    """The body, refusing (before reading it all) one larger than `cap` bytes."""
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ZohoError(TOO_LARGE, f"{path}: answer of {declared} bytes is over {cap}", resp.status_code)
+    chunks, size = [], 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise ZohoError(TOO_LARGE, f"{path}: answer over {cap} bytes", resp.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _code(doc: Any) -> int | None:

@@ -7,13 +7,14 @@ from datetime import datetime
 import asyncpg
 
 _ADVISORY_LOCK = "SELECT pg_advisory_xact_lock($1)"
-_SELECT_SHARED = "SELECT access_token, expires_at, mints FROM zoho_tokens WHERE token_key = $1"
+_SELECT_SHARED = "SELECT access_token, refresh_at, mints FROM zoho_tokens WHERE token_key = $1"
 _UPSERT_SHARED = """
-INSERT INTO zoho_tokens (token_key, access_token, expires_at, mints, updated_at)
-VALUES ($1, $2, $3, $4, now())
+INSERT INTO zoho_tokens (token_key, access_token, expires_at, refresh_at, mints, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
 ON CONFLICT (token_key) DO UPDATE
 SET access_token = COALESCE(EXCLUDED.access_token, zoho_tokens.access_token),
     expires_at = COALESCE(EXCLUDED.expires_at, zoho_tokens.expires_at),
+    refresh_at = COALESCE(EXCLUDED.refresh_at, zoho_tokens.refresh_at),
     mints = EXCLUDED.mints, updated_at = now()"""
 # One statement reserves a call: the row is created or incremented only while under the budget, so
 # concurrent processes can never spend more than the budget together.
@@ -36,18 +37,23 @@ async def lock_token(conn: asyncpg.Connection, lock_id: int) -> None:
 
 
 async def token_row(conn: asyncpg.Connection, key: str) -> tuple[str | None, datetime | None, list[datetime]]:
-    """(access token, expiry, recent mint times) of a refresh token; Nones and [] when unknown."""
+    """(access token, time to stop using it, recent mint times) of a refresh token; Nones and [] if none."""
     row = await conn.fetchrow(_SELECT_SHARED, key)
     if row is None:
         return None, None, []
-    return row["access_token"], row["expires_at"], list(row["mints"])
+    return row["access_token"], row["refresh_at"], list(row["mints"])
 
 
 async def save_token(
-    conn: asyncpg.Connection, key: str, token: str | None, expires_at: datetime | None, mints: list[datetime]
+    conn: asyncpg.Connection,
+    key: str,
+    token: str | None,
+    expires_at: datetime | None,
+    refresh_at: datetime | None,
+    mints: list[datetime],
 ) -> None:
     """Store a new access token (None keeps the old one) and the mint times."""
-    await conn.execute(_UPSERT_SHARED, key, token, expires_at, mints)
+    await conn.execute(_UPSERT_SHARED, key, token, expires_at, refresh_at, mints)
 
 
 async def reserve_call(conn: asyncpg.Connection, organization_id: str, budget: int) -> int | None:

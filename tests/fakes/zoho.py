@@ -17,7 +17,6 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -106,7 +105,9 @@ class FakeZoho:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.fake = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-zoho", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-zoho", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -338,30 +339,37 @@ class FakeZoho:
             entry = LoggedRequest(h.command, split.path, {}, time.monotonic(), 0, None)
             params = {**query, **dict(parse_qsl(body.decode("utf-8", "replace")))}
             status, doc = self._mint(params) if h.command == "POST" else (405, {"error": "method"})
-            self._finish(h, entry, status, doc, "", {})
+            self._finish(h, entry, status, doc, "", {}, in_flight=False)
             return
         with self._lock:
             self._inflight += 1
             entry = LoggedRequest(h.command, split.path, query, time.monotonic(), self._inflight, token)
+        answer: tuple[int, Any, str, dict[str, str]] = (500, _err(500), "", {})
         try:
             if not split.path.startswith(API_PREFIX):
-                self._finish(h, entry, 404, {"code": 5, "message": "Invalid URL Passed"}, "", {})
-                return
-            refused = self._admit(entry)
-            if refused is not None:
-                self._finish(h, entry, refused[0], refused[1], "", refused[2])
-                return
-            if self.latency_s:
-                time.sleep(self.latency_s)
-            status, doc, ctype = self._route(h.command, split.path, query, body)
-            self._finish(h, entry, status, doc, ctype, {})
+                answer = (404, {"code": 5, "message": "Invalid URL Passed"}, "", {})
+            elif (refused := self._admit(entry)) is not None:
+                answer = (refused[0], refused[1], "", refused[2])
+            else:
+                if self.latency_s:
+                    time.sleep(self.latency_s)
+                answer = (*self._route(h.command, split.path, query, body), {})
         finally:
-            with self._lock:
-                self._inflight -= 1
+            self._finish(h, entry, *answer, in_flight=True)
 
     def _finish(
-        self, h: _Handler, entry: LoggedRequest, status: int, doc: Any, ctype: str, headers: dict[str, str]
+        self,
+        h: _Handler,
+        entry: LoggedRequest,
+        status: int,
+        doc: Any,
+        ctype: str,
+        headers: dict[str, str],
+        *,
+        in_flight: bool,
     ) -> None:
+        """Log the request and leave the in-flight count *before* answering: a client may send its next
+        call as soon as it has the answer, and that call must not find this one still counted."""
         if isinstance(doc, bytes):
             payload = doc
         else:
@@ -369,6 +377,11 @@ class FakeZoho:
             ctype = "application/json;charset=UTF-8"
             entry.code = doc.get("code") if isinstance(doc, dict) else None
         entry.status = status
+        with self._lock:
+            entry.done_at = time.monotonic()
+            self.log.append(entry)
+            if in_flight:
+                self._inflight -= 1
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(payload)))
@@ -376,9 +389,6 @@ class FakeZoho:
             h.send_header(key, value)
         h.end_headers()
         h.wfile.write(payload)
-        entry.done_at = time.monotonic()
-        with self._lock:
-            self.log.append(entry)
 
 
 class _Server(ThreadingHTTPServer):
@@ -390,6 +400,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Zoho's front ends
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle and delayed ACKs add 40 ms to each
+    # answer on a kept-alive connection.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
@@ -453,12 +466,6 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
 
 def _detail(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "custom_fields": [dict(cf) for cf in item["custom_fields"]]}
-
-
-def iter_log(fake: FakeZoho) -> Iterator[LoggedRequest]:
-    """A snapshot of the whole log."""
-    with fake._lock:
-        yield from list(fake.log)
 
 
 def main(argv: list[str] | None = None) -> None:

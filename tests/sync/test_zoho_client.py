@@ -314,3 +314,61 @@ def test_secrets_never_logged(fake: FakeZoho, database: Database, caplog: pytest
     for secret in (fake.client_secret, fake.refresh_token, *tokens):
         assert secret not in shown
     assert "minted a Zoho access token" in caplog.text and "retry 1" in caplog.text
+
+
+def test_expiry_seen_by_two_processes_costs_one_mint(fake: FakeZoho, database: Database) -> None:
+    settings = zoho_settings(fake)
+
+    async def go() -> None:
+        async with (
+            shared(database.url, None) as (pool, _),
+            client(settings, pool) as one,
+            client(settings, pool) as two,
+        ):
+            await asyncio.gather(one.get("/categories"), two.get("/categories"))
+            fake.expire_tokens()
+            # Both see the 401; the second refresher finds the first one's token in PostgreSQL.
+            await asyncio.gather(one.get("/categories"), two.get("/categories"))
+
+    run(go())
+    assert len(fake.mints) == 2
+
+
+def test_a_throttle_holds_every_process(fake: FakeZoho, services: Services) -> None:
+    """A 429 with Retry-After seen by one process delays the next call of another (shared via Redis)."""
+    settings = zoho_settings(fake)
+    fake.fail_next("429", retry_after=1)
+
+    async def go() -> None:
+        async with (
+            shared(None, services.redis_url) as (_, redis),
+            client(settings, None, redis) as one,
+            client(settings, None, redis) as two,
+        ):
+            first = asyncio.create_task(one.get("/categories"))
+            for _ in range(500):  # until the first process has seen its 429 (and set the hold)
+                if await redis.exists(f"{settings.REDIS_KEY_PREFIX}zoho:{fake.organization_id}:hold"):
+                    break
+                await asyncio.sleep(0.01)
+            await two.get("/items", {"per_page": 1})
+            await first
+
+    run(go())
+    throttled, *later = fake.api_log()
+    assert throttled.status == 429 and len(later) == 2
+    assert all(r.at - throttled.done_at >= 0.95 for r in later)
+
+
+def test_answers_over_the_byte_cap_are_refused(fake: FakeZoho) -> None:
+    with_image = next(i for i in fake.catalog.items.values() if i["image_id"])
+    fake.catalog.set_image(with_image["item_id"], b"\xff\xd8" + b"\0" * 5000)
+
+    async def go() -> None:
+        async with client(zoho_settings(fake)) as zoho:
+            path = f"/items/{with_image['item_id']}/image"
+            with pytest.raises(ZohoError, match="over 4096"):
+                await zoho.get_bytes(path, max_bytes=4096)
+            got = await zoho.get_bytes(path, max_bytes=8192)
+            assert got is not None and len(got[0]) == 5002
+
+    run(go())
