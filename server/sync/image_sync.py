@@ -16,7 +16,7 @@ import logging
 from server.images.ingest import ImageRejected, ingest_image, remove_image
 from server.sync import repo
 from server.sync.job import Job
-from server.sync.zoho import ZohoError, ZohoPaused
+from server.sync.zoho import TOO_LARGE, ZohoError, ZohoPaused
 
 log = logging.getLogger("server.sync.images")
 MAX_ATTEMPTS = 5
@@ -82,12 +82,13 @@ async def _fetch_one(job: Job, item_id: str) -> tuple[str | None, str | None]:
     """(state to settle or None to retry later, error text) of one image; ZohoPaused propagates."""
     counts, options = job.counts, job.options
     try:
-        got = await job.client.get_bytes(f"/items/{item_id}/image")
+        got = await job.client.get_bytes(f"/items/{item_id}/image", max_bytes=options.image_max_bytes)
     except ZohoPaused:
         raise
     except ZohoError as exc:
         counts.images_failed += 1
-        return None, str(exc)
+        # Over the size cap: refused unread, like bad bytes (not fetched again until the image changes).
+        return ("rejected" if exc.code == TOO_LARGE else None), str(exc)
     if got is None:  # Zoho lists an image it does not have: as if removed
         if await asyncio.to_thread(remove_image, options.uploads, item_id):
             counts.images_removed += 1

@@ -27,8 +27,8 @@ class Source(Protocol):
         """GET a JSON document."""
         ...
 
-    async def get_bytes(self, path: str) -> tuple[bytes, str | None] | None:
-        """GET a file; None when there is none."""
+    async def get_bytes(self, path: str, *, max_bytes: int | None = None) -> tuple[bytes, str | None] | None:
+        """GET a file (at most max_bytes); None when there is none."""
         ...
 
 

@@ -5,6 +5,7 @@ bombs refused, removed when Zoho's image is."""
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -166,3 +167,16 @@ def _png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (seed % 256, 0, 0)).save(buf, "PNG")
     return buf.getvalue()
+
+
+@pytest.mark.usefixtures("first_run")
+def test_image_over_the_size_cap_is_refused_unread(env: SyncEnv) -> None:
+    _, without = _image_ids(env)
+    item_id = without[10]
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(noise, "PNG")  # ~12 KB, incompressible
+    env.fake.catalog.set_image(item_id, noise.getvalue())
+    result = env.run(IMAGE_MAX_BYTES=4096)
+    assert (result.counts.images_fetched, result.counts.images_failed) == (0, 1)
+    assert not (env.db.uploads / f"{item_id}.jpg").exists()
+    assert env.value("SELECT image_state FROM sync_items WHERE zoho_item_id = $1", item_id) == "rejected"
