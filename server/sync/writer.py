@@ -103,6 +103,7 @@ async def write_items(
         ],
         columns=repo.STAGE_ITEMS_COLUMNS,
     )
+    await conn.execute(repo.PAGE_PLANS)
     new, changed, out.unknown_category = await conn.fetchrow(repo.COUNT_PRODUCT_CHANGES)
     if changed:
         out.products_changed = _rows(await conn.execute(repo.UPDATE_PRODUCTS))
@@ -128,6 +129,8 @@ async def write_prices(
             records=[(item_id, price_list_id, value) for item_id, value in prices],
             columns=repo.STAGE_PRICES_COLUMNS,
         )
+        if len(prices) > 1000:  # a whole price book: statistics make the planner hash, as it should
+            await conn.execute("ANALYZE stage_prices")
     new, changed, removed = await conn.fetchrow(repo.COUNT_PRICE_CHANGES)
     total = 0
     if changed:
