@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +74,10 @@ except ImportError:  # pragma: no cover
     pass
 
 
+REDIS_TIMEOUT_S = 1.0  # per Redis call; a stalled Redis must not stall the sync
+REDIS_RETRY_S = 5.0  # after a failure, Redis is tried again this much later
+
+
 def safety_margin_s(window_s: float) -> float:
     """Extra window length: a call counted at t reaches Zoho a little later, and late arrivals of old
     calls must not make a full window look like one call too many there."""
@@ -109,7 +113,11 @@ class CallBudget:
         self._times: deque[float] = deque()  # local sliding log (monotonic seconds)
         self._rate_lock = asyncio.Lock()
         self._day: tuple[str, int] = ("", 0)  # local daily count
-        self._redis_down_logged = False
+        self._redis_down_until = 0.0  # monotonic; Redis is skipped until then after a failure
+        if redis is not None:  # EVALSHA, loading the script again if Redis forgot it
+            self._rate_script = redis.register_script(_RATE_LUA)
+            self._lease_script = redis.register_script(_LEASE_LUA)
+            self._hold_script = redis.register_script(_HOLD_LUA)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -125,31 +133,44 @@ class CallBudget:
                 if lease is not None:
                     await self._release(lease)
 
+    # ---- Redis, while it answers -----------------------------------------------------------------------
+    async def _shared(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> tuple[bool, Any]:
+        """(True, result) of a Redis call; (False, None) when Redis is absent, down, or slow (then it is
+        skipped for REDIS_RETRY_S and this process's own limits apply)."""
+        if self._redis is None or time.monotonic() < self._redis_down_until:
+            return False, None
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                return True, await fn(*args, **kw)
+        except REDIS_ERRORS as exc:
+            if self._redis_down_until == 0.0 or time.monotonic() - self._redis_down_until > REDIS_RETRY_S:
+                log.warning(
+                    "Redis failed (%s): the Zoho call budget uses this process's own limits for %.0f s",
+                    type(exc).__name__,
+                    REDIS_RETRY_S,
+                )
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_S
+            return False, None
+
     # ---- per window -----------------------------------------------------------------------------------
     async def hold(self, seconds: float) -> None:
         """Zoho said slow down (429 Retry-After, code 44): no call of this organisation goes out, from any
         process, for `seconds`."""
         self._hold_until = max(self._hold_until, time.monotonic() + seconds)
         if self._redis is not None and seconds > 0:
-            try:
-                await self._redis.eval(_HOLD_LUA, 1, self._hold_key, int(seconds * 1000))
-            except REDIS_ERRORS:
-                self._redis_failed()
+            await self._shared(self._hold_script, keys=[self._hold_key], args=[int(seconds * 1000)])
 
     async def _take_rate(self, lease: str | None) -> None:
-        if self._redis is not None:
-            member = uuid.uuid4().hex
-            keys = (self._rate_key, self._hold_key, self._lease_key)
-            args = (self.rate, int(self.window_s * 1000), member, lease or "", self._lease_ttl_ms)
-            while True:
-                try:
-                    wait_ms = int(await self._redis.eval(_RATE_LUA, 3, *keys, *args))
-                except REDIS_ERRORS:
-                    self._redis_failed()
-                    break
-                if wait_ms == 0:
-                    return
-                await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.01))
+        member = uuid.uuid4().hex
+        keys = [self._rate_key, self._hold_key, self._lease_key]
+        args = [self.rate, int(self.window_s * 1000), member, lease or "", self._lease_ttl_ms]
+        while self._redis is not None:
+            ok, wait_ms = await self._shared(self._rate_script, keys=keys, args=args)
+            if not ok:
+                break
+            if int(wait_ms) == 0:
+                return
+            await asyncio.sleep(int(wait_ms) / 1000 + random.uniform(0, 0.01))
         async with self._rate_lock:  # waiters queue in order; each takes the next free slot
             while True:
                 now = time.monotonic()
@@ -165,33 +186,21 @@ class CallBudget:
 
     # ---- in flight ---------------------------------------------------------------------------------------
     async def _lease(self) -> str | None:
-        if self._redis is None:
-            return None
         member = uuid.uuid4().hex
+        args = [self.max_concurrency, self._lease_ttl_ms, member]
         delay = 0.005
-        while True:
-            try:
-                taken = await self._redis.eval(
-                    _LEASE_LUA, 1, self._lease_key, self.max_concurrency, self._lease_ttl_ms, member
-                )
-            except REDIS_ERRORS:
-                self._redis_failed()
+        while self._redis is not None:
+            ok, taken = await self._shared(self._lease_script, keys=[self._lease_key], args=args)
+            if not ok:
                 return None
             if int(taken):
                 return member
             await asyncio.sleep(delay + random.uniform(0, delay))
             delay = min(0.1, delay * 2)
+        return None
 
     async def _release(self, member: str) -> None:
-        try:
-            await self._redis.zrem(self._lease_key, member)
-        except REDIS_ERRORS:
-            self._redis_failed()  # the lease expires on its own
-
-    def _redis_failed(self) -> None:
-        if not self._redis_down_logged:
-            self._redis_down_logged = True
-            log.warning("Redis unreachable: the Zoho call budget falls back to this process's own limits")
+        await self._shared(self._redis.zrem, self._lease_key, member)  # else it expires on its own
 
     # ---- per UTC day ----------------------------------------------------------------------------------
     async def _reserve_day(self) -> None:
@@ -201,22 +210,22 @@ class CallBudget:
                     raise self._paused()
             return
         today = datetime.now(UTC).strftime("%Y%m%d")
-        if self._redis is not None:
-            try:
-                key = self._day_key + today
-                count = int(await self._redis.incr(key))
-                if count == 1:
-                    await self._redis.expire(key, 2 * 86_400)
-                if count > self.daily_budget:
-                    raise self._paused()
-                return
-            except REDIS_ERRORS:
-                self._redis_failed()
+        ok, count = await self._shared(self._redis_count_call, self._day_key + today)
+        if ok:
+            if count > self.daily_budget:
+                raise self._paused()
+            return
         day, count = self._day
         count = count if day == today else 0
         if count >= self.daily_budget:
             raise self._paused()
         self._day = (today, count + 1)
+
+    async def _redis_count_call(self, key: str) -> int:
+        count = int(await self._redis.incr(key))
+        if count == 1:
+            await self._redis.expire(key, 2 * 86_400)
+        return count
 
     def _paused(self) -> ZohoPaused:
         return ZohoPaused(0, f"daily Zoho call budget of {self.daily_budget} spent (UTC day)", 0)
@@ -229,10 +238,7 @@ class CallBudget:
             async with self._pool.acquire() as conn:
                 await zoho_repo.exhaust_day(conn, self.org, self.daily_budget)
         elif self._redis is not None:
-            try:
-                await self._redis.set(self._day_key + today, self.daily_budget, ex=2 * 86_400)
-            except REDIS_ERRORS:
-                self._redis_failed()
+            await self._shared(self._redis.set, self._day_key + today, self.daily_budget, ex=2 * 86_400)
 
     async def used_today(self) -> int:
         """Calls counted today (in the shared store when there is one)."""
@@ -240,7 +246,7 @@ class CallBudget:
         if self._pool is not None:
             async with self._pool.acquire() as conn:
                 return await zoho_repo.calls_today(conn, self.org)
-        if self._redis is not None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                return int(await self._redis.get(self._day_key + today) or 0)
+        ok, value = await self._shared(self._redis.get, self._day_key + today) if self._redis else (False, 0)
+        if ok:
+            return int(value or 0)
         return self._day[1] if self._day[0] == today else 0

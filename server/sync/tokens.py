@@ -96,10 +96,17 @@ class TokenBroker:
             ):
                 return self._token
             if self._pool is None:
-                token, refresh_at, self._mints = await self._mint_if_needed(
-                    self._token, self._refresh_at, self._mints, stale, None
+
+                async def keep(
+                    tok: str | None, exp: datetime | None, ref: datetime | None, times: list[datetime]
+                ) -> None:
+                    self._mints = times
+
+                token, refresh_at = await self._mint_if_needed(
+                    self._token, self._refresh_at, self._mints, stale, keep
                 )
             else:
+                refused: ZohoAuthError | None = None
                 async with self._pool.acquire() as conn, conn.transaction():
                     await zoho_repo.lock_token(conn, self._lock_id)
                     shared, shared_refresh_at, mints = await zoho_repo.token_row(conn, self.key)
@@ -109,9 +116,14 @@ class TokenBroker:
                     ) -> None:
                         await zoho_repo.save_token(conn, self.key, tok, exp, ref, times)
 
-                    token, refresh_at, _ = await self._mint_if_needed(
-                        shared, shared_refresh_at, mints, stale, save
-                    )
+                    try:
+                        token, refresh_at = await self._mint_if_needed(
+                            shared, shared_refresh_at, mints, stale, save
+                        )
+                    except ZohoAuthError as exc:
+                        refused = exc  # raised after the commit: a refused attempt stays counted
+                if refused is not None:
+                    raise refused
             self._token, self._refresh_at = token, refresh_at
             return token
 
@@ -121,11 +133,11 @@ class TokenBroker:
         refresh_at: datetime | None,
         mints: list[datetime],
         stale: str | None,
-        save: _Save | None,
-    ) -> tuple[str, datetime, list[datetime]]:
+        save: _Save,
+    ) -> tuple[str, datetime]:
         """Reuse `token` if fresh and not the stale one; else mint (within the cap) and save."""
         if token is not None and refresh_at is not None and token != stale and self._fresh(token, refresh_at):
-            return token, refresh_at, mints
+            return token, refresh_at
         now = self._clock()
         recent = sorted(m for m in mints if now - m < self._window)
         if len(recent) >= self._cap:
@@ -140,17 +152,15 @@ class TokenBroker:
         try:
             new_token, lifetime = await self._post()
         except ZohoAuthError:
-            if save is not None:  # a refused attempt still counts against Zoho's cap
-                await save(None, None, None, recent)
+            await save(None, None, None, recent)  # a refused attempt still counts against Zoho's cap
             raise
         expires = now + timedelta(seconds=lifetime)
         # Replaced a little before it expires (at most a tenth of its life early, for short-lived ones).
         new_refresh_at = expires - min(self._margin, timedelta(seconds=lifetime / 10))
-        if save is not None:
-            await save(new_token, expires, new_refresh_at, recent)
+        await save(new_token, expires, new_refresh_at, recent)
         self.minted += 1
         log.info("minted a Zoho access token (valid %d s, %d minted in the window)", lifetime, len(recent))
-        return new_token, new_refresh_at, recent
+        return new_token, new_refresh_at
 
     async def _post(self) -> tuple[str, int]:
         """The refresh-token grant; credentials go in the form body, never in a URL or a log line."""

@@ -28,7 +28,7 @@ from server.sync.zoho_errors import ZohoAuthError, ZohoError, ZohoPaused
 if TYPE_CHECKING:
     from server.settings import Settings
 
-__all__ = ["ZohoAuthError", "ZohoClient", "ZohoError", "ZohoPaused", "zoho_urls"]
+__all__ = ["ZohoAuthError", "ZohoClient", "ZohoError", "ZohoPaused", "missing_credentials", "zoho_urls"]
 
 log = logging.getLogger("server.sync.zoho")
 
@@ -38,11 +38,9 @@ _ACCOUNTS_HOST = {"ca": "accounts.zohocloud.ca"}
 THROTTLE_CODES = frozenset({44, 1070})  # per-minute limit, too many concurrent calls
 DAILY_LIMIT_CODE = 45
 AUTH_CODES = frozenset({57})  # "not authorized": an expired or revoked access token
-MAX_WAIT_S = 300.0
+MAX_WAIT_S = 300.0  # a Retry-After longer than this is not waited for in a run
 TOO_LARGE = -413  # ZohoError code of an answer over the byte cap (no Zoho code is negative)
-MAX_RESPONSE_BYTES = (
-    64 * 1024 * 1024
-)  # a price book of 50,000 items is about 8 MB  # a Retry-After longer than this is not waited for in a run
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a price book of 50,000 items is about 8 MB
 
 
 def zoho_urls(data_centre: str) -> tuple[str, str]:
@@ -86,12 +84,7 @@ class ZohoClient:
     ) -> ZohoClient:
         """The client the settings describe; `pool` shares tokens and the daily count, `redis` the
         per-minute and in-flight limits, across processes. Missing credentials raise ZohoAuthError."""
-        missing = [
-            name
-            for name in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID")
-            if not _text(getattr(settings, name))
-        ]
-        if missing:
+        if missing := missing_credentials(settings):
             raise ZohoAuthError(0, "Zoho is not configured: set " + ", ".join(missing))
         api_base, accounts_base = zoho_urls(settings.ZOHO_DATA_CENTRE)
         api_base = settings.ZOHO_API_BASE or api_base
@@ -162,7 +155,7 @@ class ZohoClient:
 
     async def get_bytes(self, path: str, *, max_bytes: int | None = None) -> tuple[bytes, str | None] | None:
         """GET a file (e.g. `/items/{id}/image`): (bytes, content type), None when Zoho has none (404).
-        A body over `max_bytes` (default: max_response_bytes) is not read: ZohoError code `too_large`."""
+        A body over `max_bytes` (default: max_response_bytes) is not read: ZohoError, code TOO_LARGE."""
         out = await self._request("GET", path, None, None, max_bytes=max_bytes or self.max_response_bytes)
         assert out is None or isinstance(out, tuple)
         return out
@@ -273,6 +266,12 @@ class ZohoClient:
         if hold_all:
             await self.budget.hold(delay)
         await asyncio.sleep(delay)
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """Names of the unset Zoho credentials (empty: the client can be built; the schedule can run)."""
+    names = ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID")
+    return [name for name in names if not _text(getattr(settings, name))]
 
 
 def _text(value: Any) -> str:

@@ -22,20 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .zoho_data import Catalog, parse_zoho_time
+from .zoho_data import Catalog
+from .zoho_routes import API_PREFIX, err, route
 
-API_PREFIX = "/inventory/v1"
 TOKEN_PATH = "/oauth/v2/token"
-MESSAGES = {
-    44: "You have exceeded the maximum number of requests allowed per minute. Please try again later.",
-    45: "You have reached the maximum number of API requests allowed for the day. Try again tomorrow.",
-    57: "You are not authorized to perform this operation",
-    1070: "Too many concurrent requests. Please try again after some time.",
-    1002: "Item does not exist.",
-    6041: "This user is not associated with the organization.",
-    4: "Invalid value passed.",
-    500: "Internal error.",
-}
 FAIL_KINDS = ("429", "44", "1070", "45", "401", "500")
 
 
@@ -210,122 +200,21 @@ class FakeZoho:
                 self._arrivals.popleft()
             expiry = self.tokens.get(entry.token or "")
             if expiry is None or expiry <= now:
-                return 401, _err(57), {}
+                return 401, err(57), {}
             if entry.query.get("organization_id") != self.organization_id:
-                return 400, _err(6041), {}
+                return 400, err(6041), {}
             if self._failures:
                 fail = self._failures.popleft()
                 return _programmed(fail, self.throttle_status)
             if self.max_concurrency is not None and entry.concurrency > self.max_concurrency:
-                return self.throttle_status, _err(1070), {"Retry-After": "1"}
+                return self.throttle_status, err(1070), {"Retry-After": "1"}
             if self.rate_per_min is not None and len(self._arrivals) > self.rate_per_min:
                 wait = max(1, int(self._arrivals[0] + self.rate_window_s - now + 0.999))
-                return self.throttle_status, _err(44), {"Retry-After": str(wait)}
+                return self.throttle_status, err(44), {"Retry-After": str(wait)}
             self.api_calls += 1
             if self.daily_limit is not None and self.api_calls > self.daily_limit:
-                return self.throttle_status, _err(45), {}
+                return self.throttle_status, err(45), {}
         return None
-
-    def _route(self, method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, Any, str]:
-        """(status, JSON document or bytes, content type) of an admitted API request."""
-        parts = [p for p in path[len(API_PREFIX) :].split("/") if p]
-        cat = self.catalog
-        if method == "GET" and parts == ["items"]:
-            return 200, self._list_items(q), ""
-        if method == "GET" and len(parts) in (2, 3) and parts[0] == "items":
-            with cat.lock:
-                item = cat.items.get(parts[1])
-                if item is None:
-                    return 404, _err(1002), ""
-                if len(parts) == 2:
-                    return 200, {**_ok(), "item": _detail(item)}, ""
-                if parts[2] == "image":
-                    data = cat.image(parts[1])
-                    if data is None:
-                        return 404, {"code": 1002, "message": "Image does not exist."}, ""
-                    return 200, data, "image/jpeg"
-        if method == "GET" and parts == ["categories"]:
-            with cat.lock:
-                cats = list(cat.categories.values())
-            return 200, _paged("categories", cats, q), ""
-        if method == "GET" and parts == ["pricebooks"]:
-            with cat.lock:
-                books = list(cat.pricebooks.values())
-            return 200, _paged("pricebooks", books, q), ""
-        if method == "GET" and len(parts) == 2 and parts[0] == "pricebooks":
-            with cat.lock:
-                book = cat.pricebooks.get(parts[1])
-                if book is None:
-                    return 404, {"code": 1002, "message": "Price list does not exist."}, ""
-                lines = [
-                    {
-                        "pricebook_item_id": f"{parts[1][-6:]}{iid}",
-                        "item_id": iid,
-                        "name": cat.items[iid]["name"],
-                        "sku": cat.items[iid]["sku"],
-                        "pricebook_rate": rate,
-                    }
-                    for iid, rate in cat.prices[parts[1]].items()
-                    if iid in cat.items
-                ]
-            return 200, {**_ok(), "pricebook": {**book, "pricebook_items": lines}}, ""
-        if parts == ["salesorders"]:
-            return self._salesorders(method, q, body)
-        if method == "GET" and parts == ["organizations"]:
-            org = {"organization_id": self.organization_id, "name": "Fake Org", "currency_code": "SAR"}
-            return 200, {**_ok(), "organizations": [org]}, ""
-        return 404, {"code": 5, "message": "Invalid URL Passed"}, ""
-
-    def _list_items(self, q: dict[str, str]) -> dict[str, Any]:
-        page, per_page = _page_args(q)
-        column = q.get("sort_column", "name")
-        descending = q.get("sort_order", "A").upper() in ("D", "DESCENDING")
-        rows = self.catalog.ordered_items(column, descending)
-        since = q.get("last_modified_time")
-        if since and not self.ignore_modified_filter:
-            floor = parse_zoho_time(since)
-            rows = [r for r in rows if parse_zoho_time(r["last_modified_time"]) >= floor]
-        status = q.get("filter_by", "Status.All")
-        if status in ("Status.Active", "Status.Inactive"):
-            want = status.split(".")[1].lower()
-            rows = [r for r in rows if r["status"] == want]
-        start = (page - 1) * per_page
-        with self.catalog.lock:
-            chunk = [_summary(r) for r in rows[start : start + per_page]]
-        ctx = _context(page, per_page, len(rows) > start + per_page)
-        ctx.update(report_name="Items", applied_filter=status, sort_column=column)
-        ctx["sort_order"] = "D" if descending else "A"
-        return {**_ok(), "items": chunk, "page_context": ctx}
-
-    def _salesorders(self, method: str, q: dict[str, str], body: bytes) -> tuple[int, Any, str]:
-        cat = self.catalog
-        if method == "GET":
-            ref = q.get("reference_number")
-            with cat.lock:
-                orders = [o for o in cat.salesorders if ref is None or o["reference_number"] == ref]
-            return 200, _paged("salesorders", orders, q), ""
-        if method != "POST":
-            return 405, {"code": 5, "message": "Invalid URL Passed"}, ""
-        try:
-            doc = json.loads(body or b"{}")
-        except ValueError:
-            return 400, _err(4), ""
-        lines = doc.get("line_items") if isinstance(doc, dict) else None
-        if not lines or not isinstance(lines, list):
-            return 400, {"code": 4, "message": "Line items are required."}, ""
-        with cat.lock:
-            if any(str(line.get("item_id")) not in cat.items for line in lines):
-                return 400, _err(1002), ""
-            number = len(cat.salesorders) + 1
-            order = {
-                **doc,
-                "salesorder_id": str(9_000_000_000 + number),
-                "salesorder_number": f"SO-{number:05d}",
-                "reference_number": str(doc.get("reference_number", "")),
-                "status": "confirmed",
-            }
-            cat.salesorders.append(order)
-        return 201, {"code": 0, "message": "Sales Order has been created.", "salesorder": order}, ""
 
     def handle(self, h: _Handler) -> None:
         """Serve one request (called by the handler thread)."""
@@ -344,7 +233,7 @@ class FakeZoho:
         with self._lock:
             self._inflight += 1
             entry = LoggedRequest(h.command, split.path, query, time.monotonic(), self._inflight, token)
-        answer: tuple[int, Any, str, dict[str, str]] = (500, _err(500), "", {})
+        answer: tuple[int, Any, str, dict[str, str]] = (500, err(500), "", {})
         try:
             if not split.path.startswith(API_PREFIX):
                 answer = (404, {"code": 5, "message": "Invalid URL Passed"}, "", {})
@@ -353,7 +242,11 @@ class FakeZoho:
             else:
                 if self.latency_s:
                     time.sleep(self.latency_s)
-                answer = (*self._route(h.command, split.path, query, body), {})
+                org = {"organization_id": self.organization_id, "name": "Fake Org", "currency_code": "SAR"}
+                routed = route(
+                    self.catalog, org, self.ignore_modified_filter, h.command, split.path, query, body
+                )
+                answer = (*routed, {})
         finally:
             self._finish(h, entry, *answer, in_flight=True)
 
@@ -415,57 +308,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _ok() -> dict[str, Any]:
-    return {"code": 0, "message": "success"}
-
-
-def _err(code: int) -> dict[str, Any]:
-    return {"code": code, "message": MESSAGES.get(code, "error")}
-
-
 def _programmed(fail: _Failure, throttle_status: int) -> tuple[int, dict[str, Any], dict[str, str]]:
     retry = {"Retry-After": str(max(0, round(fail.retry_after)))}
     if fail.kind == "429":
-        return 429, _err(44), retry
+        return 429, err(44), retry
     if fail.kind in ("44", "1070"):
-        return 200, _err(int(fail.kind)), {}
+        return 200, err(int(fail.kind)), {}
     if fail.kind == "45":
-        return throttle_status, _err(45), {}
+        return throttle_status, err(45), {}
     if fail.kind == "401":
-        return 401, _err(57), {}
-    return 500, _err(500), {}
-
-
-def _page_args(q: dict[str, str]) -> tuple[int, int]:
-    try:
-        page = max(1, int(q.get("page", "1")))
-        per_page = min(200, max(1, int(q.get("per_page", "200"))))
-    except ValueError:
-        page, per_page = 1, 200
-    return page, per_page
-
-
-def _context(page: int, per_page: int, more: bool) -> dict[str, Any]:
-    return {"page": page, "per_page": per_page, "has_more_page": more}
-
-
-def _paged(key: str, rows: list[dict[str, Any]], q: dict[str, str]) -> dict[str, Any]:
-    page, per_page = _page_args(q)
-    start = (page - 1) * per_page
-    chunk = rows[start : start + per_page]
-    return {**_ok(), key: chunk, "page_context": _context(page, per_page, len(rows) > start + per_page)}
-
-
-def _summary(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as the list shows it: the detail fields plus custom fields flattened to `cf_*` keys."""
-    out = _detail(item)
-    for cf in item["custom_fields"]:
-        out[cf["api_name"]] = cf["value"]
-    return out
-
-
-def _detail(item: dict[str, Any]) -> dict[str, Any]:
-    return {**item, "custom_fields": [dict(cf) for cf in item["custom_fields"]]}
+        return 401, err(57), {}
+    return 500, err(500), {}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,12 +7,19 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from catalog_testlib import Database, Services, run
+from catalog_testlib import Database, Services, free_port, run
 from fakes.zoho import FakeZoho
 from zoho_testlib import client, shared, statuses, unique_org, zoho_settings
 
 from server.settings import SettingsError, load_settings
-from server.sync.zoho import ZohoAuthError, ZohoClient, ZohoError, ZohoPaused, zoho_urls
+from server.sync.zoho import (
+    ZohoAuthError,
+    ZohoClient,
+    ZohoError,
+    ZohoPaused,
+    missing_credentials,
+    zoho_urls,
+)
 
 
 @pytest.fixture
@@ -37,6 +44,13 @@ def test_data_centre_urls() -> None:
         load_settings(ZOHO_ACCOUNTS_BASE="accounts.zoho.com")
     with pytest.raises(SettingsError, match="ZOHO_RATE_PER_MIN"):
         load_settings(ZOHO_RATE_PER_MIN=0)
+    assert missing_credentials(settings) == []
+    assert missing_credentials(load_settings()) == [
+        "ZOHO_CLIENT_ID",
+        "ZOHO_CLIENT_SECRET",
+        "ZOHO_REFRESH_TOKEN",
+        "ZOHO_ORGANIZATION_ID",
+    ]
     with pytest.raises(ZohoAuthError, match="ZOHO_REFRESH_TOKEN, ZOHO_ORGANIZATION_ID"):
         ZohoClient.from_settings(load_settings(ZOHO_CLIENT_ID="c", ZOHO_CLIENT_SECRET="s"))
 
@@ -107,6 +121,26 @@ def test_at_most_ten_mints_per_ten_minutes(database: Database) -> None:
 
         run(go())
         assert len(fake.mints) == 10
+
+
+def test_refused_refresh_raises_and_still_counts(fake: FakeZoho, database: Database) -> None:
+    settings = zoho_settings(fake, ZOHO_CLIENT_SECRET="not-the-secret")
+
+    async def go() -> None:
+        async with shared(database.url, None) as (pool, _):
+            for _ in range(2):
+                async with client(settings, pool) as zoho:
+                    with pytest.raises(ZohoAuthError, match="invalid_client"):
+                        await zoho.get("/categories")
+        async with client(settings) as alone:  # the same without a pool, per client
+            for _ in range(2):
+                with pytest.raises(ZohoAuthError, match="invalid_client"):
+                    await alone.get("/categories")
+            assert len(alone.tokens._mints) == 2
+
+    run(go())
+    rows = run(database.fetch("SELECT mints FROM zoho_tokens WHERE access_token IS NULL"))
+    assert fake.api_log() == [] and [len(r["mints"]) for r in rows] == [2]
 
 
 def test_401_refreshes_once_and_retries_once(fake: FakeZoho) -> None:
@@ -221,18 +255,27 @@ def test_daily_budget_pauses(fake: FakeZoho, database: Database, services: Servi
     assert len(fake.api_log()) == 5
 
 
-@pytest.mark.parametrize("shared_redis", [True, False])
-def test_never_exceeds_rate_or_concurrency(services: Services, shared_redis: bool) -> None:
-    """Zoho's limits scaled down (10 calls per 2 s window, 3 in flight), enforced by the fake: two clients
-    sharing Redis (or one client alone) get every answer without one throttle."""
-    rate, window, inflight = 10, 2.0, 3
+@pytest.mark.parametrize(
+    ("shared_redis", "rate", "window", "inflight", "calls"),
+    [
+        (True, 10, 2.0, 3, 26),  # two processes sharing Redis
+        (False, 10, 2.0, 3, 26),  # one process on its own limits
+        (True, 100, 3.0, 5, 250),  # Zoho's own figures, 100 calls and 5 in flight, a minute made 3 s
+    ],
+)
+def test_never_exceeds_rate_or_concurrency(
+    services: Services, shared_redis: bool, rate: int, window: float, inflight: int, calls: int
+) -> None:
+    """The fake enforces the limits (44 and 1070 when exceeded); the clients' calls, in two processes
+    sharing Redis or in one alone, all get through without one throttle, and the fake's log shows
+    never more than `rate` arrivals in any window nor more than `inflight` at once."""
     with FakeZoho(
         items=5,
         organization_id=unique_org(),
         rate_per_min=rate,
         rate_window_s=window,
         max_concurrency=inflight,
-        latency_s=0.05,
+        latency_s=0.02,
     ) as fake:
         settings = zoho_settings(fake, ZOHO_RATE_PER_MIN=rate, ZOHO_MAX_CONCURRENCY=inflight)
 
@@ -241,16 +284,16 @@ def test_never_exceeds_rate_or_concurrency(services: Services, shared_redis: boo
                 clients = [client(settings, None, redis, rate_window_s=window) for _ in (1, 2)]
                 if not shared_redis:
                     clients = clients[:1]
-                calls = [c.get("/categories") for c in clients for _ in range(26 // len(clients))]
-                await asyncio.gather(*calls)
+                sends = [c.get("/categories") for c in clients for _ in range(calls // len(clients))]
+                await asyncio.gather(*sends)
                 assert sum(c.throttled for c in clients) == 0
                 for c in clients:
                     await c.aclose()
 
         run(go())
         log = fake.api_log()
-        assert len(log) >= 26 and all(r.status == 200 for r in log)
-        assert max(r.concurrency for r in log) <= inflight
+        assert len(log) == calls and all(r.status == 200 for r in log)
+        assert max(r.concurrency for r in log) == inflight  # used to the limit, never beyond
         arrivals = sorted(r.at for r in log)
         assert all(b - a >= window for a, b in zip(arrivals, arrivals[rate:], strict=False))
 
@@ -372,3 +415,19 @@ def test_answers_over_the_byte_cap_are_refused(fake: FakeZoho) -> None:
             assert got is not None and len(got[0]) == 5002
 
     run(go())
+
+
+def test_redis_down_falls_back_to_local_limits(fake: FakeZoho, caplog: pytest.LogCaptureFixture) -> None:
+    settings = zoho_settings(fake, ZOHO_DAILY_BUDGET=4)
+
+    async def go() -> None:
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        async with shared(None, dead) as (_, redis), client(settings, None, redis) as zoho:
+            await asyncio.gather(*(zoho.get("/categories") for _ in range(4)))
+            with pytest.raises(ZohoPaused):  # the daily budget, counted in the process
+                await zoho.get("/categories")
+
+    with caplog.at_level(logging.WARNING, logger="server.sync.budget"):
+        run(go())
+    assert len(fake.api_log()) == 4
+    assert caplog.text.count("Redis failed") == 1
