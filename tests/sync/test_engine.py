@@ -7,8 +7,10 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import fakes.zoho
 import pytest
 from catalog_testlib import Database, Services, drop_database, make_database
 from fakes.zoho import FakeZoho
@@ -158,25 +160,28 @@ def test_cancelled_mid_run_leaves_whole_pages_and_resumes(env: SyncEnv) -> None:
     assert env.value("SELECT items_watermark FROM sync_state") is not None
 
 
-def test_failure_mid_sweep_keeps_applied_pages_and_resumes(env: SyncEnv) -> None:
+def test_failure_mid_sweep_keeps_applied_pages_and_resumes(
+    env: SyncEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert env.run(full=True).status == "succeeded"
     for item_id in fake_ids(env)[:450]:
         env.fake.catalog.update_item(item_id, unit="box")
     # Categories, item pages 1 and 2 answer; page 3 fails (no retries in these settings).
-    original = env.fake._route
+    original = fakes.zoho.route
 
-    def failing_route(method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, object, str]:
-        if path.endswith("/items") and q.get("page") == "3":
+    def failing_route(*args: Any) -> tuple[int, Any, str]:
+        path, query = args[4], args[5]
+        if path.endswith("/items") and query.get("page") == "3":
             return 500, {"code": 500, "message": "Internal error."}, ""
-        return original(method, path, q, body)
+        return original(*args)  # type: ignore[no-any-return]
 
-    env.fake._route = failing_route  # type: ignore[method-assign]
+    monkeypatch.setattr(fakes.zoho, "route", failing_route)
     failed = env.run()
     assert failed.status == "failed" and "500" in (failed.error or "")
     assert failed.counts.items_changed == 400  # pages 1 and 2, whole
     boxes = "SELECT count(*) FROM products WHERE unit = 'box' AND zoho_item_id = ANY($1)"
     assert env.value(boxes, fake_ids(env)) == 400
-    env.fake._route = original  # type: ignore[method-assign]
+    monkeypatch.setattr(fakes.zoho, "route", original)
     resumed = env.run()
     assert resumed.status == "succeeded" and resumed.resumed
     assert env.value(boxes, fake_ids(env)) == 450
