@@ -234,7 +234,12 @@ def test_paused_on_zoho_daily_limit_resumes_next_day(env: SyncEnv) -> None:
 
 
 def test_sync_runs_records_each_run(env: SyncEnv) -> None:
-    first = env.run(full=True)
+    events: list[Progress] = []
+    first = env.run(full=True, progress=events.append)
+    # The first event already names the run (what POST /api/admin/sync needs for its Location).
+    assert events[0].phase == "start" and {e.run_id for e in events} == {first.run_id}
+    phases = [e.phase for e in events]
+    assert phases.index("categories") < phases.index("items") < phases.index("price books")
     second = env.run()
     rows = env.fetch("SELECT * FROM sync_runs ORDER BY id")
     assert [r["id"] for r in rows] == [first.run_id, second.run_id]
