@@ -27,6 +27,7 @@ from server.images.service import ImageStore
 from server.resources import Resources
 from server.settings import Settings
 from server.state import AppState
+from server.sync import router as sync_router
 
 log = logging.getLogger("server.app")
 VERSION = "0.1.0"
@@ -43,6 +44,7 @@ def api_routes(state: AppState) -> list[Route]:
         *images_router.routes(state),
         *health_router.routes(state),
         *admin_router.routes(state),
+        *sync_router.routes(state),
     ]
 
 
@@ -96,6 +98,8 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         held.append(res)
         edge.limiter = res.limiter
         state.attach(res, ImageStore.from_settings(settings, res.images))
+        for hook in state.on_start:
+            hook(res)
         workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 

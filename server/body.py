@@ -178,9 +178,12 @@ class JsonBody:
     exclusive: tuple[str, ...] = ()  # at most one of these members
     description: str = ""
     max_bytes: int | None = None  # None: MAX_BODY_BYTES
+    optional: bool = False  # an empty body (any or no Content-Type) is the empty object
 
     def parse(self, request: Request) -> dict[str, Any]:
         """The checked members (only those given); 415, 400 or one 422 naming every bad member."""
+        if self.optional and not body_bytes(request):
+            return self.check({})
         kind, params = media_type(request)
         if kind != JSON_MEDIA or (params.startswith("charset=") and params not in ("charset=utf-8",)):
             raise UnsupportedMediaType(
@@ -258,7 +261,7 @@ class JsonBody:
             schema["maxProperties"] = 1
         return {
             "description": self.description,
-            "required": True,
+            "required": not self.optional,
             "content": {JSON_MEDIA: {"schema": schema}},
         }
 

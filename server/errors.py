@@ -151,6 +151,15 @@ class ValidationFailed(AppError):
     detail_ar_default = "واحد أو أكثر من المدخلات غير صالح."
 
 
+class SyncAlreadyRunning(AppError):
+    """A Zoho sync run is in progress (the sync lock is held, in this or another process or instance)."""
+
+    code, status = "sync_already_running", 409
+    title, title_ar = "Conflict", "تعارض"
+    detail_default = "A Zoho sync is already running; watch it under /api/admin/sync/runs."
+    detail_ar_default = "مزامنة Zoho قيد التشغيل حالياً؛ تابعها عبر /api/admin/sync/runs."
+
+
 class RateLimited(AppError):
     """The client exceeded its quota for this route group."""
 

@@ -4,9 +4,10 @@ Every status an operation can answer is documented with its headers, derived fro
 wrapper's behaviour (server/http.py): 413/414/431 from the size checks and 422 from input validation on
 every route, 429 where the route's group has a rate-limit policy, 503 when the database is down, 304 where
 the answer carries an ETag. Response bodies are named schemas: a schema dict with a `title` becomes one
-`components/schemas` entry, referenced wherever it is used. Two keys of a route's response schema are facts
+`components/schemas` entry, referenced wherever it is used. Three keys of a route's response schema are facts
 about the answer, not the body, and are taken out: `x-conditional: false` (no ETag, never 304) and
-`x-statuses` (statuses answered with this body, default [200]).
+`x-statuses` (statuses answered with this body, default [200]), and `x-headers` (headers of those answers
+beyond the usual, e.g. `Location` of a 202).
 
 /docs is Swagger UI from the `swagger-ui-bundle` package, served by us: no CDN, and a CSP without inline
 scripts (the initializer is our own file).
@@ -24,7 +25,8 @@ from server.body import JsonBody
 from server.errors import AppError, Forbidden, Unauthorized, error_classes, error_codes
 from server.http import SAFE_METHODS, Route
 
-_FACTS = ("x-conditional", "x-statuses")
+_FACTS = ("x-conditional", "x-statuses", "x-headers")
+_OK_DESCRIPTIONS = {200: "OK", 202: "Accepted: started in the background (see Location)"}
 SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
 
 FIELD_ERROR_SCHEMA: dict[str, Any] = {
@@ -87,6 +89,9 @@ HEADERS: dict[str, dict[str, Any]] = {
         "The byte range sent, e.g. `bytes 0-99/5000` (on 416: `bytes */5000`)",
         required=True,
         pattern=r"^bytes ([0-9]+-[0-9]+|\*)/[0-9]+$",
+    ),
+    "Location": _header(
+        "Where the started resource is watched (a sync run: /api/admin/sync/runs/{id})", required=True
     ),
     "Accept-Ranges": _header("`bytes`: single byte ranges are served (Range, If-Range)"),
     "WWW-Authenticate": _header(
@@ -180,6 +185,7 @@ def _responses(
         ok_headers += ["RateLimit", "RateLimit-Policy"]
     if route.ranges:
         ok_headers.append("Accept-Ranges")
+    ok_headers += declared.get("x-headers", [])
     responses: dict[str, Any] = {}
     if route.ranges:
         responses["206"] = {
@@ -189,7 +195,7 @@ def _responses(
         }
     for status in declared.get("x-statuses", [200]):
         responses[str(status)] = {
-            "description": "OK" if status == 200 else f"The same document, answered with status {status}",
+            "description": _OK_DESCRIPTIONS.get(status, f"The same document, answered with status {status}"),
             "headers": _headers(*(h for h in ok_headers if status == 200 or h != "ETag")),
             "content": {route.content_type: {"schema": body}},
         }

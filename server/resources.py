@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from array import array
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,7 @@ class Resources:
         self.limiter = RateLimiter(None, enabled=False)  # replaced in start()
         self._listen_conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[Any]] = set()  # one-shot work (a sync run): cancelled at close
         self.tasks: dict[str, TaskHealth] = {}
         self._map_dirty = asyncio.Event()
         # The in-memory product list (CATALOG_INDEX); None when off.
@@ -194,6 +195,10 @@ class Resources:
     async def close(self, budget_s: float = 3.0) -> None:
         """Stop background tasks and close every connection, within about `budget_s`."""
         self._closing = True
+        for job in self._jobs:
+            job.cancel()
+        if self._jobs:  # a cancelled job records its end (a sync run: one UPDATE) before its task ends
+            await asyncio.wait(list(self._jobs), timeout=budget_s / 2)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -215,6 +220,23 @@ class Resources:
                 self.pool.terminate()
 
     # -- background tasks -------------------------------------------------------------------------
+
+    def start_task(self, name: str, body: Callable[[], Awaitable[None]]) -> TaskHealth:
+        """Run `body` for the life of this process, restarted when it fails; shown in /ready's tasks."""
+        self._start_task(name, body)
+        return self.tasks[name]
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run one piece of work in the background; close() cancels it (and waits a moment for it)."""
+        task = asyncio.create_task(work, name=name)
+        self._jobs.add(task)
+        task.add_done_callback(self._job_done)
+        return task
+
+    def _job_done(self, task: asyncio.Task[Any]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background job %s failed", task.get_name(), exc_info=exc)
 
     def _start_task(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         health = self.tasks[name] = TaskHealth(name)

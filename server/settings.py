@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     # Images fetched per run at most (one call each, from the same budget); the rest wait, oldest first.
     ZOHO_SYNC_IMAGES_PER_RUN: int = Field(500, ge=0, le=1_000_000)
 
+    # The service's own sync schedule (server/sync/schedule.py), off while Zoho credentials are unset: an
+    # incremental run every ZOHO_SYNC_INTERVAL_S seconds (0: none) and a full reconcile every day at
+    # ZOHO_SYNC_FULL_AT (UTC "HH:MM"; empty: none).
+    ZOHO_SYNC_INTERVAL_S: float = Field(900.0, ge=0, le=7 * 86_400)
+    ZOHO_SYNC_FULL_AT: str = Field("03:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$")
+
     # Observability.
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"

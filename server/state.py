@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from server.errors import ServiceUnavailable
 from server.images.service import ImageStore
@@ -17,6 +19,10 @@ class AppState:
     settings: Settings
     _res: Resources | None = None
     _images: ImageStore | None = None
+    # Domains that need this process's resources once they exist (the sync's schedule), and the sections
+    # they add to the detailed /ready: registered when routes are built, run by the start-up handler.
+    on_start: list[Callable[[Resources], None]] = field(default_factory=list)
+    ready_sections: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def res(self) -> Resources:

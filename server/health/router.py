@@ -135,4 +135,6 @@ def _details(state: AppState, readiness: Readiness, probe: Probe, res: Resources
     doc["tasks"] = {name: t.report() for name, t in res.tasks.items()}
     doc["processes"] = workers.processes()
     doc["probes"] = readiness.probes
+    for name, section in state.ready_sections.items():
+        doc[name] = section()
     return doc

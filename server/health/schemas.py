@@ -63,6 +63,15 @@ READINESS_SCHEMA: dict[str, Any] = {
             "description": "per task: failing, failures, consecutive_failures, restarts, last_error",
             "additionalProperties": _OBJECT,
         },
+        "sync": {
+            "type": "object",
+            "description": (
+                "the Zoho sync: configured (credentials set), schedule (enabled, interval_s, full_at,"
+                " next_incremental_at, next_full_at), last_run (id, kind, status, started_at, finished_at),"
+                " running_here; never a secret"
+            ),
+            "additionalProperties": True,
+        },
         "processes": {
             "type": "object",
             "nullable": True,

@@ -300,3 +300,39 @@ WHERE id = $1
 RUN_BY_ID = "SELECT * FROM sync_runs WHERE id = $1"
 RUNS_PAGE = "SELECT * FROM sync_runs ORDER BY id DESC LIMIT $1 OFFSET $2"
 RUNS_COUNT = "SELECT count(*) FROM sync_runs"
+
+# --- schedule (server/sync/schedule.py) ------------------------------------------------------------------
+# $1: the daily full run's time of day (interval 'HH:MM'); `slot` is its latest occurrence at or before now,
+# in UTC.
+SCHEDULE_PLAN = """
+WITH slot AS (
+    SELECT (date_trunc('day', (now() AT TIME ZONE 'UTC') - $1::interval) + $1::interval)
+           AT TIME ZONE 'UTC' AS at
+)
+SELECT now() AS now, s.schedule_incremental_at, s.schedule_full_slot, s.last_full_at, slot.at AS full_slot,
+       r.id AS run_id, r.kind AS run_kind, r.status AS run_status, r.started_at AS run_started_at,
+       r.finished_at AS run_finished_at
+FROM sync_state s
+CROSS JOIN slot
+LEFT JOIN LATERAL (SELECT id, kind, status, started_at, finished_at FROM sync_runs ORDER BY id DESC LIMIT 1) r
+    ON true
+"""
+# A slot is claimed by exactly one caller: the row lock orders concurrent UPDATEs, and the second sees the
+# first's value and fails the WHERE.
+CLAIM_FULL = """
+WITH slot AS (
+    SELECT (date_trunc('day', (now() AT TIME ZONE 'UTC') - $1::interval) + $1::interval)
+           AT TIME ZONE 'UTC' AS at
+)
+UPDATE sync_state s SET schedule_full_slot = slot.at, schedule_incremental_at = now()
+FROM slot
+WHERE (s.schedule_full_slot IS NULL OR s.schedule_full_slot < slot.at)
+  AND (s.last_full_at IS NULL OR s.last_full_at < slot.at)
+RETURNING s.schedule_full_slot
+"""
+# $1: the interval in seconds.
+CLAIM_INCREMENTAL = """
+UPDATE sync_state SET schedule_incremental_at = now()
+WHERE schedule_incremental_at IS NULL OR schedule_incremental_at <= now() - make_interval(secs => $1)
+RETURNING schedule_incremental_at
+"""

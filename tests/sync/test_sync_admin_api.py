@@ -1,0 +1,146 @@
+"""`POST /api/admin/sync` and the runs over HTTP, against the real server and the fake Zoho: 202 with the
+run's Location, the run finishing in the background and its products served, 409 while a run holds the
+lock, scopes, paging, input errors."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from admin_testlib import bearer, create_key
+from catalog_testlib import Database, ServerProcess, Services, run
+from fakes.zoho import FakeZoho
+from sync.sync_api_testlib import RUNS, SYNC, all_runs, check_problem, sync_server, wait_idle, wait_run
+
+ITEMS = 400  # two pages of items
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeZoho]:
+    with FakeZoho(items=ITEMS) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(
+    database: Database, services: Services, fake: FakeZoho, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    proc = sync_server(database, services, fake, tmp_path_factory.mktemp("srv"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def key(database: Database) -> dict[str, str]:
+    return bearer(create_key(database, "sync operator", "sync:run"))
+
+
+def test_start_answers_202_with_location_and_the_run_is_served(
+    api: httpx.Client, key: dict[str, str], fake: FakeZoho, database: Database
+) -> None:
+    resp = api.post(SYNC, json={"full": True}, headers=key)
+    assert resp.status_code == 202, resp.text
+    doc = resp.json()
+    location = resp.headers["location"]
+    assert re.fullmatch(r"/api/admin/sync/runs/\d+", location)
+    assert doc["href"] == location and location.endswith(f"/{doc['id']}")
+    assert doc["kind"] == "full" and doc["status"] in ("running", "succeeded")
+    assert resp.headers["cache-control"] == "no-store"
+    done = wait_run(api, location, key)
+    assert done["status"] == "succeeded", done
+    assert done["items_seen"] == ITEMS and done["items_changed"] == ITEMS and done["finished_at"]
+    # The synced products are what the public API serves.
+    with fake.catalog.lock:
+        item_id, item = next(iter(fake.catalog.items.items()))
+        name = item["name"]
+    product_id = run(database.fetch("SELECT id FROM products WHERE zoho_item_id = $1", item_id))[0]["id"]
+    end = time.monotonic() + 5
+    while (served := api.get(f"/api/consumer/products/{product_id}")).status_code != 200:
+        assert time.monotonic() < end, served.text
+        time.sleep(0.05)
+    assert served.json()["name"] == name and served.json()["zoho_item_id"] == item_id
+
+
+def test_no_body_starts_an_incremental_run(api: httpx.Client, key: dict[str, str]) -> None:
+    wait_idle(api, key)
+    resp = api.post(SYNC, headers=key)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["kind"] == "incremental"
+    done = wait_run(api, resp.headers["location"], key)
+    assert done["status"] == "succeeded" and done["items_changed"] == 0, done
+
+
+def test_409_while_a_run_holds_the_lock(api: httpx.Client, key: dict[str, str], fake: FakeZoho) -> None:
+    wait_idle(api, key)
+    fake.latency_s = 0.4  # each Zoho answer: the full run lasts a few seconds
+    try:
+        first = api.post(SYNC, json={"full": True}, headers=key)
+        assert first.status_code == 202, first.text
+        before = len(all_runs(api, key))
+        # Two processes serve: whichever answers, its own flag or the advisory lock says "running".
+        for _ in range(4):
+            body = check_problem(
+                api.post(SYNC, json={"full": False}, headers=key), 409, "sync_already_running"
+            )
+            assert "runs" in body["detail"]
+        assert len(all_runs(api, key)) == before  # refused starts leave no record
+        done = wait_run(api, first.headers["location"], key)
+        assert done["status"] == "succeeded", done
+    finally:
+        fake.latency_s = 0.0
+    again = api.post(SYNC, json={"full": False}, headers=key)
+    assert again.status_code == 202, again.text
+    wait_run(api, again.headers["location"], key)
+
+
+def test_keys_and_scopes(api: httpx.Client, database: Database, key: dict[str, str]) -> None:
+    writer = bearer(create_key(database, "catalog writer", "catalog:write"))
+    for method, path in (("POST", SYNC), ("GET", RUNS), ("GET", f"{RUNS}/1")):
+        check_problem(api.request(method, path), 401, "unauthorized")
+        bad = api.request(method, path, headers=bearer("cat_0123456789ab_" + "x" * 43))
+        check_problem(bad, 401, "unauthorized")
+        assert 'error="invalid_token"' in bad.headers["www-authenticate"]
+        denied = api.request(method, path, headers=writer)
+        check_problem(denied, 403, "forbidden")
+        assert 'scope="sync:run"' in denied.headers["www-authenticate"]
+
+
+def test_runs_are_paged_newest_first(api: httpx.Client, key: dict[str, str]) -> None:
+    wait_idle(api, key)
+    every = all_runs(api, key)
+    assert len(every) >= 4
+    ids = [r["id"] for r in every]
+    assert ids == sorted(ids, reverse=True)
+    first = api.get(RUNS, headers=key).json()
+    assert (first["page"], first["page_size"], first["total"]) == (1, 50, len(every))
+    second = api.get(RUNS, params={"page": 2, "page_size": 1}, headers=key)
+    assert second.status_code == 200
+    assert second.headers["cache-control"].startswith("private")
+    page = second.json()
+    assert [r["id"] for r in page["items"]] == [ids[1]]
+    assert page["pages"] == len(every) and page["total"] == len(every)
+    beyond = api.get(RUNS, params={"page": len(every) + 1, "page_size": 1}, headers=key).json()
+    assert beyond["items"] == [] and beyond["total"] == len(every)
+    one = api.get(f"{RUNS}/{ids[-1]}", headers=key)
+    assert one.status_code == 200 and one.json() == every[-1]
+    etag = one.headers["etag"]
+    assert api.get(f"{RUNS}/{ids[-1]}", headers={**key, "If-None-Match": etag}).status_code == 304
+    check_problem(api.get(f"{RUNS}/999999999", headers=key), 404, "not_found")
+    check_problem(api.get(f"{RUNS}/abc", headers=key), 422, "validation_failed")
+    invalid = check_problem(api.get(RUNS, params={"page_size": 201}, headers=key), 422, "validation_failed")
+    assert [e["field"] for e in invalid["errors"]] == ["query.page_size"]
+
+
+def test_bad_bodies(api: httpx.Client, key: dict[str, str]) -> None:
+    wrong = check_problem(api.post(SYNC, json={"full": "yes"}, headers=key), 422, "validation_failed")
+    assert [e["field"] for e in wrong["errors"]] == ["body.full"]
+    unknown = check_problem(api.post(SYNC, json={"fll": True}, headers=key), 422, "validation_failed")
+    assert [e["field"] for e in unknown["errors"]] == ["body.fll"]
+    headers = {**key, "Content-Type": "application/json"}
+    check_problem(api.post(SYNC, content=b"{", headers=headers), 400, "bad_request")
+    text = {**key, "Content-Type": "text/plain"}
+    check_problem(api.post(SYNC, content=b"full", headers=text), 415, "unsupported_media_type")
+    assert not any(r["status"] == "running" for r in all_runs(api, key))
