@@ -111,8 +111,10 @@ def plan_from_row(schedule: Schedule, row: Any) -> Plan:
     return Plan(now, next_incremental, next_full, last_run)
 
 
-def _full_at(schedule: Schedule) -> str:
-    return schedule.full_at or "00:00"  # unused when no full run is scheduled; the query needs a value
+def _full_at(schedule: Schedule) -> timedelta:
+    """The daily full run's time of day as an offset from midnight (00:00 when none: the query needs one)."""
+    hours, _, minutes = (schedule.full_at or "00:00").partition(":")
+    return timedelta(hours=int(hours), minutes=int(minutes))
 
 
 async def read_plan(conn: asyncpg.Connection, schedule: Schedule) -> Plan:

@@ -184,7 +184,7 @@ class SyncService:
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 health.failed(exc)
-                log.warning("sync schedule: database unavailable, retrying: %s", exc)
+                log.warning("sync schedule: %s: %s; retrying", type(exc).__name__, exc)
                 await asyncio.sleep(1.0 + random.random())
                 continue
             if kind is not None and self._busy:  # this process's manual run: the slot is skipped

@@ -17,10 +17,12 @@ RUNS = "/api/admin/sync/runs"
 
 
 def sync_server(
-    database: Database, services: Services, fake: FakeZoho, workdir: Path, **env: Any
+    database: Database, services: Services, fake: FakeZoho, workdir: Path, *, new_org: bool = True, **env: Any
 ) -> ServerProcess:
-    """A started server whose sync reads `fake` (its own organisation id; schedule off unless `env` says)."""
-    fake.organization_id = unique_org()
+    """A started server whose sync reads `fake` (a new organisation id unless another server shares the
+    fake; schedule off unless `env` says)."""
+    if new_org:
+        fake.organization_id = unique_org()
     settings = {
         **fake.settings_env(),
         "ZOHO_RATE_PER_MIN": "100000",
