@@ -31,7 +31,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale bench-sync freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale bench-sync sync-demo sync-load freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -97,3 +97,7 @@ fault-drill: venv
 ## Full Zoho sync of SYNC_ITEMS items from the fake Zoho (own process): duration and the sync's peak RSS.
 bench-sync: venv
 	$(PY) -m loadtests.bench_sync --items $${SYNC_ITEMS:-50000} --images $${SYNC_IMAGES:-500}
+
+## The fake Zoho with SYNC_ITEMS items, then one full sync of the demo database (`make run`'s) from it.
+sync-demo: venv
+	$(PY) -m loadtests.sync_demo --items $${SYNC_ITEMS:-2000} --port $${ZOHO_FAKE_PORT:-8765}

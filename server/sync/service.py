@@ -96,6 +96,8 @@ class SyncService:
     def start(self, res: Resources) -> None:
         """Start-up hook: keep the resources; run or watch the schedule when credentials are set."""
         self._res = res
+        # httpx logs every request at INFO: a full run would add hundreds of lines to the service's log.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
         if self.missing or not self.schedule.enabled:
             return
         ctx = workers.current()
