@@ -7,6 +7,11 @@ holds the lock.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
+import os
+import signal
 import sys
 import time
 from typing import TextIO
@@ -60,8 +65,26 @@ class ProgressBar:
             self.stream.flush()
 
 
-async def sync_command(settings: Settings, dsn: str, *, full: bool) -> int:
-    """Migrate, run one sync, print its summary; returns the exit code."""
+ANNOUNCE = "sync-run"  # `--announce`: "sync-run <id>" on stdout once the run is recorded
+CHILD_NICE = 10  # a run started by the service yields the CPU to the workers serving requests
+_PR_SET_PDEATHSIG = 1
+
+
+def as_service_child() -> None:
+    """A run started by the service: lower CPU priority, SIGINT (a clean, recorded stop) when the worker
+    that started it dies, and no line per Zoho call in the service's log (httpx logs each at INFO)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICE)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
+async def sync_command(settings: Settings, dsn: str, *, full: bool, announce: bool = False) -> int:
+    """Migrate, run one sync, print its summary; returns the exit code. `announce` (the service starting a
+    run in a child process): print the run's id as soon as it is recorded, and no progress bar."""
+    if announce:
+        as_service_child()
     import redis.asyncio as aioredis
 
     from server.db.migrate import migrate
@@ -75,8 +98,17 @@ async def sync_command(settings: Settings, dsn: str, *, full: bool) -> int:
     # The run's own connection, the client's token and daily-count reads, and room to spare.
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=300)
     bar = ProgressBar(sys.stderr)
+    announced: list[int] = []
+
+    def progress(event: Progress) -> None:
+        if not announce:
+            bar(event)
+        elif not announced:
+            announced.append(event.run_id)
+            print(f"{ANNOUNCE} {event.run_id}", flush=True)
+
     try:
-        result = await run_sync(settings, pool=pool, redis=redis, full=full, progress=bar)
+        result = await run_sync(settings, pool=pool, redis=redis, full=full, progress=progress)
     finally:
         bar.close()
         await pool.close()

@@ -1,9 +1,14 @@
-"""The sync inside the serving processes: runs started by the admin API or the schedule, in the background.
+"""The sync inside the service: runs started by the admin API or the schedule, in a child process.
 
-A run gets connections of its own (a small asyncpg pool with the CLI's long statement timeout, its own Redis
-client for the Zoho budget), never the request pool: a long run must not hold a request's connection or be
-cut by DB_COMMAND_TIMEOUT_S. It is a job of the process's Resources, so shutdown cancels it: the run then
-records itself `failed` ("cancelled") and the next run resumes at its cursor (server/sync/engine.py).
+A run is `python -m server sync [--full] --announce` started by the serving process (the child lowers its
+own CPU priority and has its own connections: server/sync/cli.py), awaited as a job of the process's
+Resources.
+Measured (README, Zoho sync): the same run inside a worker's event loop parsed and encoded Zoho's pages
+between requests, and the catalog's p99 grew 20 to 50 times; in its own process the OS keeps them apart.
+The child prints the run's id as soon as the run is recorded (that is what the POST waits for) and its
+summary at the end; it exits 4 when another run holds the sync lock (409). Shutdown cancels the job: the
+child gets SIGINT, records its run `failed` ("cancelled") and exits; the next run resumes at its cursor
+(server/sync/engine.py). If the worker dies, the kernel sends the child SIGINT too (parent-death signal).
 """
 
 from __future__ import annotations
@@ -11,29 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import re
+import signal
+import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from server import workers
 from server.errors import ServiceUnavailable, SyncAlreadyRunning
 from server.resources import TRANSIENT_DB_ERRORS, Resources, TaskHealth
 from server.settings import Settings
 from server.sync import runs, schedule
-from server.sync.engine import run_sync
-from server.sync.job import Progress
-from server.sync.runs import RunResult
+from server.sync.cli import ANNOUNCE, EXIT_CODES
 from server.sync.zoho import missing_credentials
 
 log = logging.getLogger("server.sync.service")
 
-START_TIMEOUT_S = 10.0  # a POST waits this long for its run's record (it takes milliseconds)
-RUN_POOL_MAX = 4  # the run's connection, the client's token and daily-count reads, room to spare
-RUN_COMMAND_TIMEOUT_S = 300.0  # as the CLI: a full run's reconcile statement may take a while
+START_TIMEOUT_S = 15.0  # a POST waits this long for its run's record (the child starts in about a second)
+CHILD_STOP_S = 2.0  # after SIGINT, the child's time to record its end before SIGKILL
+_SUMMARY_ID = re.compile(rb"^sync #(\d+) ")
 _UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
 
 
@@ -45,29 +50,6 @@ def not_configured(missing: list[str]) -> ServiceUnavailable:
         f"مزامنة Zoho غير مهيأة: عيّن {names} (راجع ملف README، قسم Zoho client).",
         headers={"Retry-After": "3600"},
     )
-
-
-@contextlib.asynccontextmanager
-async def run_connections(settings: Settings, dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, Any]]:
-    """(pool, Redis client or None) for one run, closed when it ends."""
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=RUN_POOL_MAX,
-        command_timeout=RUN_COMMAND_TIMEOUT_S,
-        server_settings={"application_name": "catalog-sync"},
-    )
-    redis = aioredis.Redis.from_url(settings.REDIS_URL.get_secret_value()) if settings.REDIS_URL else None
-    try:
-        yield pool, redis
-    finally:
-        if redis is not None:
-            with contextlib.suppress(Exception):
-                await redis.aclose()
-        try:
-            await asyncio.wait_for(pool.close(), 2)
-        except Exception:  # cancelled or stuck: cut the connections
-            pool.terminate()
 
 
 def _stopping() -> ServiceUnavailable:
@@ -86,8 +68,7 @@ class SyncService:
         self.schedule = schedule.Schedule.from_settings(settings)
         self.missing = missing_credentials(settings)
         self._res: Resources | None = None
-        self._busy = False  # a run started by this process is in progress
-        self._run_id: int | None = None
+        self._running: set[int] = set()  # runs of this process's children, while they live
         self._plan: schedule.Plan | None = None
         self._plan_read_at = 0.0
         self._claims = False  # this process claims scheduled slots (the instance's first worker)
@@ -96,8 +77,6 @@ class SyncService:
     def start(self, res: Resources) -> None:
         """Start-up hook: keep the resources; run or watch the schedule when credentials are set."""
         self._res = res
-        # httpx logs every request at INFO: a full run would add hundreds of lines to the service's log.
-        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
         if self.missing or not self.schedule.enabled:
             return
         ctx = workers.current()
@@ -111,16 +90,11 @@ class SyncService:
         another run holds the sync lock."""
         if self.missing:
             raise not_configured(self.missing)
-        if self._busy:  # this process's own run: no need to ask the lock
-            raise SyncAlreadyRunning()
+        # No shortcut on a run this process knows of: only the lock knows whether it is still held (a
+        # child that recorded its end may still be closing its connections).
         res = self._resources()
         started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._busy = True  # before any await: a second POST to this process gets 409 at once
-        try:
-            res.spawn("sync-run", self._run(full=full, source="api", started=started))
-        except BaseException:
-            self._busy = False
-            raise
+        res.spawn("sync-run", self._run(full=full, source="api", started=started))
         try:
             run_id = await asyncio.wait_for(asyncio.shield(started), START_TIMEOUT_S)
         except TimeoutError:
@@ -137,33 +111,52 @@ class SyncService:
 
     async def _run(
         self, *, full: bool, source: str, started: asyncio.Future[int | None] | None = None
-    ) -> RunResult:
-        """One run on connections of its own; `started` gets the run id (None: the lock is held)."""
-
-        def progress(event: Progress) -> None:
-            self._run_id = event.run_id
-            if started is not None and not started.done():
-                started.set_result(event.run_id)
-
-        self._busy = True
+    ) -> str:
+        """One run in a child process; `started` gets the run id (None: the lock is held). Its status."""
+        proc: asyncio.subprocess.Process | None = None
+        run_id: int | None = None
         try:
-            async with run_connections(self.settings, self._resources().dsn) as (pool, redis):
-                result = await run_sync(self.settings, pool=pool, redis=redis, full=full, progress=progress)
+            cmd = [sys.executable, "-m", "server", "sync", "--announce", *(["--full"] if full else [])]
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                env={**os.environ, "DATABASE_URL": self._resources().dsn},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            summary = b""
+            async for line in proc.stdout:  # bounded: the child prints two lines
+                if line.startswith(ANNOUNCE.encode()):
+                    run_id = int(line.split()[1])
+                    self._running.add(run_id)
+                    if started is not None and not started.done():
+                        started.set_result(run_id)
+                elif line.strip():
+                    summary = line.strip()[:4000]
+            code = await proc.wait()
         except BaseException as exc:
+            if proc is not None and proc.returncode is None:
+                await _stop_child(proc)
             if started is not None and not started.done():
-                # Cancelled (shutdown) before its record existed: the waiting POST answers 503.
+                # Cancelled (shutdown) or unable to start: the waiting POST answers 503.
                 started.set_exception(exc if isinstance(exc, Exception) else _stopping())
                 started.exception()  # retrieved: a waiter that timed out leaves no "never retrieved" log
             raise
         finally:
-            self._busy, self._run_id = False, None
+            if run_id is not None:
+                self._running.discard(run_id)
+        status = {v: k for k, v in EXIT_CODES.items()}.get(code, "failed")
         if started is not None and not started.done():
-            started.set_result(result.run_id)
-        if result.status == "already_running":
+            found = _SUMMARY_ID.match(summary)  # a run that failed before its first progress event
+            started.set_result(int(found.group(1)) if found and status != "already_running" else None)
+        text = summary.decode(errors="replace")
+        if status == "already_running":
             log.debug("sync (%s): already running elsewhere; skipped", source)
+        elif status == "succeeded":
+            log.info("sync (%s): %s", source, text)
         else:
-            log.info("sync (%s): %s", source, result.summary())
-        return result
+            log.warning("sync (%s, exit %d): %s", source, code, text)
+        return status
 
     def _resources(self) -> Resources:
         if self._res is None:
@@ -189,9 +182,7 @@ class SyncService:
                 log.warning("sync schedule: %s: %s; retrying", type(exc).__name__, exc)
                 await asyncio.sleep(1.0 + random.random())
                 continue
-            if kind is not None and self._busy:  # this process's manual run: the slot is skipped
-                log.debug("sync (schedule, %s): already running here; skipped", kind)
-            elif kind is not None:
+            if kind is not None:  # the child's lock decides whether it runs or is skipped
                 await self._run(full=kind == "full", source=f"schedule, {kind}")
                 continue  # read the plan again: the run took time, its end is the newest run
             wait = schedule.wait_s(self._plan) if self._claims else schedule.REFRESH_S
@@ -209,13 +200,24 @@ class SyncService:
         sched["enabled"] = sched["enabled"] and not self.missing
         sched["claims_here"] = self._claims
         doc["schedule"] = sched
-        doc["running_here"] = self._run_id if self._busy else None
+        doc["running_here"] = sorted(self._running)
         plan = self._plan
         if plan is not None:
             sched.update({k: v for k, v in plan.report().items() if k != "last_run"})
             doc["last_run"] = plan.last_run
             doc["checked_s_ago"] = round(time.monotonic() - self._plan_read_at, 1)
         return doc
+
+
+async def _stop_child(proc: asyncio.subprocess.Process) -> None:
+    """SIGINT (the run records its end), then SIGKILL if it takes longer than CHILD_STOP_S."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.shield(asyncio.wait_for(proc.wait(), CHILD_STOP_S))
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 async def run_doc(conn: asyncpg.Connection, run_id: int) -> dict[str, Any] | None:

@@ -1,0 +1,161 @@
+"""Catalog latency while a full Zoho sync runs in the service, against the same load without it.
+
+Starts the fake Zoho (`python -m tests.fakes.zoho`, its own process, unthrottled) with --items items and a
+service (2 processes, 10,000 demo products) whose sync reads it, on a scratch database of DATABASE_URL's
+server (and REDIS_URL's Redis when set, else the embedded one). Then, each with the same wrk load on the
+products page (page_size=100, gzip) and the product detail:
+
+1. baseline: no sync;
+2. the first full sync, started with `POST /api/admin/sync` just before the load (inserts every item);
+3. a full re-run (nothing changed: every item read, nothing written), the daily reconcile's usual case.
+
+Prints p50/p99 of each phase, the p99 ratio to the baseline (goal: within 20 %), and whether the run lasted
+the whole load window (a run that ends early measures less than it claims).
+
+    python -m loadtests.bench_sync_load [--items 20000] [--duration 8s] [-c 16]      (make sync-load)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import asyncpg
+
+from loadtests.bench_http import GZIP, Result, wrk
+from loadtests.service import LocalService
+from loadtests.sync_demo import start_fake
+from server.admin import keys
+
+
+async def _scratch(admin_dsn: str) -> str:
+    name = "bench_sync_load_" + uuid.uuid4().hex[:8]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def _drop(admin_dsn: str, dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {dsn.rsplit('/', 1)[1]} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+async def _key(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        made, _ = await keys.create(conn, name="bench", scopes=["sync:run"])
+    finally:
+        await conn.close()
+    return made.key
+
+
+def _request(url: str, key: str, body: bytes | None = None) -> tuple[int, str, dict[str, Any]]:
+    """(status, Location, JSON body) of one admin call."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, resp.headers.get("Location") or "", json.loads(resp.read())
+
+
+def _load(base: str, detail_id: int, threads: int, conns: int, duration: str) -> list[Result]:
+    page = f"{base}/api/consumer/products?page=1&page_size=100"
+    half = f"{float(duration.rstrip('s')) / 2:g}s"
+    return [
+        wrk(page, "products page", threads, conns, half, GZIP),
+        wrk(f"{base}/api/consumer/products/{detail_id}", "product detail", threads, conns, half, GZIP),
+    ]
+
+
+def _phase(base: str, key: str, detail_id: int, args: argparse.Namespace) -> tuple[list[Result], str]:
+    """Start a full run, load the API meanwhile; (results, how the run fared)."""
+    status, location, doc = _request(f"{base}/api/admin/sync", key, b'{"full": true}')
+    assert status == 202, (status, doc)
+    started = time.monotonic()
+    results = _load(base, detail_id, args.threads, args.conns, args.duration)
+    loaded_s = time.monotonic() - started
+    while True:
+        _, _, run = _request(base + location, key)
+        if run["status"] != "running":
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - started
+    note = (
+        f"run #{run['id']} {run['status']}: {run['items_seen']:,} items seen, {run['items_changed']:,} "
+        f"changed, {took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
+    )
+    return results, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three phases and print the comparison."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--duration", default="8s", help="wrk time per phase (split over the two URLs)")
+    ap.add_argument("-t", "--threads", type=int, default=1)
+    ap.add_argument("-c", "--conns", type=int, default=16)
+    ap.add_argument("--port", type=int, default=0, help="fake Zoho port (0: one from the pid)")
+    args = ap.parse_args(argv)
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        raise SystemExit("bench_sync_load: set DATABASE_URL (a server where a scratch database can be made)")
+    fake, zoho_env = start_fake(args.items, args.port or 19_000 + os.getpid() % 10_000)
+    dsn = asyncio.run(_scratch(admin))
+    env = {
+        **zoho_env,
+        "ZOHO_RATE_PER_MIN": "100000",  # the fake is unthrottled: the worst case (Zoho allows 100/min)
+        "ZOHO_SYNC_INTERVAL_S": "0",
+        "ZOHO_SYNC_FULL_AT": "",
+        "ZOHO_SYNC_IMAGES_PER_RUN": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    env["DATABASE_URL"] = dsn
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    svc = LocalService(products=10_000, processes=2, env=env)
+    try:
+        svc.start()
+        key = asyncio.run(_key(dsn))
+        base = svc.url
+        with urllib.request.urlopen(f"{base}/api/consumer/products?page_size=1", timeout=10) as resp:
+            detail_id = int(json.loads(resp.read())["items"][0]["id"])
+        _load(base, detail_id, args.threads, args.conns, "2s")  # warm caches and connections
+        rows: list[tuple[str, list[Result], str]] = [
+            ("no sync", _load(base, detail_id, args.threads, args.conns, args.duration), "")
+        ]
+        rows.append(("first full sync", *_phase(base, key, detail_id, args)))
+        rows.append(("full re-run (unchanged)", *_phase(base, key, detail_id, args)))
+    finally:
+        svc.stop()
+        fake.terminate()
+        fake.wait(10)
+        asyncio.run(_drop(admin, dsn))
+    baseline = {r.name: r for r in rows[0][1]}
+    print(f"wrk -t{args.threads} -c{args.conns}, {args.duration} per phase; fake Zoho {args.items:,} items")
+    for label, results, note in rows:
+        for r in results:
+            ratio = r.p99_ms / baseline[r.name].p99_ms
+            print(
+                f"{label:<24} {r.name:<14} {r.rps:>8,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                f"p99 {r.p99_ms:6.2f} ms  p99 x{ratio:.2f}  errors {r.errors}"
+            )
+        if note:
+            print(f"  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
