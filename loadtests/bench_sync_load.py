@@ -80,8 +80,15 @@ def _load(base: str, detail_id: int, threads: int, conns: int, duration: str) ->
     ]
 
 
-def _phase(base: str, key: str, detail_id: int, args: argparse.Namespace) -> tuple[list[Result], str]:
-    """Start a full run, load the API meanwhile; (results, how the run fared)."""
+def _first_id(base: str) -> int:
+    with urllib.request.urlopen(f"{base}/api/consumer/products?page_size=1", timeout=10) as resp:
+        return int(json.loads(resp.read())["items"][0]["id"])
+
+
+def _phase(
+    base: str, key: str, detail_id: int, args: argparse.Namespace, wait: bool = True
+) -> tuple[list[Result], str]:
+    """Start a full run, load the API meanwhile (then wait for its end); (results, how the run fared)."""
     status, location, doc = _request(f"{base}/api/admin/sync", key, b'{"full": true}')
     assert status == 202, (status, doc)
     started = time.monotonic()
@@ -89,13 +96,14 @@ def _phase(base: str, key: str, detail_id: int, args: argparse.Namespace) -> tup
     loaded_s = time.monotonic() - started
     while True:
         _, _, run = _request(base + location, key)
-        if run["status"] != "running":
+        if run["status"] != "running" or not wait:
             break
         time.sleep(0.2)
     took = time.monotonic() - started
     note = (
         f"run #{run['id']} {run['status']}: {run['items_seen']:,} items seen, {run['items_changed']:,} "
         f"changed, {took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
+        + ("" if wait else " when the load ended")
     )
     return results, note
 
@@ -108,15 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", "--threads", type=int, default=1)
     ap.add_argument("-c", "--conns", type=int, default=16)
     ap.add_argument("--port", type=int, default=0, help="fake Zoho port (0: one from the pid)")
+    ap.add_argument(
+        "--rate",
+        type=int,
+        default=100_000,
+        help="ZOHO_RATE_PER_MIN of the service: unthrottled by default (the worst case); 100 is Zoho's own "
+        "limit (then only the first full run is measured, while it runs, without waiting for its end)",
+    )
     args = ap.parse_args(argv)
     admin = os.environ.get("DATABASE_URL")
     if not admin:
         raise SystemExit("bench_sync_load: set DATABASE_URL (a server where a scratch database can be made)")
     fake, zoho_env = start_fake(args.items, args.port or 19_000 + os.getpid() % 10_000)
+    # The fake stands for Zoho, a remote service: its CPU (JSON for 200 items a page) is not the API's cost
+    # on a real deployment, so it runs at the sync child's priority, below the workers.
+    os.setpriority(os.PRIO_PROCESS, fake.pid, 10)
     dsn = asyncio.run(_scratch(admin))
     env = {
         **zoho_env,
-        "ZOHO_RATE_PER_MIN": "100000",  # the fake is unthrottled: the worst case (Zoho allows 100/min)
+        "ZOHO_RATE_PER_MIN": str(args.rate),
         "ZOHO_SYNC_INTERVAL_S": "0",
         "ZOHO_SYNC_FULL_AT": "",
         "ZOHO_SYNC_IMAGES_PER_RUN": "0",
@@ -130,21 +148,26 @@ def main(argv: list[str] | None = None) -> int:
         svc.start()
         key = asyncio.run(_key(dsn))
         base = svc.url
-        with urllib.request.urlopen(f"{base}/api/consumer/products?page_size=1", timeout=10) as resp:
-            detail_id = int(json.loads(resp.read())["items"][0]["id"])
+        detail_id = _first_id(base)
         _load(base, detail_id, args.threads, args.conns, "2s")  # warm caches and connections
         rows: list[tuple[str, list[Result], str]] = [
             ("no sync", _load(base, detail_id, args.threads, args.conns, args.duration), "")
         ]
-        rows.append(("first full sync", *_phase(base, key, detail_id, args)))
-        rows.append(("full re-run (unchanged)", *_phase(base, key, detail_id, args)))
+        paced = args.rate < 1000
+        rows.append(("first full sync", *_phase(base, key, detail_id, args, wait=not paced)))
+        if not paced:
+            detail_id = _first_id(base)  # the first full run deactivated the demo products
+            rows.append(("full re-run (unchanged)", *_phase(base, key, detail_id, args)))
     finally:
         svc.stop()
         fake.terminate()
         fake.wait(10)
         asyncio.run(_drop(admin, dsn))
     baseline = {r.name: r for r in rows[0][1]}
-    print(f"wrk -t{args.threads} -c{args.conns}, {args.duration} per phase; fake Zoho {args.items:,} items")
+    print(
+        f"wrk -t{args.threads} -c{args.conns}, {args.duration} per phase; fake Zoho {args.items:,} items, "
+        f"ZOHO_RATE_PER_MIN={args.rate}"
+    )
     for label, results, note in rows:
         for r in results:
             ratio = r.p99_ms / baseline[r.name].p99_ms

@@ -8,6 +8,8 @@
 #   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
 #   make bench-scale [SCALE_PRODUCTS=1000000] [URL=] [SCALE_ARGS="--requests 200 --budget 30"]
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
+#   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
+#   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -101,3 +103,7 @@ bench-sync: venv
 ## The fake Zoho with SYNC_ITEMS items, then one full sync of the demo database (`make run`'s) from it.
 sync-demo: venv
 	$(PY) -m loadtests.sync_demo --items $${SYNC_ITEMS:-2000} --port $${ZOHO_FAKE_PORT:-8765}
+
+## Catalog p50/p99 under wrk with and without a full sync running in the service (needs DATABASE_URL).
+sync-load: venv
+	$(PY) -m loadtests.bench_sync_load --items $${SYNC_ITEMS:-20000} $${SYNC_LOAD_ARGS:-}
