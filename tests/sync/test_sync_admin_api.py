@@ -5,6 +5,7 @@ lock, scopes, paging, input errors."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -144,3 +145,29 @@ def test_bad_bodies(api: httpx.Client, key: dict[str, str]) -> None:
     text = {**key, "Content-Type": "text/plain"}
     check_problem(api.post(SYNC, content=b"full", headers=text), 415, "unsupported_media_type")
     assert not any(r["status"] == "running" for r in all_runs(api, key))
+
+
+def test_shutdown_stops_a_running_sync_cleanly(
+    database: Database,
+    services: Services,
+    fake: FakeZoho,
+    key: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A server stopped while its run goes on: the run ends recorded (cancelled), no child is left."""
+    proc = sync_server(database, services, fake, tmp_path_factory.mktemp("stop"), new_org=False)
+    fake.latency_s = 0.5
+    try:
+        with proc.client() as api:
+            wait_idle(api, key)
+            resp = api.post(SYNC, json={"full": True}, headers=key)
+            assert resp.status_code == 202, resp.text
+            run_id = resp.json()["id"]
+        assert proc.stop() < 10
+    finally:
+        fake.latency_s = 0.0
+    row = run(database.fetch("SELECT status, error, finished_at FROM sync_runs WHERE id = $1", run_id))[0]
+    assert (row["status"], row["error"]) == ("failed", "cancelled"), dict(row)
+    assert row["finished_at"] is not None
+    children = subprocess.run(["pgrep", "-f", "server sync --announce"], capture_output=True, text=True)
+    assert children.stdout.strip() == "", children.stdout
