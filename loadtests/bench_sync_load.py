@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from loadtests.bench_http import GZIP, Result, wrk
-from loadtests.service import LocalService
+from loadtests.service import LocalService, parse_env
 from loadtests.sync_demo import start_fake
 from server.admin import keys
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         help="ZOHO_RATE_PER_MIN of the service: unthrottled by default (the worst case); 100 is Zoho's own "
         "limit (then only the first full run is measured, while it runs, without waiting for its end)",
     )
+    ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE", help="more service settings")
     args = ap.parse_args(argv)
     admin = os.environ.get("DATABASE_URL")
     if not admin:
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "ZOHO_SYNC_FULL_AT": "",
         "ZOHO_SYNC_IMAGES_PER_RUN": "0",
         "LOG_LEVEL": "WARNING",
+        **parse_env(args.env),
     }
     env["DATABASE_URL"] = dsn
     if os.environ.get("REDIS_URL"):
