@@ -15,6 +15,7 @@ from robyn.argument_parser import Config
 from robyn.robyn import HttpMethod
 
 from server import openapi, workers
+from server.accounts import router as accounts_router
 from server.admin import router as admin_router
 from server.cache import Page
 from server.catalog import router as catalog_router
@@ -43,6 +44,7 @@ def api_routes(state: AppState) -> list[Route]:
         *images_router.routes(state),
         *health_router.routes(state),
         *admin_router.routes(state),
+        *accounts_router.routes(state),
     ]
 
 
