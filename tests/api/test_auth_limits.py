@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 from accounts_testlib import AUTH, PASSWORD, new_email, post, sign_in, sign_up

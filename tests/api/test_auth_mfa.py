@@ -51,7 +51,7 @@ def challenge(api: httpx.Client, address: str, password: str = PASSWORD) -> str:
 
 
 def test_setup_gives_secret_uri_and_svg(api: httpx.Client, server: ServerProcess) -> None:
-    address, secret, codes, doc = with_mfa(api, server)
+    _address, secret, codes, doc = with_mfa(api, server)
     assert len(secret) == 20
     assert (
         doc["otpauth_uri"].startswith("otpauth://totp/Catalog:")
@@ -81,7 +81,7 @@ def test_totp_window_and_replay(api: httpx.Client, server: ServerProcess) -> Non
 
 
 def test_five_tries_per_mfa_token(api: httpx.Client, server: ServerProcess) -> None:
-    address, secret, codes, _ = with_mfa(api, server)
+    address, _secret, codes, _ = with_mfa(api, server)
     token = challenge(api, address)
     for _ in range(5):
         assert post(api, "/mfa/verify", {"mfa_token": token, "code": "000000"}).status_code == 401
@@ -140,7 +140,7 @@ def test_secret_is_encrypted_at_rest(api: httpx.Client, server: ServerProcess, d
 
 
 def test_reset_does_not_bypass_mfa(api: httpx.Client, server: ServerProcess) -> None:
-    address, secret, codes, _ = with_mfa(api, server)
+    address, _secret, codes, _ = with_mfa(api, server)
     assert post(api, "/password-reset/request", {"email": address}).status_code == 202
     token = mail_token(wait_mail(server, address, 2))
     new_password = "after the reset, still two factors"
