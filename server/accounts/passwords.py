@@ -78,6 +78,13 @@ def check_policy(password: str, field: str) -> str:
     return password
 
 
+async def check_policy_off_loop(password: str, field: str) -> str:
+    """`check_policy`, loading the list (a third of a second, once per process) in a thread."""
+    if common_passwords.cache_info().currsize == 0:
+        await asyncio.to_thread(common_passwords)
+    return check_policy(password, field)
+
+
 class Hasher:
     """argon2id with the settings' cost, run in a bounded thread pool (created in the process using it)."""
 

@@ -94,7 +94,7 @@ class Accounts:
     ) -> dict[str, Any]:
         """Create the account (unverified) and mail a link; an existing address gets a notice instead."""
         email = normalize_email(email)
-        password = passwords.check_policy(password, "body.password")
+        password = await passwords.check_policy_off_loop(password, "body.password")
         hashed = await self.hasher.hash(password)  # also for a taken address: the same cost either way
         async with pool.acquire() as conn, conn.transaction():
             user_id = await repo.insert_user(conn, email, name, hashed)
@@ -243,7 +243,7 @@ class Accounts:
         self, pool: ServicePool, *, user_id: int, current: str, new: str
     ) -> dict[str, Any]:
         """Check the current password, store the new one, sign out every session."""
-        new = passwords.check_policy(new, "body.new")
+        new = await passwords.check_policy_off_loop(new, "body.new")
         async with pool.acquire() as conn:
             user = await repo.user_by_id(conn, user_id)
         if user is None:
@@ -271,7 +271,7 @@ class Accounts:
     async def reset_confirm(self, pool: ServicePool, *, token: str, new_password: str) -> dict[str, Any]:
         """Spend the token, set the password, sign out everywhere. MFA stays on: the next sign-in still
         asks for the second factor."""
-        new_password = passwords.check_policy(new_password, "body.new_password")
+        new_password = await passwords.check_policy_off_loop(new_password, "body.new_password")
         hashed = await self.hasher.hash(new_password)
         async with pool.acquire() as conn, conn.transaction():
             user_id = await repo.use_email_token(conn, tokens.digest(token), "reset")

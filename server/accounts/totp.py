@@ -13,7 +13,9 @@ from urllib.parse import quote, urlencode
 
 import segno
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.accounts.keys import KeyRing
 
@@ -79,7 +81,7 @@ def qr_svg(uri: str) -> str:
 def seal(ring: KeyRing, secret: bytes, user_id: int) -> tuple[bytes, str]:
     """(nonce || AES-GCM ciphertext, key id): bound to the user, so a row copied to another user fails."""
     nonce = secrets.token_bytes(12)
-    return nonce + AESGCM(ring.active_key).encrypt(nonce, secret, _aad(user_id)), ring.active
+    return nonce + _aead(ring.active_key).encrypt(nonce, secret, _aad(user_id)), ring.active
 
 
 def unseal(ring: KeyRing, sealed: bytes, key_id: str, user_id: int) -> bytes | None:
@@ -88,9 +90,15 @@ def unseal(ring: KeyRing, sealed: bytes, key_id: str, user_id: int) -> bytes | N
     if key is None or len(sealed) < 12 + 16:
         return None
     try:
-        return AESGCM(key).decrypt(sealed[:12], sealed[12:], _aad(user_id))
+        return _aead(key).decrypt(sealed[:12], sealed[12:], _aad(user_id))
     except InvalidTag:
         return None
+
+
+def _aead(key: bytes) -> AESGCM:
+    # A settings key is 32 bytes or more: HKDF turns it into exactly one AES-256 key for this use only.
+    info = b"catalog totp secret seal"
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key))
 
 
 def _aad(user_id: int) -> bytes:

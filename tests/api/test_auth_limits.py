@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from accounts_testlib import AUTH, PASSWORD, new_email, post, sign_in, sign_up
-from catalog_testlib import Database, ServerProcess, Services
+from catalog_testlib import Database, ServerProcess, Services, run
 
 ROUNDS = 40
 
@@ -144,5 +144,32 @@ def test_signed_in_callers_are_limited_by_user_id(
             # Another user on the same address has their own budget, and so has the address itself.
             assert api.get(AUTH + "/me", headers={"Authorization": f"Bearer {token_b}"}).status_code == 200
             assert post(api, "/login", {"email": a, "password": "wrong password 1"}).status_code == 401
+    finally:
+        proc.stop()
+
+
+def test_new_argon2_parameters_rehash_at_sign_in(
+    database: Database, services: Services, folder: Path
+) -> None:
+    async def stored(address: str) -> str:
+        rows = await database.fetch("SELECT password_hash FROM users WHERE email = $1", address)
+        return str(rows[0]["password_hash"])
+
+    proc = start(database, services, folder)
+    try:
+        with proc.client() as api:
+            address = new_email()
+            sign_up(api, proc, address)
+    finally:
+        proc.stop()
+    before = run(stored(address))
+    assert before.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    proc = start(database, services, folder, AUTH_ARGON2_TIME_COST=3)
+    try:
+        with proc.client() as api:
+            assert sign_in(api, address)["mfa_required"] is False
+            after = run(stored(address))
+            assert after.startswith("$argon2id$v=19$m=19456,t=3,p=1$") and after != before
+            assert sign_in(api, address)["mfa_required"] is False  # the new hash checks the same password
     finally:
         proc.stop()

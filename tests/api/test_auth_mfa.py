@@ -22,7 +22,9 @@ from accounts_testlib import (
     wait_mail,
 )
 from catalog_testlib import Database, ServerProcess, run
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.accounts import totp
 
@@ -133,10 +135,14 @@ def test_secret_is_encrypted_at_rest(api: httpx.Client, server: ServerProcess, d
     assert row["totp_key_id"] == "dev-totp"
     # It is AES-GCM under the key that its key id names, bound to the user.
     keys = json.loads((server.workdir / "data" / "auth-dev-keys.json").read_text())
-    key = base64.urlsafe_b64decode(keys["totp"])
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"catalog totp secret seal").derive(
+        base64.urlsafe_b64decode(keys["totp"])
+    )
     assert AESGCM(key).decrypt(stored[:12], stored[12:], f"totp:{row['id']}".encode()) == secret
-    hashes = run(database.fetch("SELECT hash FROM recovery_codes WHERE user_id = $1", row["id"]))
-    assert len(hashes) == 10 and all(c.encode() not in bytes(h["hash"]) for h in hashes for c in codes)
+    stored_codes = run(database.fetch("SELECT hash FROM recovery_codes WHERE user_id = $1", row["id"]))
+    assert len(stored_codes) == 10 and all(
+        c.encode() not in bytes(h["hash"]) for h in stored_codes for c in codes
+    )
 
 
 def test_reset_does_not_bypass_mfa(api: httpx.Client, server: ServerProcess) -> None:
