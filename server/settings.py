@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     # Mail: SMTP when set (smtp://user:pass@host:port, smtps:// for TLS); else .eml files in DATA_DIR/mail.
     SMTP_URL: SecretStr | None = None
     MAIL_FROM: str = Field("Catalog <no-reply@localhost>", max_length=200)
+    # Each process also retries pending mail (failed deliveries, mail of a process that died) this often.
+    MAIL_SWEEP_S: float = Field(30.0, ge=0.1, le=3600)
     # Where the links in mails point (the shop's pages); default PUBLIC_BASE_URL.
     ACCOUNT_LINK_BASE_URL: str = ""
 

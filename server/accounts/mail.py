@@ -3,7 +3,7 @@
 Delivery is SMTP when SMTP_URL is set, else one `.eml` file per mail under DATA_DIR/mail/ (so a machine
 without a mail server, and the tests, can read what would have been sent). After a mail is delivered its
 body (which holds a token in the clear) is erased from the table. A process delivers after each write
-and a failed mail stays pending for the next flush.
+and every MAIL_SWEEP_S; a failed mail stays pending (at most 10 tries).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -36,6 +37,7 @@ class Mailer:
         self.smtp_url = smtp_url
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[int]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Mailer:
@@ -50,6 +52,27 @@ class Mailer:
         task = asyncio.create_task(self.flush(pool))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def start(self, pool: Callable[[], ServicePool], every_s: float) -> None:
+        """Sweep the outbox every `every_s` seconds in this process (from its start-up handler)."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                await self.flush(pool())
+
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(sweep())
+
+    async def stop(self) -> None:
+        """Stop the sweeper and any flush in progress (at shutdown; undelivered mail stays pending)."""
+        tasks = [*self._tasks, *([self._sweeper] if self._sweeper is not None else [])]
+        self._sweeper = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def flush(self, pool: ServicePool) -> int:
         """Deliver what is pending; the number delivered."""

@@ -37,6 +37,19 @@ def _make(state: AppState) -> Accounts:
     return service
 
 
+def start(state: AppState) -> None:
+    """Per-process start-up (after the fork): the outbox sweeper."""
+    _make(state).mailer.start(lambda: state.res.pool, state.settings.MAIL_SWEEP_S)
+
+
+async def stop(state: AppState) -> None:
+    """Per-process shutdown: stop the sweeper and the hashing threads."""
+    service = _SERVICES.get(id(state))
+    if service is not None:
+        await service.mailer.stop()
+        service.hasher.close()
+
+
 def routes(state: AppState) -> list[Route]:
     """The account endpoints."""
     mfa_ttl = state.settings.AUTH_MFA_TOKEN_TTL_S

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from accounts_testlib import AUTH, PASSWORD, new_email, post, sign_in, sign_up
-from catalog_testlib import Database, ServerProcess, Services, run
+from accounts_testlib import AUTH, PASSWORD, mail_token, new_email, post, sign_in, sign_up, wait_mail
+from admin_testlib import wait_for
+from catalog_testlib import Database, ServerProcess, Services, free_port, run
 
 ROUNDS = 40
 
@@ -171,5 +172,36 @@ def test_new_argon2_parameters_rehash_at_sign_in(
             after = run(stored(address))
             assert after.startswith("$argon2id$v=19$m=19456,t=3,p=1$") and after != before
             assert sign_in(api, address)["mfa_required"] is False  # the new hash checks the same password
+    finally:
+        proc.stop()
+
+
+def test_undelivered_mail_stays_pending_and_a_sweep_delivers_it(
+    database: Database, services: Services, folder: Path
+) -> None:
+    async def outbox(address: str) -> list[dict[str, object]]:
+        rows = await database.fetch(
+            "SELECT body, attempts, last_error, sent_at FROM mail_outbox WHERE to_addr = $1", address
+        )
+        return [dict(r) for r in rows]
+
+    address = new_email()
+    dead_smtp = f"smtp://127.0.0.1:{free_port()}"  # nothing listens there
+    proc = start(database, services, folder, SMTP_URL=dead_smtp, MAIL_SWEEP_S=0.2)
+    try:
+        with proc.client() as api:
+            assert post(api, "/register", {"email": address, "password": PASSWORD}).status_code == 202
+            wait_for(lambda: int(run(outbox(address))[0]["attempts"]) >= 2, 10, step=0.1)  # retried
+        (row,) = run(outbox(address))
+        assert row["sent_at"] is None and row["last_error"] == "ConnectionRefusedError" and row["body"]
+    finally:
+        proc.stop()
+    proc = start(database, services, folder, MAIL_SWEEP_S=0.2)  # no SMTP: files; no new mail written
+    try:
+        token = mail_token(wait_mail(proc, address))
+        (row,) = run(outbox(address))
+        assert row["sent_at"] is not None and row["body"] == ""
+        with proc.client() as api:
+            assert post(api, "/verify-email", {"token": token}).status_code == 200
     finally:
         proc.stop()
