@@ -40,6 +40,10 @@ async def _check_code(
     step = totp.matching_step(secret, code.strip())
     if step is None or not await repo.use_totp_step(conn, user["id"], step):
         return None  # wrong, outside the window, or this step was used already (replay)
+    if not pending and key_id != accounts.totp_ring.active:
+        # Key rotation: each secret moves to the active key at its next use, so old keys can be retired.
+        sealed, active = totp.seal(accounts.totp_ring, secret, user["id"])
+        await repo.reseal_totp(conn, user["id"], sealed, active, key_id)
     return step
 
 

@@ -36,6 +36,8 @@ UPDATE users SET mfa_enabled = false, totp_secret = NULL, totp_key_id = NULL, to
     totp_pending_key_id = NULL
 WHERE id = $1
 """
+# A secret sealed with a key that is no longer the active one, sealed again with the active one.
+RESEAL_TOTP = "UPDATE users SET totp_secret = $2, totp_key_id = $3 WHERE id = $1 AND totp_key_id = $4"
 # Each 30 s step once per user: the code of a step at or before the last one accepted is refused.
 USE_TOTP_STEP = "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND totp_last_step < $2 RETURNING id"
 
@@ -150,6 +152,13 @@ async def disable_mfa(conn: asyncpg.Connection, user_id: int) -> None:
     """Remove the secret and every recovery code."""
     await conn.execute(DISABLE_MFA, user_id)
     await conn.execute(DELETE_RECOVERY, user_id)
+
+
+async def reseal_totp(
+    conn: asyncpg.Connection, user_id: int, sealed: bytes, key_id: str, old_key_id: str
+) -> None:
+    """Store the secret sealed with the active key (unless another request did already)."""
+    await conn.execute(RESEAL_TOTP, user_id, sealed, key_id, old_key_id)
 
 
 async def use_totp_step(conn: asyncpg.Connection, user_id: int, step: int) -> bool:

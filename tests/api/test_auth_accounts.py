@@ -205,3 +205,15 @@ def test_bad_bodies_are_4xx(api: httpx.Client) -> None:
     assert api.post(AUTH + "/login", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
     assert post(api, "/refresh", {"refresh_token": "x" * 43}).status_code == 401
     assert post(api, "/verify-email", {"token": "y" * 43}).status_code == 422
+
+
+def test_register_again_while_unverified_mails_a_fresh_link(api: httpx.Client, server: ServerProcess) -> None:
+    address = new_email()
+    assert post(api, "/register", {"email": address, "password": PASSWORD}).status_code == 202
+    first = mail_token(wait_mail(server, address))
+    assert post(api, "/register", {"email": address, "password": "some other passphrase"}).status_code == 202
+    second = mail_token(wait_mail(server, address, 2))
+    assert first != second
+    assert post(api, "/verify-email", {"token": first}).status_code == 422  # the older link is retired
+    assert post(api, "/verify-email", {"token": second}).status_code == 200
+    assert sign_in(api, address)["mfa_required"] is False  # the first password stands

@@ -11,9 +11,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
-from accounts_testlib import AUTH, PASSWORD, mail_token, new_email, post, sign_in, sign_up, wait_mail
+from accounts_testlib import (
+    AUTH,
+    PASSWORD,
+    code,
+    fresh_step,
+    mail_token,
+    new_email,
+    post,
+    secret_of,
+    sign_in,
+    sign_up,
+    wait_mail,
+)
 from admin_testlib import wait_for
 from catalog_testlib import Database, ServerProcess, Services, free_port, run
 
@@ -203,5 +216,49 @@ def test_undelivered_mail_stays_pending_and_a_sweep_delivers_it(
         assert row["sent_at"] is not None and row["body"] == ""
         with proc.client() as api:
             assert post(api, "/verify-email", {"token": token}).status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_totp_key_rotation_moves_secrets_to_the_active_key(
+    database: Database, services: Services, folder: Path
+) -> None:
+    k1, k2 = key(), key()
+    both = f"t1:{k1},t2:{k2}"
+
+    async def key_id(address: str) -> str:
+        rows = await database.fetch("SELECT totp_key_id FROM users WHERE email = $1", address)
+        return str(rows[0]["totp_key_id"])
+
+    def sign_in_with_code(api: httpx.Client, address: str, secret: bytes, offset: int) -> int:
+        doc = sign_in(api, address)
+        assert doc["mfa_required"] is True
+        return post(
+            api, "/mfa/verify", {"mfa_token": doc["mfa_token"], "code": code(secret, offset)}
+        ).status_code
+
+    proc = start(database, services, folder, AUTH_TOTP_KEYS=both, AUTH_TOTP_ACTIVE_KID="t1")
+    try:
+        with proc.client() as api:
+            address = new_email()
+            sign_up(api, proc, address)
+            access = sign_in(api, address)["access_token"]
+            secret = secret_of(post(api, "/mfa/setup", {}, access).json())
+            fresh_step(margin_s=15)  # three servers start within this step
+            assert post(api, "/mfa/enable", {"code": code(secret, -1)}, access).status_code == 200
+        assert run(key_id(address)) == "t1"
+    finally:
+        proc.stop()
+    proc = start(database, services, folder, AUTH_TOTP_KEYS=both, AUTH_TOTP_ACTIVE_KID="t2")
+    try:
+        with proc.client() as api:
+            assert sign_in_with_code(api, address, secret, 0) == 200  # t1 still opens it ...
+        assert run(key_id(address)) == "t2"  # ... and it is sealed with t2 now
+    finally:
+        proc.stop()
+    proc = start(database, services, folder, AUTH_TOTP_KEYS=f"t2:{k2}")  # t1 retired
+    try:
+        with proc.client() as api:
+            assert sign_in_with_code(api, address, secret, 1) == 200
     finally:
         proc.stop()
