@@ -7,6 +7,7 @@
 #   make bench-mix [MIX_DURATION=10s] [SIDE_BY_SIDE=1] [MIX_ARGS="--passes 2 --runs on,off,writer"]
 #   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
 #   make bench-scale [SCALE_PRODUCTS=1000000] [URL=] [SCALE_ARGS="--requests 200 --budget 30"]
+#   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -30,7 +31,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale bench-sync freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -92,3 +93,7 @@ DRILL_ARGS ?=
 .PHONY: fault-drill
 fault-drill: venv
 	$(PY) -m loadtests.fault_drill --processes $(LOAD_PROCESSES) --products $(LOAD_PRODUCTS) $(DRILL_ARGS)
+
+## Full Zoho sync of SYNC_ITEMS items from the fake Zoho (own process): duration and the sync's peak RSS.
+bench-sync: venv
+	$(PY) -m loadtests.bench_sync --items $${SYNC_ITEMS:-50000} --images $${SYNC_IMAGES:-500}

@@ -1,4 +1,4 @@
-"""Command line: `python -m server serve | migrate | seed | settings | admin-key`.
+"""Command line: `python -m server serve | migrate | seed | sync | settings | admin-key`.
 
 Settings are built here, once per process, and passed down. `serve` is the supervisor: it starts the
 embedded PostgreSQL/Redis when their URLs are unset, migrates (once, before Robyn forks: Robyn runs start-up
@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from server import log as logsetup
@@ -162,10 +163,20 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def _with_database(products: int | None, seed_value: int) -> int:
-    from server.embedded import EmbeddedPostgres
-
     settings = _settings()
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
+
+    def run(dsn: str) -> int:
+        asyncio.run(_migrate_and_seed(dsn, products, seed_value, settings.UPLOADS_DIR))
+        return 0
+
+    return _on_database(settings, run)
+
+
+def _on_database(settings: Settings, run: Callable[[str], int]) -> int:
+    """run(dsn) against DATABASE_URL, or an embedded PostgreSQL started for the command and stopped after."""
+    from server.embedded import EmbeddedPostgres
+
     pg = None
     try:
         if settings.DATABASE_URL is None:
@@ -173,30 +184,26 @@ def _with_database(products: int | None, seed_value: int) -> int:
             dsn = pg.start()
         else:
             dsn = settings.DATABASE_URL.get_secret_value()
-        asyncio.run(_migrate_and_seed(dsn, products, seed_value, settings.UPLOADS_DIR))
+        return run(dsn)
     finally:
         if pg is not None:
             pg.stop()
-    return 0
 
 
 def cmd_admin_key(args: argparse.Namespace) -> int:
     """Create, list or revoke admin API keys (server/admin/cli.py)."""
     from server.admin import cli
-    from server.embedded import EmbeddedPostgres
+
+    return _on_database(_settings(), lambda dsn: asyncio.run(cli.run(dsn, args)))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """One Zoho sync run (exit 0 succeeded, 1 failed, 3 paused, 4 already running)."""
+    from server.sync.cli import sync_command
 
     settings = _settings()
-    pg = None
-    try:
-        if settings.DATABASE_URL is None:
-            pg = EmbeddedPostgres(settings.DATA_DIR / "pg")
-            dsn = pg.start()
-        else:
-            dsn = settings.DATABASE_URL.get_secret_value()
-        return asyncio.run(cli.run(dsn, args))
-    finally:
-        if pg is not None:
-            pg.stop()
+    logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    return _on_database(settings, lambda dsn: asyncio.run(sync_command(settings, dsn, full=args.full)))
 
 
 def cmd_settings(_args: argparse.Namespace) -> int:
@@ -226,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--products", type=int, default=10_000)
     seed.add_argument("--seed", type=int, default=42)
     seed.set_defaults(func=cmd_seed)
+    sync = sub.add_parser("sync", help="run one Zoho Inventory sync (exit 3: paused, 4: already running)")
+    sync.add_argument("--full", action="store_true", help="read every item; deactivate those Zoho lacks")
+    sync.set_defaults(func=cmd_sync)
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
         func=cmd_settings
     )

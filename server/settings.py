@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     # is decoded (below Pillow's own 89 MP warning threshold).
     IMAGE_MAX_PIXELS: int = Field(40_000_000, ge=1, le=89_000_000)
 
+    # Zoho sync (server/sync): the custom fields (api names) holding the Arabic texts, and the currency of
+    # the consumer price list when the sync has to create it.
+    ZOHO_FIELD_NAME_AR: str = Field("cf_name_ar", pattern=r"^[A-Za-z0-9_]{1,100}$")
+    ZOHO_FIELD_DESCRIPTION_AR: str = Field("cf_description_ar", pattern=r"^[A-Za-z0-9_]{1,100}$")
+    ZOHO_SYNC_CURRENCY: str = Field("SAR", pattern=r"^[A-Z]{3}$")
+    # Price books are read whole (one call each, every item's rate): by full runs, and by every run if set.
+    ZOHO_SYNC_PRICEBOOKS_EVERY_RUN: bool = False
+    # Images fetched per run at most (one call each, from the same budget); the rest wait, oldest first.
+    ZOHO_SYNC_IMAGES_PER_RUN: int = Field(500, ge=0, le=1_000_000)
+
     # Observability.
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = "text"

@@ -157,6 +157,7 @@ class LiveCatalog:
         self._answers: dict[str, tuple[str, int, Any]] = {}
         self.rebuilds = 0
         self.applied = 0  # changes applied incrementally
+        self.quick = 0  # catch-ups done in one statement (_quick_catch_up)
         self.rank_loads = 0
         self.category_loads = 0
         self.served = 0  # pages answered from the index
@@ -233,6 +234,7 @@ class LiveCatalog:
             "memory_bytes": self.index.memory_bytes,
             "rebuilds": self.rebuilds,
             "applied": self.applied,
+            "quick_catch_ups": self.quick,
             "rank_loads": self.rank_loads,
             "category_loads": self.category_loads,
             "served": self.served,
@@ -289,13 +291,35 @@ class LiveCatalog:
         if self.version < 0:
             await self.rebuild(conn)
             return
+        if not await self._quick_catch_up(conn):
+            await self._full_catch_up(conn)
+
+    async def _quick_catch_up(self, conn: asyncpg.Connection) -> bool:
+        """The common case (stock, prices, product fields: no name or category change, no new product) in one
+        statement, so one round trip (one snapshot without a transaction's BEGIN and COMMIT: under load each
+        round trip waits for a turn of the busy event loop). False when the full path must run instead."""
+        epoch, current, changes, rows = await repo.catch_up(conn, self.version, self.price_list)
+        if epoch != self.epoch or changes is None:
+            return False
+        if any(ids is None or tbl not in ("products", "product_prices") for _, tbl, ids in changes):
+            return False
+        if any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows):
+            return False  # renamed or new: the name ranks must be reloaded
+        product_ids = sorted({i for _, _, ids in changes for i in ids or ()})
+        searched = any(self.is_listed(r[0]) != r[5] for r in rows)
+        self._commit(epoch, current, changes, rows, product_ids, None, None, searched)
+        self.quick += 1
+        return True
+
+    async def _full_catch_up(self, conn: asyncpg.Connection) -> None:
+        # Everything one REPEATABLE READ snapshot: state, changes, rows, categories and name ranks.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, current = await repo.catalog_state(conn)
             changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
             if changes is None or any(ids is None or tbl == "price_lists" for _, tbl, ids in changes):
                 rebuild = True
             else:
-                rebuild, count = False, len(changes)
+                rebuild = False
                 product_ids = sorted(
                     {i for _, tbl, ids in changes if tbl in ("products", "product_prices") for i in ids or ()}
                 )
@@ -309,6 +333,20 @@ class LiveCatalog:
             await self.rebuild(conn)
             return
         assert changes is not None
+        self._commit(epoch, current, changes, rows, product_ids, cats, ranks, searched)
+
+    def _commit(
+        self,
+        epoch: str,
+        current: int,
+        changes: Sequence[repo.Change],
+        rows: Sequence[Sequence[Any]],
+        product_ids: list[int],
+        cats: Sequence[asyncpg.Record] | None,
+        ranks: tuple[array[int], array[int]] | None,
+        searched: bool,
+    ) -> None:
+        """Apply what a catch-up read and move to `current`."""
         try:
             if cats is not None:
                 self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
@@ -331,7 +369,7 @@ class LiveCatalog:
         if searched:
             self.search_version = current
         self.epoch, self.version = epoch, current
-        self.applied += count
+        self.applied += len(changes)
         self._moved()
 
     def _touch(self, changes: Sequence[repo.Change]) -> None:
@@ -358,7 +396,7 @@ class LiveCatalog:
         counts = self._counts[1]
         return [(r, counts.get(r.id, 0)) for r in rows[offset : offset + limit]], len(rows)
 
-    def _apply(self, rows: Sequence[asyncpg.Record], ids: list[int]) -> None:
+    def _apply(self, rows: Sequence[Sequence[Any]], ids: list[int]) -> None:
         _scatter(self._hashes, [r[0] for r in rows], [r[6] for r in rows])
         found = set()
         for r in rows:

@@ -368,10 +368,13 @@ async def changes_since(conn: asyncpg.Connection, version: int) -> list[Change] 
     """(version, table, ids or None = everything) of each change after `version`, in commit order;
     None when the log no longer reaches back to version + 1 (a gap: rebuild instead)."""
     rows = await conn.fetch(CHANGES_SINCE, version)
-    current = rows[0][0]
+    return _complete([(r[1], r[2], r[3]) for r in rows if r[1] is not None], version, rows[0][0])
+
+
+def _complete(changes: list[Change], version: int, current: int) -> list[Change] | None:
+    # Every version from version + 1 to current, without a hole; else None.
     if current < version:
         return None  # not this catalog's history (a restored or recreated database)
-    changes = [(r[1], r[2], r[3]) for r in rows if r[1] is not None]
     if len(changes) != current - version or (changes and changes[0][0] != version + 1):
         return None
     return changes
@@ -409,6 +412,45 @@ LEFT JOIN product_prices pp
 """
 INDEX_PRODUCTS_BY_ID = INDEX_PRODUCTS + "WHERE p.id = ANY($2::int[])"
 INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
+
+# A catch-up in one statement (one snapshot, one round trip): the state, every change after $1 and the index
+# rows (INDEX_PRODUCTS' columns, the same expressions) of the products those changes name. LiveCatalog's
+# quick path; it falls back to the transactional one (changes_since and friends) for anything but product and
+# price changes.
+CATCH_UP = """
+WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
+c AS (SELECT c.version, c.tbl, c.ids FROM catalog_changes c, s
+      WHERE c.version > $1 AND c.version <= s.version)
+SELECT s.epoch, s.version,
+       (SELECT array_agg((c.version, c.tbl, array_to_string(c.ids, ',')) ORDER BY c.version) FROM c),
+       (SELECT array_agg((p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
+                          (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
+                          hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0))
+                         ORDER BY p.id)
+        FROM products p
+        LEFT JOIN product_prices pp
+               ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $2)
+        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices')))
+FROM s
+"""
+
+
+async def catch_up(
+    conn: asyncpg.Connection, version: int, price_list: str
+) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]]]:
+    """(epoch, current version, the changes after `version` (None: a gap), index rows of the products they
+    name), read in one snapshot."""
+    row = await conn.fetchrow(CATCH_UP, version, price_list)
+    assert row is not None
+    epoch, current, found, products = row
+    # The ids come as text (asyncpg decodes no array inside an anonymous record): '' is none, NULL all.
+    changes: list[Change] = [
+        (v, tbl, None if ids is None else [int(i) for i in ids.split(",")] if ids else [])
+        for v, tbl, ids in found or ()
+    ]
+    return epoch, current, _complete(changes, version, current), list(products or ())
+
+
 NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
 # Rows of a full load per round trip: the load streams through a cursor, so it never holds every row.
 INDEX_CHUNK = 50_000

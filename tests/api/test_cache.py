@@ -154,6 +154,11 @@ def settle(server: ServerProcess, quiet_s: float = 0.6) -> None:
     raise AssertionError("cache generation did not settle")
 
 
+def _indexed(api: httpx.Client) -> bool:
+    """Whether the server answers from the in-memory catalog index (CATALOG_INDEX)."""
+    return "index" in api.get("/ready").json()["catalog"]
+
+
 def test_thundering_herd_costs_one_query(api: httpx.Client, server: ServerProcess) -> None:
     settle(server)
     url = f"{server.base_url}{PRODUCTS}?page_size=113&sort=newest&in_stock=true"
@@ -161,7 +166,16 @@ def test_thundering_herd_costs_one_query(api: httpx.Client, server: ServerProces
         responses = list(pool.map(lambda _: client.get(url), range(200)))
     assert all(r.status_code == 200 for r in responses)
     assert len({r.headers["etag"] for r in responses}) == 1
-    assert sum(timing(r)[0] for r in responses) == 1
+    by_process: dict[int, int] = {}
+    for r in responses:
+        queries, pid = timing(r)
+        by_process[pid] = by_process.get(pid, 0) + queries
+    if _indexed(api):
+        # An answer from the index is made once per process (the rows the row store lacks, by primary key)
+        # and kept in that process's L1: a herd costs at most one query in each.
+        assert all(q <= 1 for q in by_process.values()), by_process
+    else:
+        assert sum(by_process.values()) == 1  # made once across processes (the L2 fill lock)
 
 
 @pytest.fixture
@@ -177,7 +191,11 @@ def test_redis_loss_degrades_and_recovers(
     services: Services, template_db: tuple[str, Path], tmp_path: Path, own_redis: EmbeddedRedis
 ) -> None:
     db = make_database(services, template_db, tmp_path)
-    srv = ServerProcess(db, services, tmp_path, REDIS_URL=f"unix://{own_redis.socket}").start()
+    # The SQL path: its pages go through Redis (L2), so losing Redis shows on the page cache (answers from
+    # the index stay in L1; the rate limiter then notices a lost Redis).
+    srv = ServerProcess(
+        db, services, tmp_path, REDIS_URL=f"unix://{own_redis.socket}", CATALOG_INDEX="false"
+    ).start()
     try:
         with srv.client() as client:
             assert client.get("/ready").json()["cache"]["degraded"] is False

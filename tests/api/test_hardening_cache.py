@@ -54,28 +54,54 @@ def test_a_value_holding_separators_cannot_poison_another_querys_page(
     assert real.json()["total"] > 0, "the forged query's empty page was served for the real one"
 
 
+@pytest.fixture(scope="module")
+def sql_server(
+    database: Database, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The SQL path (no index): its answers are the ones that go to Redis (L2)."""
+    proc = ServerProcess(database, services, tmp_path_factory.mktemp("sql"), CATALOG_INDEX="false").start()
+    yield proc
+    proc.stop()
+
+
+SPELLINGS = ("{w}", "1"), ("{W}", "1.0"), (" {T} ", "1.00"), ("{w}", "01")
+
+
 def test_spellings_of_one_query_share_one_cached_page(
-    api: httpx.Client, database: Database, services: Services, server: ServerProcess
+    api: httpx.Client,
+    database: Database,
+    services: Services,
+    server: ServerProcess,
+    sql_server: ServerProcess,
 ) -> None:
     word = a_name_word(database)
-    bodies = {
-        api.get(PRODUCTS, params={"q": q, "min_price": price, "sort": "price"}).content
-        for q, price in ((word, "1"), (word.upper(), "1.0"), (f" {word.title()} ", "1.00"), (word, "01"))
-    }
-    assert len(bodies) == 1
+    spellings = [(q.format(w=word, W=word.upper(), T=word.title()), price) for q, price in SPELLINGS]
+    with sql_server.client() as sql:
+        for client in (sql, api):
+            answers = [
+                client.get(PRODUCTS, params={"q": q, "min_price": price, "sort": "price"})
+                for q, price in spellings
+            ]
+            assert len({r.content for r in answers}) == 1
+            assert len({r.headers["etag"] for r in answers}) == 1
+    # Both servers share the database's key prefix; the generation tells them apart (the index's is
+    # "epoch:i<structure>:images"). SQL answers share one Redis entry; index answers stay in each process's
+    # memory (L1) and write none.
     mine = [k for k in page_keys(services, server) if '"price"]' in k and "1.00" in k]
-    assert len(mine) == 1, mine
+    from_index = [k for k in mine if re.search(r"page:[^:|]+:i\d", k)]
+    assert len(mine) - len(from_index) == 1 and not from_index, mine
 
 
 def test_deep_pages_and_empty_results_stay_out_of_redis(
-    api: httpx.Client, services: Services, server: ServerProcess
+    services: Services, sql_server: ServerProcess
 ) -> None:
-    assert api.get(PRODUCTS, params={"page": "40", "page_size": "5", "sort": "-name"}).status_code == 200
-    empty = api.get(PRODUCTS, params={"q": "no-such-product-zzz", "sort": "-name"})
-    assert empty.status_code == 200 and empty.json()["total"] == 0
-    shallow = api.get(PRODUCTS, params={"page": "2", "page_size": "5", "sort": "-name"})
-    assert shallow.status_code == 200 and shallow.json()["items"]
-    keys = [k for k in page_keys(services, server) if '"-name"]' in k]
+    with sql_server.client() as api:
+        assert api.get(PRODUCTS, params={"page": "40", "page_size": "5", "sort": "-name"}).status_code == 200
+        empty = api.get(PRODUCTS, params={"q": "no-such-product-zzz", "sort": "-name"})
+        assert empty.status_code == 200 and empty.json()["total"] == 0
+        shallow = api.get(PRODUCTS, params={"page": "2", "page_size": "5", "sort": "-name"})
+        assert shallow.status_code == 200 and shallow.json()["items"]
+    keys = [k for k in page_keys(services, sql_server) if '"-name"]' in k]
     assert len(keys) == 1 and "[2,5," in keys[0], keys
 
 

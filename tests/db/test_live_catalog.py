@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
 from collections.abc import Iterator
@@ -98,3 +99,49 @@ def test_rename_reloads_ranks_and_catch_up_matches_rebuild(big: Database) -> Non
     assert _orders(live) == _orders(fresh)
     assert _orders(live)["name"][0] == 1000 + EXTRA // 2
     assert 500000 in live.index
+
+
+def test_product_and_price_changes_catch_up_in_one_statement(big: Database) -> None:
+    live = run(_built(big))
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(big.url)
+        statements: list[str] = []
+        try:
+            await live.catch_up(conn)  # nothing to do; asyncpg learns the statement's types once
+            quick = live.quick
+            ids = [
+                r[0] for r in await conn.fetch("SELECT id FROM products WHERE is_active ORDER BY id LIMIT 3")
+            ]
+            await conn.execute(
+                "UPDATE products SET stock_on_hand = stock_on_hand + 3 WHERE id = ANY($1)", ids
+            )
+            await conn.execute("UPDATE products SET is_active = false WHERE id = $1", ids[0])
+            await conn.execute(
+                "UPDATE product_prices SET price = price + 1 WHERE product_id = $1"
+                " AND price_list_id = (SELECT id FROM price_lists WHERE code = 'consumer')",
+                ids[1],
+            )
+            applied, loads = live.applied, live.rank_loads
+            conn.add_query_logger(lambda q: statements.append(q.query))
+            await live.catch_up(conn)
+            await asyncio.sleep(0.05)  # asyncpg calls query loggers soon after, not at once
+            assert len(statements) == 1, statements  # no BEGIN/COMMIT, no second query
+            assert live.quick == quick + 1 and live.rank_loads == loads and live.applied == applied + 3
+            fresh = await _built(big)
+            assert _orders(live) == _orders(fresh)
+            assert not live.is_listed(ids[0]) and live.is_listed(ids[1])
+            assert live.index.count(in_stock=True) == fresh.index.count(in_stock=True)
+            # A category change needs the full path (names, tree) in one transaction.
+            await conn.execute(
+                "UPDATE categories SET name = name || ' x' WHERE id = (SELECT min(id) FROM categories)"
+            )
+            statements.clear()
+            await live.catch_up(conn)
+            await asyncio.sleep(0.05)
+            assert len(statements) > 1 and live.quick == quick + 1
+            assert live.category_loads == 1
+        finally:
+            await conn.close()
+
+    run(scenario())

@@ -1,0 +1,86 @@
+"""`python -m server sync [--full]`: one run from the command line.
+
+A progress bar on a terminal (a line per 10 pages otherwise), a one-line summary on stdout, and the exit
+code: 0 succeeded, 1 failed, 3 paused (the daily call budget is spent; the next run resumes), 4 another run
+holds the lock.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import asyncpg
+
+from server.settings import Settings
+from server.sync.engine import run_sync
+from server.sync.job import Progress
+
+EXIT_CODES = {"succeeded": 0, "failed": 1, "paused": 3, "already_running": 4}
+
+
+class ProgressBar:
+    """Renders Progress events on a stream: a redrawn line on a terminal, sparse lines otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self._phase = ""
+        self._events = 0
+
+    def __call__(self, event: Progress) -> None:
+        """Show one event."""
+        self._events += 1
+        elapsed = time.monotonic() - self.started
+        c = event.counts
+        if event.total:
+            width = 24
+            filled = width * min(event.done, event.total) // event.total
+            bar = f"[{'#' * filled}{'-' * (width - filled)}] {event.done:,}/{event.total:,}"
+        else:
+            bar = f"{event.done:,}"
+        line = (
+            f"sync #{event.run_id} {event.phase:<11} {bar}  changed {c.items_changed:,}  "
+            f"calls {c.calls:,}  {elapsed:6.1f} s"
+        )
+        if self.tty:
+            end = "\n" if event.phase != self._phase and self._phase else ""
+            self.stream.write(end + "\r" + line + "\x1b[K")
+        elif event.phase != self._phase or self._events % 10 == 0:
+            self.stream.write(line + "\n")
+        self._phase = event.phase
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the redrawn line."""
+        if self.tty and self._phase:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def sync_command(settings: Settings, dsn: str, *, full: bool) -> int:
+    """Migrate, run one sync, print its summary; returns the exit code."""
+    import redis.asyncio as aioredis
+
+    from server.db.migrate import migrate
+
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    redis = aioredis.Redis.from_url(settings.REDIS_URL.get_secret_value()) if settings.REDIS_URL else None
+    # The run's own connection, the client's token and daily-count reads, and room to spare.
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, command_timeout=300)
+    bar = ProgressBar(sys.stderr)
+    try:
+        result = await run_sync(settings, pool=pool, redis=redis, full=full, progress=bar)
+    finally:
+        bar.close()
+        await pool.close()
+        if redis is not None:
+            await redis.aclose()
+    print(result.summary(), flush=True)
+    return EXIT_CODES.get(result.status, 1)
