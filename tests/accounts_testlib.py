@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import email
 import re
+import socket
+import threading
 import time
 import uuid
 from email.message import Message
@@ -99,3 +101,46 @@ def fresh_step(margin_s: float = 3.0) -> int:
 def code(secret: bytes, offset: int = 0) -> str:
     """The code of the step `offset` away from now."""
     return totp.code_at(secret, totp.current_step() + offset)
+
+
+class SmtpSink:
+    """A minimal SMTP server on 127.0.0.1 (no TLS, no auth) that keeps the messages it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.messages: list[Message] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn, conn.makefile("rb") as rfile:
+                self._session(conn, rfile)
+
+    def _session(self, conn: socket.socket, rfile: Any) -> None:
+        conn.sendall(b"220 sink ESMTP\r\n")
+        while line := rfile.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                conn.sendall(b"250-sink\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                data = b""
+                while (chunk := rfile.readline()) not in (b".\r\n", b""):
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                self.messages.append(email.message_from_bytes(data))
+                conn.sendall(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:  # MAIL, RCPT, RSET, NOOP
+                conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        """Stop listening."""
+        self.sock.close()

@@ -123,8 +123,13 @@ class Mailer:
             smtp = smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT_S)
         with smtp:
             if not secure:
-                with contextlib.suppress(smtplib.SMTPNotSupportedError):
+                try:
                     smtp.starttls(context=ssl.create_default_context())
+                    secure = True
+                except smtplib.SMTPNotSupportedError:
+                    pass  # a relay without TLS (a local one): fine for mail, never for a password
             if url.username:
+                if not secure:
+                    raise smtplib.SMTPException("the SMTP server offers no TLS: credentials not sent")
                 smtp.login(unquote(url.username), unquote(url.password or ""))
             smtp.send_message(msg)

@@ -17,6 +17,7 @@ import pytest
 from accounts_testlib import (
     AUTH,
     PASSWORD,
+    SmtpSink,
     code,
     fresh_step,
     mail_token,
@@ -264,3 +265,38 @@ def test_totp_key_rotation_moves_secrets_to_the_active_key(
             assert sign_in_with_code(api, address, secret, 1) == 200
     finally:
         proc.stop()
+
+
+def test_mail_goes_over_smtp_when_smtp_url_is_set(
+    database: Database, services: Services, folder: Path
+) -> None:
+    sink = SmtpSink()
+    proc = start(
+        database, services, folder, SMTP_URL=f"smtp://127.0.0.1:{sink.port}", MAIL_FROM="Shop <a@shop.test>"
+    )
+    try:
+        with proc.client() as api:
+            address = new_email()
+            assert post(api, "/register", {"email": address, "password": PASSWORD}).status_code == 202
+            wait_for(lambda: any(m["To"] == address for m in sink.messages), 10, step=0.05)
+            (msg,) = [m for m in sink.messages if m["To"] == address]
+            assert msg["From"] == "Shop <a@shop.test>" and msg["Subject"] == "Confirm your email address"
+            assert post(api, "/verify-email", {"token": mail_token(msg)}).status_code == 200
+        assert not (folder / "data" / "mail").exists()  # no .eml files when SMTP is configured
+        proc.stop()
+        # With credentials, a server that offers no TLS never gets them: the mail stays pending.
+        proc = start(database, services, folder, SMTP_URL=f"smtp://shop:secret@127.0.0.1:{sink.port}")
+        with proc.client() as api:
+            other = new_email()
+            assert post(api, "/register", {"email": other, "password": PASSWORD}).status_code == 202
+
+            async def last_error() -> object:
+                rows = await database.fetch("SELECT last_error FROM mail_outbox WHERE to_addr = $1", other)
+                return rows[0]["last_error"] if rows else None
+
+            wait_for(lambda: run(last_error()) == "SMTPException", 10, step=0.05)
+            assert not any(m["To"] == other for m in sink.messages)
+        assert "secret" not in proc.log()
+    finally:
+        proc.stop()
+        sink.close()
