@@ -181,6 +181,8 @@ class Settings(BaseSettings):
     # Password hashing runs in this many threads per process; beyond this many waiting, 503 + Retry-After.
     AUTH_HASH_WORKERS: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     AUTH_HASH_QUEUE: int = Field(32, ge=0, le=10_000)
+    # Nice value of the hashing threads (Linux: per thread): catalog requests keep the CPU in a login flood.
+    AUTH_HASH_NICE: int = Field(10, ge=0, le=19)
     # Per account (and per unknown email alike): after this many failed sign-ins in a row, each further try
     # waits base * 2^(failures - threshold) seconds, capped (never a permanent lock).
     AUTH_THROTTLE_AFTER: int = Field(5, ge=1, le=100)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import threading
 
 import pytest
 
@@ -127,3 +129,15 @@ def test_throttle_curve_is_capped() -> None:
     assert [throttle.delay_s(n) for n in (4, 5, 6, 7)] == [0.0, 1.0, 2.0, 4.0]
     assert throttle.delay_s(10_000) == 900.0
     assert asyncio.run(throttle.wait_s("x")) == 0  # no Redis: never locks anyone out
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is Linux's")
+def test_hashing_threads_run_at_a_lower_priority() -> None:
+    async def scenario() -> int:
+        hasher = Hasher(memory_kib=19_456, time_cost=2, workers=1, queue=0, nice=7)
+        try:
+            return await hasher._run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        finally:
+            hasher.close()
+
+    assert asyncio.run(scenario()) >= 7  # never raised back; the test runner's own nice adds to it

@@ -9,7 +9,10 @@ of sign-ins cannot pile up unbounded work (or latency) behind the catalog's requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
+import threading
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,11 +91,12 @@ async def check_policy_off_loop(password: str, field: str) -> str:
 class Hasher:
     """argon2id with the settings' cost, run in a bounded thread pool (created in the process using it)."""
 
-    def __init__(self, *, memory_kib: int, time_cost: int, workers: int, queue: int) -> None:
+    def __init__(self, *, memory_kib: int, time_cost: int, workers: int, queue: int, nice: int = 0) -> None:
         self.ph = argon2.PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=argon2.Type.ID
         )
         self.workers = workers
+        self.nice = nice
         self.limit = workers + queue  # calls running or waiting
         self.pending = 0
         self.refused = 0
@@ -107,14 +111,21 @@ class Hasher:
             time_cost=s.AUTH_ARGON2_TIME_COST,
             workers=s.AUTH_HASH_WORKERS,
             queue=s.AUTH_HASH_QUEUE,
+            nice=s.AUTH_HASH_NICE,
         )
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+    def check_capacity(self) -> None:
+        """503 now when a hash would be refused: a sign-in turned away costs no Redis or SQL round trip."""
         if self.pending >= self.limit:
             self.refused += 1
             raise HashingBusy(headers={"Retry-After": "1"})
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        self.check_capacity()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2")
+            self._pool = ThreadPoolExecutor(
+                self.workers, thread_name_prefix="argon2", initializer=_lower_priority, initargs=(self.nice,)
+            )
         self.pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -142,6 +153,14 @@ class Hasher:
         """Stop the threads (at shutdown)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(nice: int) -> None:
+    # Linux applies a nice value to one thread when given its id: the event loops (catalog requests) win
+    # the CPU over hashing, which takes what is left. Elsewhere (or when refused) threads keep the default.
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _verify(ph: argon2.PasswordHasher, stored: str, password: str) -> bool:

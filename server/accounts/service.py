@@ -147,6 +147,7 @@ class Accounts:
         """Tokens, or an MFA challenge; the same 401 for every failure; 429 while throttled."""
         email = normalize_email(email)
         password = passwords.normalize(password)
+        self.hasher.check_capacity()
         wait = await self.throttle.wait_s(email)
         if wait:
             raise RateLimited(
