@@ -15,7 +15,7 @@ import smtplib
 import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +33,7 @@ class Mailer:
 
     def __init__(self, *, sender: str, folder: Path, smtp_url: str | None) -> None:
         self.sender = sender
+        self.domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
         self.folder = folder
         self.smtp_url = smtp_url
         self._lock = asyncio.Lock()
@@ -75,21 +76,26 @@ class Mailer:
                 await task
 
     async def flush(self, pool: ServicePool) -> int:
-        """Deliver what is pending; the number delivered."""
+        """Deliver what is pending; the number delivered. No pool connection is held while sending."""
         sent = 0
         async with self._lock:
             try:
                 async with pool.acquire() as conn:
-                    for row in await repo.pending_mail(conn, BATCH):
-                        msg = self.message(row["id"], row["to_addr"], row["subject"], row["body"])
-                        try:
-                            await asyncio.to_thread(self.deliver, msg)
-                        except (OSError, smtplib.SMTPException) as exc:
-                            log.warning("mail %d not sent: %s", row["id"], type(exc).__name__)
-                            await repo.mail_failed(conn, row["id"], type(exc).__name__)
-                            continue
-                        await repo.mail_sent(conn, row["id"])
-                        sent += 1
+                    rows = await repo.pending_mail(conn, BATCH)
+                for row in rows:
+                    msg = self.message(row["id"], row["to_addr"], row["subject"], row["body"])
+                    try:
+                        await asyncio.to_thread(self.deliver, msg)
+                        error = None
+                    except (OSError, smtplib.SMTPException) as exc:
+                        log.warning("mail %d not sent: %s", row["id"], type(exc).__name__)
+                        error = type(exc).__name__
+                    async with pool.acquire() as conn:
+                        if error is None:
+                            await repo.mail_sent(conn, row["id"])
+                            sent += 1
+                        else:
+                            await repo.mail_failed(conn, row["id"], error)
             except Exception:
                 log.exception("mail flush failed; pending mail stays in the outbox")
         return sent
@@ -100,7 +106,8 @@ class Mailer:
         msg["From"] = self.sender
         msg["To"] = to
         msg["Subject"] = subject
-        msg["Message-ID"] = make_msgid(f"outbox{mail_id}")
+        # An explicit domain: make_msgid would otherwise ask the resolver for this host's name.
+        msg["Message-ID"] = make_msgid(f"outbox{mail_id}", domain=self.domain)
         msg.set_content(body)
         return msg
 
