@@ -26,7 +26,9 @@ def _user(call: Call) -> UserPrincipal:
     return call.principal
 
 
-_SERVICES: dict[int, Accounts] = {}  # id(state) -> service; one state per app
+# id(state) -> its account service: one entry per app. Made on first use, without I/O; its hashing threads
+# and key files are made lazily too, so each forked process gets its own.
+_SERVICES: dict[int, Accounts] = {}
 
 
 def _make(state: AppState) -> Accounts:
