@@ -15,6 +15,7 @@ from robyn.argument_parser import Config
 from robyn.robyn import HttpMethod
 
 from server import openapi, workers
+from server.accounts import router as accounts_router
 from server.admin import router as admin_router
 from server.cache import Page
 from server.catalog import router as catalog_router
@@ -43,6 +44,7 @@ def api_routes(state: AppState) -> list[Route]:
         *images_router.routes(state),
         *health_router.routes(state),
         *admin_router.routes(state),
+        *accounts_router.routes(state),
     ]
 
 
@@ -96,6 +98,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         held.append(res)
         edge.limiter = res.limiter
         state.attach(res, ImageStore.from_settings(settings, res.images))
+        accounts_router.start(state)
         workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
@@ -107,6 +110,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         left = await workers.drain(budget, lambda: http_config.inflight)
         if left:
             log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
+        await accounts_router.stop(state)
         for res in held:
             await res.close(CLOSE_BUDGET_S - FLUSH_S)
         held.clear()
