@@ -10,7 +10,7 @@ from server.accounts import mfa, schemas
 from server.accounts.service import Accounts
 from server.accounts.throttle import Throttle
 from server.accounts.tokens import AccessTokens, UserPrincipal
-from server.auth import Auth
+from server.auth import Auth, AuthMode
 from server.http import Call, Handler, Reply, Route
 from server.state import AppState
 
@@ -52,10 +52,16 @@ async def stop(state: AppState) -> None:
         service.hasher.close()
 
 
+def user_auth(state: AppState, mode: AuthMode = "required") -> Auth:
+    """Shoppers' access tokens (verified in memory, no I/O): required on account routes, optional on the
+    catalog's, where a signed-in shopper is rate-limited as `user:<id>` rather than by address."""
+    return Auth(AccessTokens(lambda: _make(state).jwt_ring), mode)
+
+
 def routes(state: AppState) -> list[Route]:
     """The account endpoints."""
     mfa_ttl = state.settings.AUTH_MFA_TOKEN_TTL_S
-    auth = Auth(AccessTokens(lambda: _make(state).jwt_ring), "required")
+    auth = user_auth(state)
 
     def svc() -> Accounts:
         return _make(state)

@@ -163,6 +163,40 @@ def test_signed_in_callers_are_limited_by_user_id(
         proc.stop()
 
 
+def test_signed_in_shoppers_browse_the_catalog_on_their_own_budget(
+    database: Database, services: Services, folder: Path
+) -> None:
+    proc = start(
+        database,
+        services,
+        folder,
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_AUTH="20/3600s;burst=20",
+        RATE_LIMIT_CATALOG="5/3600s;burst=5",
+    )
+    products = "/api/consumer/products?page_size=3"
+    try:
+        with proc.client() as api:
+            a = new_email("shop")
+            sign_up(api, proc, a)
+            token = sign_in(api, a)["access_token"]
+            signed_in = {"Authorization": f"Bearer {token}"}
+            # A token that is not valid is a 401 with the Bearer challenge, never served as anonymous (and
+            # charged to the address, like any guess).
+            bad = api.get(products, headers={"Authorization": f"Bearer {token[:-2]}xx"})
+            assert bad.status_code == 401 and "invalid_token" in bad.headers["www-authenticate"]
+            assert bad.json()["code"] == "unauthorized"
+            for _ in range(4):  # the rest of the address's catalog budget
+                assert api.get(products).status_code == 200
+            assert api.get(products).status_code == 429
+            # The same address, signed in: the shopper's budget (`user:<id>`), not the spent address's.
+            answers = [api.get(products, headers=signed_in) for _ in range(6)]
+            assert [r.status_code for r in answers] == [200] * 5 + [429], [r.status_code for r in answers]
+            assert answers[0].json()["items"] and answers[0].headers["cache-control"].startswith("public")
+    finally:
+        proc.stop()
+
+
 def test_new_argon2_parameters_rehash_at_sign_in(
     database: Database, services: Services, folder: Path
 ) -> None:

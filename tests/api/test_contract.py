@@ -180,8 +180,14 @@ def test_every_operation_documents_its_statuses_and_headers(spec: dict[str, Any]
         if not (health or write):
             assert {"ETag", "X-Request-ID"} <= set(responses["304"]["headers"])
         if "security" in op:  # authenticated: 401 (and 403 for scopes) with the Bearer challenge
-            # Admin API keys (bearerAuth) or shoppers' access tokens (userBearer).
-            assert op["security"] in ([{"bearerAuth": []}], [{"userBearer": []}]), path
+            # Admin API keys (bearerAuth) or shoppers' access tokens (userBearer); `{}` after it: optional
+            # (the catalog: anyone may browse, a token makes the rate limit the shopper's).
+            assert op["security"] in (
+                [{"bearerAuth": []}],
+                [{"userBearer": []}],
+                [{"userBearer": []}, {}],
+            ), path
+            assert (op["security"][-1] == {}) is path.startswith("/api/consumer/"), path
             (scheme,) = op["security"][0]
             assert spec["components"]["securitySchemes"][scheme]["scheme"] == "bearer"
             for status in ("401", "403") if scheme == "bearerAuth" else ("401",):  # shoppers have no scopes
