@@ -141,3 +141,28 @@ def test_hashing_threads_run_at_a_lower_priority() -> None:
             hasher.close()
 
     assert asyncio.run(scenario()) >= 7  # never raised back; the test runner's own nice adds to it
+
+
+def test_verified_tokens_are_remembered_only_while_valid() -> None:
+    ring = KeyRing({"a": os.urandom(32)}, "a")
+    current = [ring]
+    auth = tokens.AccessTokens(lambda: current[0])
+    good = tokens.sign(ring, user_id=7, session="s1", ttl_s=60)
+    first = asyncio.run(auth.authenticate(good))
+    assert first is not None and first.id == 7
+    assert asyncio.run(auth.authenticate(good)) is first  # remembered: the same principal
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    assert asyncio.run(auth.authenticate(forged)) is None
+    assert forged not in auth._verified  # only valid tokens are kept
+    # Expired since it was remembered: refused, and forgotten.
+    short = tokens.sign(ring, user_id=8, session="s2", ttl_s=30, now=1.0)  # expired long ago
+    assert asyncio.run(auth.authenticate(short)) is None
+    auth._verified[good] = (first, 1, ring)  # as if its expiry had passed
+    assert asyncio.run(auth.authenticate(good)) is not None and auth._verified[good][1] > 1  # re-verified
+    # Another ring (keys changed): a token of a retired key is not served from the memo.
+    current[0] = KeyRing({"b": os.urandom(32)}, "b")
+    assert asyncio.run(auth.authenticate(good)) is None
+    # Bounded.
+    for n in range(tokens.VERIFIED_MEMO_ENTRIES + 5):
+        asyncio.run(auth.authenticate(tokens.sign(current[0], user_id=n, session="x", ttl_s=60)))
+    assert len(auth._verified) <= tokens.VERIFIED_MEMO_ENTRIES
