@@ -308,6 +308,18 @@ cdef int _image_flags(object seq, object index, unsigned char* flags) except -1:
     return 0
 
 
+cdef object _prepare(rows, index, base_url, cx_buf* prefix, unsigned char** flags):
+    """The checked rows, the image URL prefix, and (malloc'd into *flags, the caller frees it) each row's
+    image flag."""
+    seq = _checked_rows(rows, base_url, prefix)
+    nrows = PySequence_Fast_GET_SIZE(seq)
+    flags[0] = <unsigned char*>malloc(nrows if nrows > 0 else 1)
+    if flags[0] is NULL:
+        raise MemoryError()
+    _image_flags(seq, index, flags[0])
+    return seq
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef int _write_items(cx_buf* bp, object seq, unsigned char* flags, cx_buf* prefix, Py_ssize_t* ends) except -1:
@@ -394,12 +406,8 @@ def serialize_page(rows, index, base_url, meta):
     prefix.p = NULL
     prefix.n = prefix.cap = 0
     try:
-        seq = _checked_rows(rows, base_url, &prefix)
+        seq = _prepare(rows, index, base_url, &prefix, &flags)
         nrows = PySequence_Fast_GET_SIZE(seq)
-        flags = <unsigned char*>malloc(nrows if nrows > 0 else 1)
-        if flags is NULL:
-            raise MemoryError()
-        _image_flags(seq, index, flags)
         reserve(&b, 400 * nrows + 256)
         lit(&b, '{"items":[')
         _write_items(&b, seq, flags, &prefix, NULL)
@@ -437,13 +445,11 @@ def serialize_items(rows, index, base_url):
     prefix.p = NULL
     prefix.n = prefix.cap = 0
     try:
-        seq = _checked_rows(rows, base_url, &prefix)
+        seq = _prepare(rows, index, base_url, &prefix, &flags)
         nrows = PySequence_Fast_GET_SIZE(seq)
-        flags = <unsigned char*>malloc(nrows if nrows > 0 else 1)
         ends = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (nrows if nrows > 0 else 1))
-        if flags is NULL or ends is NULL:
+        if ends is NULL:
             raise MemoryError()
-        _image_flags(seq, index, flags)
         reserve(&b, 400 * nrows + 16)
         _write_items(&b, seq, flags, &prefix, ends)
         out = []

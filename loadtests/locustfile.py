@@ -18,7 +18,7 @@ from locust import events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-from loadtests import users
+from loadtests import account_users, users
 from loadtests.account_users import USERS as ACCOUNT_USERS
 from loadtests.catalog_data import sample_for
 from loadtests.users import GreedyUser, HerdUser, ReturningUser, ShopperUser
@@ -30,6 +30,7 @@ globals().update({u.__name__: u for u in ACCOUNT_USERS})
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     users.add_arguments(parser)
+    account_users.add_arguments(parser)
 
 
 _env: list[Environment] = []
@@ -37,6 +38,7 @@ _env: list[Environment] = []
 
 @events.init.add_listener
 def _init(environment: Environment, **_kw: Any) -> None:
+    account_users.configure(environment)
     users.configure(environment)
     environment.events.request.add_listener(users.count_limits)
     _env.append(environment)

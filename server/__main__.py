@@ -163,22 +163,14 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def _with_database(products: int | None, seed_value: int) -> int:
-    from server.embedded import EmbeddedPostgres
-
     settings = _settings()
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    pg = None
-    try:
-        if settings.DATABASE_URL is None:
-            pg = EmbeddedPostgres(settings.DATA_DIR / "pg")
-            dsn = pg.start()
-        else:
-            dsn = settings.DATABASE_URL.get_secret_value()
+
+    def run(dsn: str) -> int:
         asyncio.run(_migrate_and_seed(dsn, products, seed_value, settings.UPLOADS_DIR))
-    finally:
-        if pg is not None:
-            pg.stop()
-    return 0
+        return 0
+
+    return _on_database(settings, run)
 
 
 def _on_database(settings: Settings, run: Callable[[str], int]) -> int:

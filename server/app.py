@@ -15,6 +15,7 @@ from robyn.argument_parser import Config
 from robyn.robyn import HttpMethod
 
 from server import openapi, workers
+from server.accounts import router as accounts_router
 from server.admin import router as admin_router
 from server.cache import Page
 from server.catalog import router as catalog_router
@@ -44,6 +45,7 @@ def api_routes(state: AppState) -> list[Route]:
         *images_router.routes(state),
         *health_router.routes(state),
         *admin_router.routes(state),
+        *accounts_router.routes(state),
         *sync_router.routes(state),
     ]
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         held.append(res)
         edge.limiter = res.limiter
         state.attach(res, ImageStore.from_settings(settings, res.images))
+        accounts_router.start(state)
         for hook in state.on_start:
             hook(res)
         workers.serving(asyncio.get_running_loop())
@@ -111,6 +114,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         left = await workers.drain(budget, lambda: http_config.inflight)
         if left:
             log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
+        await accounts_router.stop(state)
         for res in held:
             await res.close(CLOSE_BUDGET_S - FLUSH_S)
         held.clear()

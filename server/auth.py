@@ -75,8 +75,8 @@ def bearer_token(headers: _Headers) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS or " " in token:
         raise Unauthorized(
-            "The Authorization header must be `Bearer <key>`.",
-            "يجب أن تكون ترويسة Authorization بالشكل `Bearer <key>`.",
+            "The Authorization header must be `Bearer <token>`.",
+            "يجب أن تكون ترويسة Authorization بالشكل `Bearer <token>`.",
             headers=challenge("invalid_request"),
         )
     return token
@@ -103,8 +103,8 @@ def missing() -> Unauthorized:
 def invalid() -> Unauthorized:
     """401 for credentials that are not (or no longer) valid."""
     return Unauthorized(
-        "The key is not valid: unknown, malformed or revoked.",
-        "المفتاح غير صالح: غير معروف أو مشوّه أو ملغى.",
+        "The credentials are not valid: unknown, malformed, expired or revoked.",
+        "بيانات الاعتماد غير صالحة: غير معروفة أو مشوّهة أو منتهية أو ملغاة.",
         headers=challenge("invalid_token"),
     )
 
@@ -114,8 +114,8 @@ def require_scopes(principal: Principal, scopes: tuple[str, ...]) -> None:
     lacking = tuple(s for s in scopes if s not in principal.scopes)
     if lacking:
         raise Forbidden(
-            f"This key lacks the scope {', '.join(lacking)}.",
-            f"لا يملك هذا المفتاح الصلاحية {', '.join(lacking)}.",
+            f"These credentials lack the scope {', '.join(lacking)}.",
+            f"لا تملك بيانات الاعتماد هذه الصلاحية {', '.join(lacking)}.",
             headers=challenge("insufficient_scope", scopes),
         )
 

@@ -52,8 +52,8 @@ def _load_gzip() -> tuple[Callable[[bytes], bytes], str, int]:
         _missing.append("zlib-ng (gzip uses the slower stdlib zlib, level 5)")
 
     def gzip_member(body: bytes) -> bytes:
-        comp = deflate_lib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: a gzip member with mtime 0
-        return bytes(comp.compress(body) + comp.flush())
+        # wbits 31: a gzip member with mtime 0; one call, no compressor object (a few % faster).
+        return bytes(deflate_lib.compress(body, level, wbits=31))
 
     # The fallback's bytes differ from zlib-ng's: its own ETag suffix (and GZIP_FLAVOUR, which the page
     # cache puts in its Redis format) keep strong validators honest when instances with and without

@@ -89,12 +89,12 @@ class BadRequest(AppError):
 
 
 class Unauthorized(AppError):
-    """No credentials, or credentials that are not valid (unknown, malformed or revoked key)."""
+    """No credentials, or credentials that are not valid (an unknown, malformed or revoked key or token)."""
 
     code, status = "unauthorized", 401
     title, title_ar = "Unauthorized", "غير مصرّح"
-    detail_default = "Send a valid key: `Authorization: Bearer <key>`."
-    detail_ar_default = "أرسل مفتاحاً صالحاً: `Authorization: Bearer <key>`."
+    detail_default = "Send valid credentials: `Authorization: Bearer <key or access token>`."
+    detail_ar_default = "أرسل بيانات اعتماد صالحة: `Authorization: Bearer <key or access token>`."
 
 
 class Forbidden(AppError):
@@ -102,8 +102,8 @@ class Forbidden(AppError):
 
     code, status = "forbidden", 403
     title, title_ar = "Forbidden", "ممنوع"
-    detail_default = "This key does not have the scope this request needs."
-    detail_ar_default = "لا يملك هذا المفتاح الصلاحية التي يحتاجها هذا الطلب."
+    detail_default = "These credentials do not have the scope this request needs."
+    detail_ar_default = "لا تملك بيانات الاعتماد هذه الصلاحية التي يحتاجها هذا الطلب."
 
 
 class NotFound(AppError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import itertools
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -166,6 +168,40 @@ class Settings(BaseSettings):
     ZOHO_TIMEOUT_S: float = Field(30.0, gt=0, le=300)
     ZOHO_MAX_RETRIES: int = Field(6, ge=0, le=20)  # per call, on throttling, 5xx and transport errors
 
+    # Shopper accounts (server/accounts). Keys are "kid:base64url" entries separated by commas; the active
+    # one signs (JWT) or seals (TOTP secrets), the others still verify or open: rotate by adding a key,
+    # making it active, and dropping the old one after the access-token TTL (JWT) or a re-seal (TOTP).
+    # Unset: a key is made once under DATA_DIR (development only; set both in production).
+    AUTH_JWT_KEYS: SecretStr = SecretStr("")
+    AUTH_JWT_ACTIVE_KID: str = ""  # default: the first of AUTH_JWT_KEYS
+    AUTH_TOTP_KEYS: SecretStr = SecretStr("")
+    AUTH_TOTP_ACTIVE_KID: str = ""  # default: the first of AUTH_TOTP_KEYS
+    AUTH_ACCESS_TTL_S: int = Field(900, ge=30, le=900)
+    AUTH_REFRESH_TTL_S: int = Field(30 * 86_400, ge=300, le=365 * 86_400)  # absolute, per sign-in
+    AUTH_MFA_TOKEN_TTL_S: int = Field(300, ge=30, le=3600)
+    AUTH_VERIFY_TOKEN_TTL_S: int = Field(86_400, ge=60, le=30 * 86_400)
+    AUTH_RESET_TOKEN_TTL_S: int = Field(3600, ge=60, le=86_400)
+    # argon2id cost (OWASP minimum: 19 MiB, t=2, p=1); raising them rehashes each password at its next login.
+    AUTH_ARGON2_MEMORY_KIB: int = Field(19_456, ge=19_456, le=4_194_304)
+    AUTH_ARGON2_TIME_COST: int = Field(2, ge=2, le=100)
+    # Password hashing runs in this many threads per process; beyond this many waiting, 503 + Retry-After.
+    AUTH_HASH_WORKERS: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    AUTH_HASH_QUEUE: int = Field(32, ge=0, le=10_000)
+    # Nice value of the hashing threads (Linux: per thread): catalog requests keep the CPU in a login flood.
+    AUTH_HASH_NICE: int = Field(10, ge=0, le=19)
+    # Per account (and per unknown email alike): after this many failed sign-ins in a row, each further try
+    # waits base * 2^(failures - threshold) seconds, capped (never a permanent lock).
+    AUTH_THROTTLE_AFTER: int = Field(5, ge=1, le=100)
+    AUTH_THROTTLE_BASE_S: float = Field(1.0, gt=0, le=3600)
+    AUTH_THROTTLE_MAX_S: float = Field(900.0, gt=0, le=86_400)
+    # Mail: SMTP when set (smtp://user:pass@host:port, smtps:// for TLS); else .eml files in DATA_DIR/mail.
+    SMTP_URL: SecretStr | None = None
+    MAIL_FROM: str = Field("Catalog <no-reply@localhost>", max_length=200)
+    # Each process also retries pending mail (failed deliveries, mail of a process that died) this often.
+    MAIL_SWEEP_S: float = Field(30.0, ge=0.1, le=3600)
+    # Where the links in mails point (the shop's pages); default PUBLIC_BASE_URL.
+    ACCOUNT_LINK_BASE_URL: str = ""
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -239,6 +275,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("AUTH_JWT_KEYS", "AUTH_TOTP_KEYS")
+    @classmethod
+    def _check_keys(cls, value: SecretStr) -> SecretStr:
+        parse_keys(value.get_secret_value())
+        return value
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _check_db_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -257,6 +299,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_pool(self) -> Settings:
+        for ring in ("JWT", "TOTP"):
+            keys, active = f"AUTH_{ring}_KEYS", f"AUTH_{ring}_ACTIVE_KID"
+            kid = getattr(self, active)
+            if kid and kid not in parse_keys(getattr(self, keys).get_secret_value()):
+                raise ValueError(f"{active} must name a key of {keys}")
         if self.DB_POOL_MIN > self.DB_POOL_MAX:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         if not self.PUBLIC_BASE_URL:
@@ -274,6 +321,23 @@ class Settings(BaseSettings):
                 value = mask_url(raw) if name.endswith("_URL") else ("***" if raw else "")
             out[name] = str(value)
         return out
+
+
+def parse_keys(text: str, min_bytes: int = 32) -> dict[str, bytes]:
+    """`kid:base64url,kid2:...` -> {kid: key bytes}; ValueError naming the bad entry (never its value)."""
+    keys: dict[str, bytes] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        kid, sep, raw = entry.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", kid) or kid in keys:
+            raise ValueError("each key must be `kid:base64url` with a unique kid of 1-32 [A-Za-z0-9_-]")
+        try:
+            key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except ValueError:
+            raise ValueError(f"key {kid!r} is not base64url") from None
+        if len(key) < min_bytes:
+            raise ValueError(f"key {kid!r} must be at least {min_bytes} bytes")
+        keys[kid] = key
+    return keys
 
 
 def mask_url(url: str) -> str:

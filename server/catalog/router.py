@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from server.accounts.router import user_auth
 from server.cache import Made, Page
 from server.catalog import schemas, service
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery
@@ -90,6 +91,8 @@ def routes(state: AppState) -> list[Route]:
         found = got
         return await cached(query, lambda: service.indexed_categories(res, query, found), stamp=found.key)
 
+    # Anyone may browse; a shopper's access token, when sent, makes the rate limit theirs (`user:<id>`).
+    shopper = user_auth(state, "optional")
     return [
         Route(
             "GET",
@@ -98,6 +101,7 @@ def routes(state: AppState) -> list[Route]:
             schemas.PRODUCT_LIST_PARAMS,
             typed=ProductQuery.from_params,
             summary="List active products (filters, sort, pagination, facets), or a batch by ids or SKUs",
+            auth=shopper,
             response_schema=schemas.PRODUCT_PAGE_SCHEMA,
         ),
         Route(
@@ -107,6 +111,7 @@ def routes(state: AppState) -> list[Route]:
             (schemas.PRODUCT_ID,),
             typed=ProductId.from_params,
             summary="One product with every consumer-visible price",
+            auth=shopper,
             errors=(404, 422),
             response_schema=schemas.PRODUCT_DETAIL_SCHEMA,
         ),
@@ -117,6 +122,7 @@ def routes(state: AppState) -> list[Route]:
             schemas.CATEGORY_LIST_PARAMS,
             typed=CategoryQuery.from_params,
             summary="Active categories with product counts",
+            auth=shopper,
             response_schema=schemas.page_schema(schemas.CATEGORY_ITEM_SCHEMA),
         ),
     ]

@@ -7,20 +7,38 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from core_ext import join_items, serialize_items, serialize_page
-from server.cache import Made
+from core_ext import ImageIndex, join_items, serialize_items, serialize_page
+from server.cache import Made, PageCache
 from server.catalog import repo
 from server.catalog.facets import FacetCounts, cents, render
+from server.catalog.feed import CatalogState
 from server.catalog.live import LiveCatalog, digest
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery, entry_sku
 from server.catalog.schemas import page_meta
 from server.catalog.search import normalise
+from server.db.pool import ServicePool
 from server.errors import NotFound
-from server.resources import Resources
+from server.settings import Settings
+
+
+class Resources(Protocol):
+    """What the catalog's services use of a process's resources (server.resources.Resources has it all;
+    the catalog does not import it: resources build the catalog's feed, not the other way round)."""
+
+    settings: Settings
+    pool: ServicePool
+    images: ImageIndex
+    cache: PageCache
+
+    @property
+    def catalog(self) -> CatalogState: ...
+
+    @property
+    def live(self) -> LiveCatalog | None: ...
 
 
 def product_not_found(product_id: int) -> NotFound:

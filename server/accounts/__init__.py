@@ -1,0 +1,1 @@
+"""Shopper accounts: sign-up, sign-in with MFA (TOTP + recovery codes), rotating sessions, password reset."""

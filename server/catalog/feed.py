@@ -1,0 +1,260 @@
+"""Catalog freshness in one process: the LISTEN connection, the (epoch, version) it keeps current, the image
+index's product map and the in-memory list index, each kept up to date from the database's change feed.
+
+Every committed catalog write bumps `catalog_state.version` and notifies channel `catalog` in its own
+transaction (migrations 0001/0005). The listener takes each new version at once; its watchdog reconnects a
+lost connection and re-reads the state, so a notification lost while it was down never leaves this process
+behind. Product changes reload the image index's `{zoho_item_id: id}` map (off the event loop); every change
+wakes the list index's catch-up (server/catalog/live.py), one at a time, on a connection of its own.
+
+Resources (server/resources.py) owns the connections it hands in and runs the loops under its supervision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from core_ext import ImageIndex
+from server.catalog import repo
+from server.catalog.hits import SearchHits
+from server.catalog.live import LiveCatalog, trim_heap
+from server.db.pool import DATABASE_UNAVAILABLE, ServicePool
+from server.settings import Settings
+
+log = logging.getLogger("server.catalog.feed")
+
+CHANNEL = "catalog"
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
+
+
+class Health(Protocol):
+    """How a loop reports to its supervisor (resources.TaskHealth)."""
+
+    def ok(self) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
+
+
+@dataclass(slots=True)
+class CatalogState:
+    """What this process knows of the catalog: the database epoch and the last version seen."""
+
+    epoch: str = ""
+    version: int = 0
+    listening: bool = False
+    reconnects: int = 0
+    map_loads: int = 0
+    last_change_monotonic: float = field(default_factory=time.monotonic)
+
+
+class CatalogFeed:
+    """The catalog state, the LISTEN connection and what follows it (image map, list index)."""
+
+    def __init__(self, settings: Settings, images: ImageIndex) -> None:
+        self.settings = settings
+        self.images = images
+        self.state = CatalogState()
+        # The in-memory product list (CATALOG_INDEX); None when off.
+        self.live: LiveCatalog | None = None
+        self._dsn = "" if settings.DATABASE_URL is None else settings.DATABASE_URL.get_secret_value()
+        self._listen_conn: asyncpg.Connection | None = None
+        self._index_conn: asyncpg.Connection | None = None  # the catch-ups' own connection
+        self._map_dirty = asyncio.Event()
+        self._live_dirty = asyncio.Event()
+        self._closing = False
+
+    # -- what requests read -------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> str:
+        """What every page made from SQL depends on: database epoch, catalog version, set of images."""
+        c = self.state
+        return f"{c.epoch}:{c.version}:{self.images.fingerprint}"
+
+    def index_generation(self) -> str:
+        """What every answer computed from the index depends on beyond its stamp (LiveCatalog.stamp):
+        database epoch, the index's structure version, set of images. Product writes do not change it."""
+        live = self.live
+        assert live is not None
+        return f"{live.epoch}:i{live.structure}:{self.images.fingerprint}"
+
+    async def fresh_index(self) -> LiveCatalog | None:
+        """The index, once it reflects every change this process has heard of (waiting at most
+        CATALOG_INDEX_WAIT_MS for its catch-up); None when it is off or still behind: answer from SQL."""
+        live, c = self.live, self.state
+        if live is None:
+            return None
+        if live.epoch == c.epoch and live.version >= c.version:
+            return live
+        wait_s = self.settings.CATALOG_INDEX_WAIT_MS / 1000
+        return live if await live.wait_for(c.epoch, c.version, wait_s) else None
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    async def start(self, pool: ServicePool) -> None:
+        """Listen, load the image map and (CATALOG_INDEX) build the list index; the loops run after."""
+        s = self.settings
+        await self._connect_listener()
+        await self.load_map(pool)
+        if s.CATALOG_INDEX:
+            self.live = LiveCatalog(
+                s.CONSUMER_PRICE_LIST,
+                hits=SearchHits(s.SEARCH_MEMO_ENTRIES, s.SEARCH_MEMO_IDS),
+                row_store_bytes=s.ROW_STORE_MB * 1_048_576,
+            )
+            async with pool.acquire() as conn:
+                await self.live.rebuild(conn)
+            self._live_dirty.set()  # changes committed since the listener read the version
+
+    async def close(self, budget_s: float) -> None:
+        """Close the listener and the catch-ups' connection (the loops were cancelled before)."""
+        self._closing = True
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listen_conn.close(), budget_s)
+        await self._drop_index_connection()
+
+    # -- LISTEN ---------------------------------------------------------------------------------------
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        version_text, _, table = payload.partition(":")
+        with contextlib.suppress(ValueError):
+            version = int(version_text)
+            if version > self.state.version:
+                self.state.version = version
+                self.state.last_change_monotonic = time.monotonic()
+        if table in ("", "products"):
+            self._map_dirty.set()
+        self._live_dirty.set()
+
+    def _on_terminated(self, _conn: Any) -> None:
+        self.state.listening = False
+
+    async def _connect_listener(self) -> None:
+        conn = await asyncpg.connect(
+            self._dsn, timeout=5, server_settings={"application_name": "catalog-listen"}
+        )
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+            conn.add_termination_listener(self._on_terminated)
+            # Read the state only after LISTEN is active: a change committed in between is then either in
+            # the state we read or in a notification we will get.
+            epoch, version = await repo.catalog_state(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1)  # no connection leaked per failed attempt
+            raise
+        if epoch != self.state.epoch or version > self.state.version:
+            self.state.epoch, self.state.version = epoch, version
+            self.state.last_change_monotonic = time.monotonic()
+        self._listen_conn = conn
+        self.state.listening = True
+
+    async def listener_watchdog(self, health: Health) -> None:
+        """Reconnect a lost LISTEN connection (forever); then everything may have changed."""
+        delay = 0.1
+        while not self._closing:
+            conn = self._listen_conn
+            if conn is not None and not conn.is_closed() and self.state.listening:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                await self._connect_listener()
+            except TRANSIENT_DB_ERRORS as exc:
+                health.failed(exc)
+                log.warning("LISTEN connection lost, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            health.ok()
+            self.state.reconnects += 1
+            self._map_dirty.set()  # products may have changed while we were away
+            self._live_dirty.set()
+            log.info("LISTEN connection re-established; catalog version %d", self.state.version)
+
+    # -- the image index's product map ----------------------------------------------------------------
+
+    async def load_map(self, pool: ServicePool) -> None:
+        """Hand the image index the active products' {zoho_item_id: id}."""
+        # Streamed into two flat sequences (no dict, no million records at once); the index keeps them
+        # as one sorted arena of names.
+        names: list[str] = []
+        ids = array("i")
+        async with pool.acquire() as conn, conn.transaction():
+            async for chunk in repo.catalog_map_chunks(conn):
+                names.extend([r[0] for r in chunk])
+                ids.extend([r[1] for r in chunk])
+        # set_catalog rescans the folder: keep that off the event loop.
+        await asyncio.to_thread(self.images.set_catalog, zip(names, ids, strict=True))
+        del names, ids
+        trim_heap()
+        self.state.map_loads += 1
+
+    async def map_reloader(self, pool: ServicePool, health: Health) -> None:
+        """Reload the map whenever the set of products may have changed (forever)."""
+        while True:
+            await self._map_dirty.wait()
+            self._map_dirty.clear()
+            try:
+                await self.load_map(pool)
+                health.ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                health.failed(exc)
+                log.warning("catalog map reload failed, will retry: %s", exc)
+                await asyncio.sleep(0.5)
+                self._map_dirty.set()
+            except Exception:
+                self._map_dirty.set()  # the restarted loop must still do this reload
+                raise
+
+    # -- the list index -------------------------------------------------------------------------------
+
+    async def index_updater(self, health: Health) -> None:
+        """Catch the list index up after each notification (forever)."""
+        # One catch-up at a time: notifications arriving meanwhile set the event again, and the next round
+        # reads every change since the version the index reflects (many notifications, one catch-up).
+        live = self.live
+        assert live is not None
+        while True:
+            await self._live_dirty.wait()
+            self._live_dirty.clear()
+            try:
+                await live.catch_up(await self._index_connection())
+                health.ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                await self._drop_index_connection()
+                health.failed(exc)
+                log.warning("catalog index catch-up failed, will retry: %s", exc)
+                await asyncio.sleep(0.5)
+                self._live_dirty.set()
+            except Exception:
+                self._live_dirty.set()  # the restarted loop must still catch up
+                raise
+
+    async def _index_connection(self) -> asyncpg.Connection:
+        # Not a pool connection: under load the pool's queue holds every request in arrival order, and a
+        # catch-up that requests wait on (fresh_index) must not wait behind them.
+        conn = self._index_conn
+        if conn is None or conn.is_closed():
+            conn = self._index_conn = await asyncpg.connect(
+                self._dsn,
+                timeout=5,
+                command_timeout=self.settings.DB_COMMAND_TIMEOUT_S,
+                server_settings={"application_name": "catalog-index", "jit": "off"},
+            )
+        return conn
+
+    async def _drop_index_connection(self) -> None:
+        conn, self._index_conn = self._index_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1)
