@@ -26,7 +26,7 @@ from server.errors import AppError, Forbidden, Unauthorized, error_classes, erro
 from server.http import SAFE_METHODS, Route
 
 _FACTS = ("x-conditional", "x-statuses", "x-headers")
-_OK_DESCRIPTIONS = {200: "OK", 202: "Accepted: started in the background (see Location)"}
+_OK_DESCRIPTIONS = {200: "OK", 202: "Accepted: carried out in the background"}
 SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
 
 FIELD_ERROR_SCHEMA: dict[str, Any] = {

@@ -27,8 +27,9 @@ from typing import Any
 import asyncpg
 
 from server import workers
+from server.db.pool import DATABASE_UNAVAILABLE
 from server.errors import ServiceUnavailable, SyncAlreadyRunning
-from server.resources import TRANSIENT_DB_ERRORS, Resources, TaskHealth
+from server.resources import Resources, TaskHealth
 from server.settings import Settings
 from server.sync import runs, schedule
 from server.sync.cli import ANNOUNCE, EXIT_CODES
@@ -39,6 +40,7 @@ log = logging.getLogger("server.sync.service")
 START_TIMEOUT_S = 15.0  # a POST waits this long for its run's record (the child starts in about a second)
 CHILD_STOP_S = 2.0  # after SIGINT, the child's time to record its end before SIGKILL
 _SUMMARY_ID = re.compile(rb"^sync #(\d+) ")
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, asyncpg.PostgresError)
 _UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
 
 
