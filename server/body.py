@@ -60,6 +60,8 @@ class Field:
     minimum: int | Decimal | None = None
     maximum: int | Decimal | None = None
     description: str = ""
+    # Documented only (OpenAPI `pattern`): the service checks the value itself, after normalising it.
+    pattern: str | None = None
 
     def parse(self, value: Any) -> Any:
         """The checked value; raises _Bad naming what is wrong."""
@@ -110,6 +112,8 @@ class Field:
                 schema = {"type": "string", "minLength": self.min_length}
                 if self.max_length is not None:
                     schema["maxLength"] = self.max_length
+                if self.pattern is not None:
+                    schema["pattern"] = self.pattern
             case "int" | "decimal":
                 schema = {"type": "integer" if self.kind == "int" else "number"}
                 if self.minimum is not None:

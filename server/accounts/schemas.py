@@ -6,7 +6,19 @@ from typing import Any
 
 from server.body import Field, JsonBody
 
-EMAIL = Field("email", "str", required=True, min_length=3, max_length=254, description="an email address")
+# Printable ASCII without spaces (checked after NFKC, so full-width forms count): local part, domain, a dot
+# and a top-level domain. The service checks the same pattern: every address the document allows is accepted.
+EMAIL_PATTERN = r"^[!-?A-~]{1,64}@[!-?A-~]{1,189}\.[!-,\-/-?A-~]{2,63}$"
+
+EMAIL = Field(
+    "email",
+    "str",
+    required=True,
+    min_length=3,
+    max_length=254,
+    description="an email address (printable ASCII after NFKC)",
+    pattern=EMAIL_PATTERN,
+)
 # Passwords: length is checked after NFKC by the service (8-128); the body bound only stops abuse.
 PASSWORD_MAX = 1024
 

@@ -21,13 +21,14 @@ from server.accounts import passwords, repo, tokens
 from server.accounts.keys import KeyRing, ring
 from server.accounts.mail import Mailer
 from server.accounts.passwords import Hasher
+from server.accounts.schemas import EMAIL_PATTERN
 from server.accounts.throttle import Throttle
 from server.auth import challenge
 from server.db.pool import ServicePool
 from server.errors import FieldError, RateLimited, Unauthorized, ValidationFailed
 from server.settings import Settings
 
-EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s.]{2,63}")
+EMAIL_RE = re.compile(EMAIL_PATTERN)  # the pattern OpenAPI documents (schemas.EMAIL)
 ACCEPTED = {"status": "accepted", "detail": "If this address can be used, a mail is on its way to it."}
 
 
