@@ -10,6 +10,7 @@
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
+#   make bench-logins [LOGINS_ARGS="--phase 20s --rounds 2 --logins 200"]  (make load's p99 during a sign-in flood)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -33,7 +34,7 @@ LOAD_RUN = $(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LO
 	--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
 	$(if $(THRESHOLDS),--thresholds $(THRESHOLDS))
 
-.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale bench-sync sync-demo sync-load freshness redis-stall
+.PHONY: load load-distributed load-ui load-steps bench-http bench-mix bench-compress bench-scale bench-sync sync-demo sync-load bench-logins freshness redis-stall
 
 ## Locust headless + SLO gate (exit 1 when an objective is missed); reports in loadtests/reports/<ts>/.
 load: venv
@@ -107,3 +108,8 @@ sync-demo: venv
 ## Catalog p50/p99 under wrk with and without a full sync running in the service (needs DATABASE_URL).
 sync-load: venv
 	$(PY) -m loadtests.bench_sync_load --items $${SYNC_ITEMS:-20000} $${SYNC_LOAD_ARGS:-}
+
+## `make load`'s catalog p99 alone and while 200 sign-ins are kept in flight, alternating (goal: within 20 %).
+bench-logins: venv
+	$(PY) -m loadtests.bench_logins --products $(LOAD_PRODUCTS) --processes $(LOAD_PROCESSES) \
+		$(foreach e,$(SERVICE_ENV),--service-env $(e)) $(if $(URL),--url $(URL)) $${LOGINS_ARGS:-}
