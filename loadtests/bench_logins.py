@@ -8,7 +8,7 @@ per-address limit nor the per-account throttle slows it), honouring `Retry-After
 well-behaved client does. Prints each phase's catalog p50/p99 and throughput (Locust's aggregate, stats reset
 after the ramp), the flood's answers by status and its sign-in latency, and the p99 ratio (goal: ≤ 1.2).
 
-    python -m loadtests.bench_logins [--url URL] [--phase 20s] [--rounds 2] [--logins 200]  (make bench-logins)
+    python -m loadtests.bench_logins [--url URL] [--phase 20s] [--rounds 2] [--logins 200]  # bench-logins
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = [float(str(r["p99_ms"])) for r in results if str(r["phase"]).startswith("alone")]
     flood = [float(str(r["p99_ms"])) for r in results if str(r["phase"]).startswith("flood")]
     ratio = (sum(flood) / len(flood)) / max(1e-9, sum(alone) / len(alone))
-    print(f"catalog p99 alone {alone} ms, with {args.logins} sign-ins in flight {flood} ms: ratio {ratio:.2f}")
+    print(f"catalog p99 alone {alone} ms, {args.logins} sign-ins in flight {flood} ms: ratio {ratio:.2f}")
     print("goal: within 20 % (ratio <= 1.20): " + ("met" if ratio <= 1.2 else "NOT met"))
     return 0
 
