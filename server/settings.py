@@ -77,7 +77,7 @@ class Settings(BaseSettings):
 
     # Page cache (L1 per process, L2 in Redis) and Redis keys.
     CACHE_ENABLED: bool = True
-    CACHE_L1_MAX_ENTRIES: int = Field(4096, ge=16, le=1_000_000)
+    CACHE_L1_MAX_ENTRIES: int = Field(65_536, ge=16, le=1_000_000)
     CACHE_L1_MAX_MB: int = Field(128, ge=1, le=16_384)
     CACHE_L2_TTL_S: int = Field(600, ge=1, le=86_400)
     REDIS_KEY_PREFIX: str = Field("catalog:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
