@@ -120,6 +120,7 @@ class Hasher:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._dummy: str | None = None
+        self._dummy_task: asyncio.Future[str] | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Hasher:
@@ -172,14 +173,27 @@ class Hasher:
         """(matches, a new hash when the stored one used other parameters). `stored` None: compare with
         a dummy hash of the same cost, so an unknown email costs what a known one does."""
         if stored is None:
-            if self._dummy is None:
-                self._dummy = await self.hash("dummy password for unknown accounts")
-            await self._run(["verify", self._dummy, password])
+            await self._run(["verify", await self._dummy_hash(), password])
             return False, None
         ok = bool(await self._run(["verify", stored, password]))
         if ok and self.ph.check_needs_rehash(stored):
             return True, await self.hash(password)
         return ok, None
+
+    async def _dummy_hash(self) -> str:
+        # Made once per process, by the first unknown email; those arriving meanwhile wait for the same one.
+        if self._dummy is not None:
+            return self._dummy
+        if self._dummy_task is None:
+            self._dummy_task = asyncio.ensure_future(self.hash("dummy password for unknown accounts"))
+        task = self._dummy_task
+        try:
+            self._dummy = await asyncio.shield(task)
+        except BaseException:
+            if task.done() and self._dummy_task is task:
+                self._dummy_task = None  # it failed (hashing busy): the next unknown email tries again
+            raise
+        return self._dummy
 
     def close(self) -> None:
         """Stop the threads and their children (at shutdown)."""
