@@ -26,7 +26,7 @@ from server.errors import AppError, Forbidden, Unauthorized, error_classes, erro
 from server.http import SAFE_METHODS, Route
 
 _FACTS = ("x-conditional", "x-statuses", "x-headers")
-_OK_DESCRIPTIONS = {200: "OK", 202: "Accepted: carried out in the background"}
+_OK_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted: carried out in the background"}
 SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
 
 FIELD_ERROR_SCHEMA: dict[str, Any] = {
@@ -91,7 +91,13 @@ HEADERS: dict[str, dict[str, Any]] = {
         pattern=r"^bytes ([0-9]+-[0-9]+|\*)/[0-9]+$",
     ),
     "Location": _header(
-        "Where the started resource is watched (a sync run: /api/admin/sync/runs/{id})", required=True
+        "Where the started or created resource is (a sync run: /api/admin/sync/runs/{id}; an order: "
+        "/api/consumer/orders/{id})",
+        required=True,
+    ),
+    "Idempotent-Replayed": _header(
+        "`true` when this is the stored answer of an earlier request with the same Idempotency-Key",
+        pattern="^true$",
     ),
     "Accept-Ranges": _header("`bytes`: single byte ranges are served (Range, If-Range)"),
     "WWW-Authenticate": _header(
