@@ -383,3 +383,16 @@ def test_orders_rate_limit_policy_is_declared(api: httpx.Client) -> None:
     assert place_op["parameters"][0]["in"] == "header" and place_op["parameters"][0]["required"]
     assert "201" in place_op["responses"] and "Idempotent-Replayed" in place_op["responses"]["201"]["headers"]
     assert set(spec["paths"][f"{ORDERS}/{{id}}"]["get"]["responses"]) >= {"200", "401", "404"}
+
+
+def test_without_zoho_credentials_orders_stay_queued(
+    api: httpx.Client, database: Database, shoppers: list[Shopper]
+) -> None:
+    (pid,) = run(priced_products(database, 1, stock=5, skip=32))
+    order = place(api, shoppers[0], [{"product_id": pid, "quantity": 1}]).json()
+    ready = api.get("/ready").json()["orders"]
+    assert ready["push"] is False and "ZOHO_CLIENT_ID" in ready["missing"]
+    assert ready["counts"]["placed"] >= 0
+    time.sleep(0.3)
+    rows = run(database.fetch("SELECT state, attempts FROM order_outbox WHERE order_id = $1", order["id"]))
+    assert [tuple(r) for r in rows] == [("pending", 0)]
