@@ -10,6 +10,7 @@
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
+#   make bench-orders [BENCH_ORDERS_ARGS="--duration 10s --connections 32"]  (the orders table: correctness, orders/s, p99)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -107,3 +108,12 @@ sync-demo: venv
 ## Catalog p50/p99 under wrk with and without a full sync running in the service (needs DATABASE_URL).
 sync-load: venv
 	$(PY) -m loadtests.bench_sync_load --items $${SYNC_ITEMS:-20000} $${SYNC_LOAD_ARGS:-}
+
+## Orders: the issue's table at full size (200 orders for stock 50; 1,000 multi-line orders: deadlocks and
+## oversold; one key 10 times; placement orders/s and p99 with wrk, 2 processes; history p99 over 1,000
+## orders). A scratch database on BENCH_ADMIN_URL's PostgreSQL (default postgresql://postgres@127.0.0.1:5432/
+## postgres), created and dropped. BENCH_ORDERS_ARGS="--duration 10s --connections 32 --redis-url URL".
+BENCH_ORDERS_ARGS ?=
+.PHONY: bench-orders
+bench-orders: venv
+	$(PY) -m loadtests.bench_orders $(BENCH_ORDERS_ARGS)
