@@ -14,22 +14,13 @@ import asyncpg
 
 # ---- idempotency keys ------------------------------------------------------------------------------
 
-# Transaction-level: released at commit or rollback, so a crashed request never holds a key.
-TRY_LOCK_KEY = "SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, $1::bigint))"
-
-FIND_KEY = """
-SELECT request_hash, status, body FROM idempotency_keys
-WHERE user_id = $1 AND key = $2 AND expires_at > now()
-"""
-
-# An expired row not yet purged is replaced (its key is free again).
-SAVE_KEY = """
-INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, order_id, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-ON CONFLICT (user_id, key) DO UPDATE
-SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, body = EXCLUDED.body,
-    order_id = EXCLUDED.order_id, created_at = now(), expires_at = EXCLUDED.expires_at
-WHERE idempotency_keys.expires_at <= now()
+# The (user, key) lock, transaction-level (released at commit or rollback: a crashed request never holds
+# a key), and the key's live answer when the lock was free. The statement's snapshot predates the lock, so
+# a request that committed the key in between is not seen here; SAVE_KEY_AND_TAKE_STOCK catches that.
+LOCK_AND_FIND_KEY = """
+SELECT l.locked, k.request_hash, k.status, k.body
+FROM (SELECT pg_try_advisory_xact_lock(hashtextextended($2::text, $1::bigint)) AS locked) l
+LEFT JOIN idempotency_keys k ON l.locked AND k.user_id = $1 AND k.key = $2 AND k.expires_at > now()
 """
 
 PURGE_KEYS = """
@@ -73,11 +64,23 @@ WITH v AS (
 SELECT id, total, created_at, updated_at FROM o
 """
 
-# Conditional, as a last guard: the rows are locked and were checked, so every line must match.
-TAKE_STOCK = """
+# The key's answer, then the stock, in the last statement before the commit. The key is written only if it
+# is free (an expired row not yet purged is replaced); when a live row appeared since LOCK_AND_FIND_KEY no
+# stock is taken, and the caller rolls back and replays. The decrement stays conditional as a last guard
+# (the rows are locked and were checked): the caller checks that every product was decremented.
+SAVE_KEY_AND_TAKE_STOCK = """
+WITH k AS (
+    INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, order_id, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+    ON CONFLICT (user_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, body = EXCLUDED.body,
+        order_id = EXCLUDED.order_id, created_at = now(), expires_at = EXCLUDED.expires_at
+    WHERE idempotency_keys.expires_at <= now()
+    RETURNING 1
+)
 UPDATE products p SET stock_on_hand = p.stock_on_hand - v.quantity, updated_at = now()
-FROM unnest($1::int[], $2::int[]) AS v(id, quantity)
-WHERE p.id = v.id AND p.stock_on_hand >= v.quantity
+FROM unnest($8::int[], $9::int[]) AS v(id, quantity)
+WHERE p.id = v.id AND p.stock_on_hand >= v.quantity AND EXISTS (SELECT 1 FROM k)
 """
 
 PUT_BACK_STOCK = """
@@ -162,30 +165,39 @@ UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now()
 """
 
 
-async def try_lock_key(conn: asyncpg.Connection, user_id: int, key: str) -> bool:
-    """Take the (user, key) lock for this transaction; False when another request holds it."""
-    return bool(await conn.fetchval(TRY_LOCK_KEY, user_id, key))
-
-
-async def find_key(conn: asyncpg.Connection, user_id: int, key: str) -> asyncpg.Record | None:
-    """The live record of a key: (request_hash, status, body), or None."""
-    row: asyncpg.Record | None = await conn.fetchrow(FIND_KEY, user_id, key)
+async def lock_and_find_key(conn: asyncpg.Connection, user_id: int, key: str) -> asyncpg.Record:
+    """(locked, request_hash, status, body): locked False when another request holds the key; the
+    answer stored under the key when there is one."""
+    row: asyncpg.Record = await conn.fetchrow(LOCK_AND_FIND_KEY, user_id, key)
     return row
 
 
-async def save_key(
+async def save_key_and_take_stock(
     conn: asyncpg.Connection,
     *,
     user_id: int,
     key: str,
     request_hash: bytes,
-    status: int,
     body: bytes,
     order_id: int,
     ttl_s: int,
-) -> None:
-    """Record the answer given under a key (in the order's transaction)."""
-    await conn.execute(SAVE_KEY, user_id, key, request_hash, status, body, order_id, float(ttl_s))
+    stock: dict[int, int],
+) -> int:
+    """Store the answer under the key and decrement the stock; how many products were decremented
+    (fewer than `stock` when the key was taken meanwhile: roll back)."""
+    status = await conn.execute(
+        SAVE_KEY_AND_TAKE_STOCK,
+        user_id,
+        key,
+        request_hash,
+        201,
+        body,
+        order_id,
+        float(ttl_s),
+        list(stock),
+        list(stock.values()),
+    )
+    return int(status.split()[-1])
 
 
 async def purge_keys(conn: asyncpg.Connection, limit: int) -> int:
@@ -215,12 +227,6 @@ async def insert_order(
         INSERT_ORDER, user_id, currency, *(list(c) for c in columns), *extra
     )
     return row
-
-
-async def take_stock(conn: asyncpg.Connection, ids: Sequence[int], quantities: Sequence[int]) -> int:
-    """Decrement stock where enough is left; the number of products decremented."""
-    status = await conn.execute(TAKE_STOCK, list(ids), list(quantities))
-    return int(status.split()[-1])
 
 
 async def history(conn: asyncpg.Connection, user_id: int, before_id: int, limit: int) -> list[asyncpg.Record]:

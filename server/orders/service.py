@@ -24,13 +24,16 @@ from server.errors import (
     InsufficientStock,
     NotFound,
     OrderNotCancellable,
-    ServiceUnavailable,
     ValidationFailed,
 )
 from server.orders import repo
 from server.orders.schemas import EXTRA_FIELDS, encode_cursor
 
 PLACED = 201
+
+
+class _KeyTakenMeanwhile(Exception):
+    """The key got an answer after this transaction's snapshot: roll back, then replay it."""
 
 
 @dataclass(slots=True)
@@ -72,36 +75,51 @@ class Orders:
         """Place the order of `body` under `key` (exactly once), or replay the key's stored answer."""
         request_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
         merged = merge_lines(body["lines"])
+        try:
+            return await self._place(pool, user_id, key, body, request_hash, merged)
+        except _KeyTakenMeanwhile:
+            # Another request with this key committed between our lock and our snapshot: rolled back;
+            # a second pass sees its answer and replays it (or 422 for another body).
+            return await self._place(pool, user_id, key, body, request_hash, merged)
+
+    async def _place(
+        self,
+        pool: Any,
+        user_id: int,
+        key: str,
+        body: dict[str, Any],
+        request_hash: bytes,
+        merged: dict[int, int],
+    ) -> Answer:
         async with pool.acquire() as conn, conn.transaction():
-            if not await repo.try_lock_key(conn, user_id, key):
+            found = await repo.lock_and_find_key(conn, user_id, key)
+            if not found["locked"]:
                 self.stats.key_in_use += 1
                 raise IdempotencyKeyInUse(headers={"Retry-After": "1"})
-            stored = await repo.find_key(conn, user_id, key)
-            if stored is not None:
-                if bytes(stored["request_hash"]) != request_hash:
+            if found["request_hash"] is not None:
+                if bytes(found["request_hash"]) != request_hash:
                     self.stats.key_reused += 1
                     raise IdempotencyKeyReused()
                 self.stats.replayed += 1
-                doc = bytes(stored["body"])
-                return Answer(stored["status"], doc, orjson.loads(doc)["id"], replayed=True)
+                doc = bytes(found["body"])
+                return Answer(found["status"], doc, orjson.loads(doc)["id"], replayed=True)
             products = await repo.lock_products(conn, list(merged), self.price_list)
             lines, currency = self._check(body["lines"], merged, products)
             extra = [body.get(name) for name in EXTRA_FIELDS]
             row = await repo.insert_order(conn, user_id=user_id, currency=currency, lines=lines, extra=extra)
             doc = orjson.dumps(placed_json(row, currency, lines, extra))
-            await repo.save_key(
+            taken = await repo.save_key_and_take_stock(
                 conn,
                 user_id=user_id,
                 key=key,
                 request_hash=request_hash,
-                status=PLACED,
                 body=doc,
                 order_id=row["id"],
                 ttl_s=self.key_ttl_s,
+                stock=merged,
             )
-            taken = await repo.take_stock(conn, list(merged), list(merged.values()))
-            if taken != len(merged):  # pragma: no cover - the rows are locked and were checked
-                raise ServiceUnavailable()
+            if taken != len(merged):
+                raise _KeyTakenMeanwhile()
         self.stats.placed += 1
         return Answer(PLACED, doc, row["id"])
 
