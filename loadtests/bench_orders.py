@@ -21,9 +21,11 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,36 @@ async def fill_history(conn: asyncpg.Connection, user: int, product: int, n: int
     )
 
 
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def one_by_one(url: str, users: list[int], ids: list[int], n: int = 300) -> str:
+    """`n` orders one after another: client latency and the server's own app/db split (Server-Timing)."""
+    client_ms, app_ms, db_ms = [], [], []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for i in range(n):
+            headers = {
+                "Authorization": f"Bearer {token(users[i % len(users)])}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            }
+            body = {"lines": [{"product_id": ids[i % len(ids)], "quantity": 1}]}
+            started = time.perf_counter()
+            resp = await client.post(ORDERS, json=body, headers=headers)
+            client_ms.append((time.perf_counter() - started) * 1000)
+            timing = resp.headers.get("server-timing", "")
+            app = re.search(r"app;dur=([\d.]+)", timing)
+            db = re.search(r"db;dur=([\d.]+)", timing)
+            if app and db:
+                app_ms.append(float(app.group(1)))
+                db_ms.append(float(db.group(1)))
+    return (
+        f"client p50 {pct(client_ms, 0.5):.1f} / p99 {pct(client_ms, 0.99):.1f} ms; server p50 "
+        f"{pct(app_ms, 0.5):.1f} ms of which db {pct(db_ms, 0.5):.1f} ms"
+    )
+
+
 def wrk(args: list[str]) -> str:
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if "Requests/sec" not in out.stdout:
@@ -217,6 +249,7 @@ async def main(opts: argparse.Namespace) -> None:
     db_url = opts.admin_url.rsplit("/", 1)[0] + "/" + name
     env = {"DATABASE_URL": db_url, **key_env(), **({"REDIS_URL": opts.redis_url} if opts.redis_url else {})}
     env["REDIS_KEY_PREFIX"] = f"bo{uuid.uuid4().hex[:8]}:"
+    env["SERVER_TIMING"] = "true"
     try:
         with LocalService(products=opts.products, processes=2, env=env) as svc:
             conn = await asyncpg.connect(db_url)
@@ -239,6 +272,7 @@ async def main(opts: argparse.Namespace) -> None:
                         f"{res.rps:.0f} orders/s, "
                         f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, errors/non-2xx {res.errors}"
                     )
+                    print(f"   one order at a time: {await one_by_one(svc.url, users, ids)}")
                     (reader,) = await make_users(conn, 1)
                     await fill_history(conn, reader, ids[0], 1000)
                     urls = await history_urls(svc.url, reader)
@@ -252,7 +286,7 @@ async def main(opts: argparse.Namespace) -> None:
                     res = parse_wrk("history", text)
                     print(
                         f"5. history of a shopper with 1,000 orders, all {len(urls)} pages of 50 "
-                        f"(8 connections): "
+                        f"(2 connections): "
                         f"{res.rps:.0f} pages/s, p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, "
                         f"errors/non-2xx {res.errors}"
                     )

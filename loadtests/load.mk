@@ -11,6 +11,7 @@
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
 #   make bench-orders [BENCH_ORDERS_ARGS="--duration 10s --connections 32"]  (the orders table: correctness, orders/s, p99)
+#   make load-orders URL= USERS=20 DURATION=30s  (Locust: ordering shoppers only, SLO gate)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -117,3 +118,10 @@ BENCH_ORDERS_ARGS ?=
 .PHONY: bench-orders
 bench-orders: venv
 	$(PY) -m loadtests.bench_orders $(BENCH_ORDERS_ARGS)
+
+## Locust with ordering shoppers only (sign up, browse, order with Idempotency-Keys, retries, history,
+## cancel) and the SLO gate; a throw-away service unless URL (then add LOCUST_ARGS="--mail-dir DIR").
+.PHONY: load-orders
+load-orders: venv
+	$(LOAD_RUN) --users $(USERS) --duration $(DURATION) -- --orders-weight 4 --shopper-weight 0 \
+		--returning-weight 0 --herd-weight 0 --greedy-users 0 $(LOCUST_ARGS)
