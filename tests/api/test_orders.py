@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -396,3 +397,29 @@ def test_without_zoho_credentials_orders_stay_queued(
     time.sleep(0.3)
     rows = run(database.fetch("SELECT state, attempts FROM order_outbox WHERE order_id = $1", order["id"]))
     assert [tuple(r) for r in rows] == [("pending", 0)]
+
+
+def test_orders_policy_limits_each_shopper_on_its_own(
+    database: Database, services: Services, tmp_path: Path, shoppers: list[Shopper]
+) -> None:
+    (pid,) = run(priced_products(database, 1, stock=50, skip=34))
+    limited = ServerProcess(
+        database,
+        services,
+        tmp_path,
+        **JWT_ENV,
+        PROCESSES="1",
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_ORDERS="3/60s;burst=3",
+        REDIS_KEY_PREFIX=f"ol{new_key()[:8]}:",
+    ).start()
+    try:
+        with limited.client() as client:
+            answers = [place(client, shoppers[0], [{"product_id": pid, "quantity": 1}]) for _ in range(4)]
+            assert [r.status_code for r in answers] == [201, 201, 201, 429]
+            assert answers[0].headers["ratelimit-policy"] == '"orders";q=3;w=60'
+            assert answers[3].json()["code"] == "rate_limited" and int(answers[3].headers["retry-after"]) >= 1
+            # Keyed by the shopper, not the address: another shopper from the same address still orders.
+            assert place(client, shoppers[1], [{"product_id": pid, "quantity": 1}]).status_code == 201
+    finally:
+        limited.stop()
