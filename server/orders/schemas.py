@@ -17,8 +17,9 @@ HISTORY_MAX_PAGE_SIZE = 200
 
 # IETF httpapi-idempotency-key-header: the value is a Structured Field String ("..."). We also take the
 # bare token most clients send; either way 1-255 visible ASCII characters without quotes or backslashes.
-KEY_RE = re.compile(r'"?([\x21\x23-\x5b\x5d-\x7e]{1,255})"?')
-KEY_PATTERN = r'^"?[\x21\x23-\x5b\x5d-\x7e]{1,255}"?$'
+_KEY_CHARS = r"[\x21\x23-\x5b\x5d-\x7e]{1,255}"
+KEY_RE = re.compile(f'"({_KEY_CHARS})"|({_KEY_CHARS})')
+KEY_PATTERN = f'"{_KEY_CHARS}"|{_KEY_CHARS}'
 
 PLACE = JsonBody(
     "OrderCreate",
@@ -52,7 +53,7 @@ IDEMPOTENCY_KEY = Param(
     location="header",
     required=True,
     max_length=257,
-    pattern=KEY_PATTERN[1:-1],
+    pattern=f"(?:{KEY_PATTERN})",
     description=(
         'A unique value per order (e.g. a UUID), as a Structured Field String (`"<uuid>"`) or bare. The same '
         "key with the same body replays the first answer (`Idempotent-Replayed: true`), with another body is "
@@ -85,14 +86,14 @@ def idempotency_key(raw: str | None) -> str:
     if raw is None or not raw.strip():
         raise IdempotencyKeyRequired()
     found = KEY_RE.fullmatch(raw.strip())
-    if found is None or raw.strip().count('"') not in (0, 2):
+    if found is None:
         raise IdempotencyKeyRequired(
             "The Idempotency-Key header must be 1-255 visible ASCII characters (a UUID is best), "
             'optionally quoted: Idempotency-Key: "<uuid>".',
             "يجب أن تكون ترويسة Idempotency-Key من 1 إلى 255 محرفاً مرئياً من ASCII (يُفضّل UUID)، "
             'ويجوز وضعها بين علامتي تنصيص: Idempotency-Key: "<uuid>".',
         )
-    return found.group(1)
+    return found.group(1) or found.group(2)
 
 
 def encode_cursor(order_id: int) -> str:
