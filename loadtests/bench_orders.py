@@ -209,18 +209,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def one_by_one(url: str, users: list[int], ids: list[int], n: int = 300) -> str:
-    """`n` orders one after another: client latency and the server's own app/db split (Server-Timing)."""
+async def one_by_one(url: str, send: Any, n: int = 300) -> str:
+    """`n` requests one after another (`send(client, i)`): client latency and the server's own time and
+    its PostgreSQL part (Server-Timing)."""
     client_ms, app_ms, db_ms = [], [], []
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         for i in range(n):
-            headers = {
-                "Authorization": f"Bearer {token(users[i % len(users)])}",
-                "Idempotency-Key": str(uuid.uuid4()),
-            }
-            body = {"lines": [{"product_id": ids[i % len(ids)], "quantity": 1}]}
             started = time.perf_counter()
-            resp = await client.post(ORDERS, json=body, headers=headers)
+            resp = await send(client, i)
             client_ms.append((time.perf_counter() - started) * 1000)
             timing = resp.headers.get("server-timing", "")
             app = re.search(r"app;dur=([\d.]+)", timing)
@@ -230,7 +226,8 @@ async def one_by_one(url: str, users: list[int], ids: list[int], n: int = 300) -
                 db_ms.append(float(db.group(1)))
     return (
         f"client p50 {pct(client_ms, 0.5):.1f} / p99 {pct(client_ms, 0.99):.1f} ms; server p50 "
-        f"{pct(app_ms, 0.5):.1f} ms of which db {pct(db_ms, 0.5):.1f} ms"
+        f"{pct(app_ms, 0.5):.1f} / p99 {pct(app_ms, 0.99):.1f} ms, "
+        f"of which PostgreSQL p50 {pct(db_ms, 0.5):.1f} ms"
     )
 
 
@@ -272,10 +269,26 @@ async def main(opts: argparse.Namespace) -> None:
                         f"{res.rps:.0f} orders/s, "
                         f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, errors/non-2xx {res.errors}"
                     )
-                    print(f"   one order at a time: {await one_by_one(svc.url, users, ids)}")
+
+                    async def order(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                        user = users[i % len(users)]
+                        headers = {
+                            "Authorization": f"Bearer {token(user)}",
+                            "Idempotency-Key": str(uuid.uuid4()),
+                        }
+                        body = {"lines": [{"product_id": ids[i % len(ids)], "quantity": 1}]}
+                        return await client.post(ORDERS, json=body, headers=headers)
+
+                    print(f"   one order at a time: {await one_by_one(svc.url, order)}")
                     (reader,) = await make_users(conn, 1)
                     await fill_history(conn, reader, ids[0], 1000)
                     urls = await history_urls(svc.url, reader)
+                    reader_auth = {"Authorization": f"Bearer {token(reader)}"}
+
+                    async def page(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                        return await client.get(urls[i % len(urls)], headers=reader_auth)
+
+                    print(f"   one history page at a time: {await one_by_one(svc.url, page, 400)}")
                     listing = Path(tmp) / "urls.txt"
                     listing.write_text("\n".join(urls) + "\n")
                     auth = f"Authorization: Bearer {token(reader)}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from admin_testlib import wait_for
 from catalog_testlib import Database, ServerProcess, Services, run
 from orders_testlib import (
     JWT_ENV,
@@ -403,6 +404,15 @@ def test_orders_policy_limits_each_shopper_on_its_own(
     database: Database, services: Services, tmp_path: Path, shoppers: list[Shopper]
 ) -> None:
     (pid,) = run(priced_products(database, 1, stock=50, skip=34))
+    expired = new_key()
+    run(
+        database.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, expires_at) "
+            "VALUES ($1, $2, sha256('x'), 201, '{}', now() - interval '1 second')",
+            shoppers[2].id,
+            expired,
+        )
+    )
     limited = ServerProcess(
         database,
         services,
@@ -421,5 +431,33 @@ def test_orders_policy_limits_each_shopper_on_its_own(
             assert answers[3].json()["code"] == "rate_limited" and int(answers[3].headers["retry-after"]) >= 1
             # Keyed by the shopper, not the address: another shopper from the same address still orders.
             assert place(client, shoppers[1], [{"product_id": pid, "quantity": 1}]).status_code == 201
+        # Each process purges expired keys when it starts, then every minute.
+        gone = "SELECT count(*) AS n FROM idempotency_keys WHERE key = $1"
+        wait_for(lambda: run(database.fetch(gone, expired))[0]["n"] == 0, 10, step=0.05)
     finally:
         limited.stop()
+
+
+def test_an_expired_key_is_free_again(api: httpx.Client, database: Database, shoppers: list[Shopper]) -> None:
+    (pid,) = run(priced_products(database, 1, stock=5, skip=36))
+    key, user = new_key(), shoppers[1]
+    run(
+        database.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, expires_at) "
+            "VALUES ($1, $2, sha256('another body'), 201, '{\"id\": 1}', now() - interval '1 second')",
+            user.id,
+            key,
+        )
+    )
+    resp = place(api, user, [{"product_id": pid, "quantity": 1}], key)
+    assert resp.status_code == 201 and "idempotent-replayed" not in resp.headers
+    again = place(api, user, [{"product_id": pid, "quantity": 1}], key)
+    assert again.headers["idempotent-replayed"] == "true" and again.json()["id"] == resp.json()["id"]
+    rows = run(
+        database.fetch(
+            "SELECT order_id, expires_at > now() + interval '23 hours' AS live "
+            "FROM idempotency_keys WHERE key = $1",
+            key,
+        )
+    )
+    assert [tuple(r) for r in rows] == [(resp.json()["id"], True)]
