@@ -34,6 +34,11 @@ class OrderingUser(CatalogUser):
 
     weight = 1  # kept until configure() applies --orders-weight (default 0: dropped)
 
+    def wait_time(self) -> float:
+        """Twice the catalog's think time: checkout is slower than browsing, and it keeps a shopper well
+        inside the `orders` policy (120/min) for runs of any length."""
+        return 2 * super().wait_time()
+
     def on_start(self) -> None:
         """Sign up through the mailed link and sign in (no MFA)."""
         super().on_start()
