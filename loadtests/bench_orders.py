@@ -90,8 +90,15 @@ async def deadlocks(conn: asyncpg.Connection) -> int:
     )
 
 
-async def post_all(url: str, requests: list[tuple[int, str, dict[str, Any]]]) -> list[httpx.Response]:
-    """Every (user, key, body) at once over up to 200 connections."""
+RETRIED: dict[str, int] = {}  # answers that were retried with the same key, by status
+
+
+async def post_all(
+    url: str, requests: list[tuple[int, str, dict[str, Any]]], retry: bool = True
+) -> list[httpx.Response]:
+    """Every (user, key, body) at once over up to 200 connections. A 503 (the process shed the request:
+    no pool connection in DB_ACQUIRE_TIMEOUT_S) is sent again with the same key after its Retry-After, as
+    a client should: the key makes that safe."""
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         start = asyncio.Event()
@@ -99,7 +106,13 @@ async def post_all(url: str, requests: list[tuple[int, str, dict[str, Any]]]) ->
         async def one(user: int, key: str, body: dict[str, Any]) -> httpx.Response:
             await start.wait()
             headers = {"Authorization": f"Bearer {token(user)}", "Idempotency-Key": key}
-            return await client.post(ORDERS, json=body, headers=headers)
+            for _ in range(10):
+                resp = await client.post(ORDERS, json=body, headers=headers)
+                if resp.status_code != 503 or not retry:
+                    return resp
+                RETRIED["503"] = RETRIED.get("503", 0) + 1
+                await asyncio.sleep(float(resp.headers.get("retry-after", "1")) * random.uniform(1, 2))
+            return resp
 
         tasks = [asyncio.create_task(one(*r)) for r in requests]
         await asyncio.sleep(0)
@@ -149,7 +162,8 @@ async def correctness(url: str, conn: asyncpg.Connection, users: list[int]) -> N
     errors = sum(r.status_code >= 500 for r in answers)
     print(
         f"2. 1,000 concurrent multi-line orders over 20 products: {after - before} deadlocks, {errors} 5xx, "
-        f"{oversold} oversold, stock + sold drift {drift} ({counts(answers)})"
+        f"{oversold} oversold, stock + sold drift {drift} ({counts(answers)}; "
+        f"{RETRIED.get('503', 0)} sends were 503s retried with their key)"
     )
 
     (prod,) = await priced(conn, 1, 30)
