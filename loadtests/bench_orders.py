@@ -142,6 +142,7 @@ async def correctness(url: str, conn: asyncpg.Connection, users: list[int]) -> N
     ids = await priced(conn, 20, 1)
     await conn.execute("UPDATE products SET stock_on_hand = 300 WHERE id = ANY($1::int[])", ids)
     before = await deadlocks(conn)
+    RETRIED.clear()
     rng = random.Random(7)
     requests = []
     for i in range(1000):
