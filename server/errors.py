@@ -38,6 +38,9 @@ class AppError(Exception):
     detail_default: ClassVar[str] = "The server could not complete the request."
     detail_ar_default: ClassVar[str] = "تعذّر على الخادم إتمام الطلب."
     registry: ClassVar[dict[str, type[AppError]]] = {}  # code -> class; filled as classes are defined
+    # False: a refinement of its status that OpenAPI lists under the status's main class (the 400 of a
+    # missing Idempotency-Key is documented with `bad_request`, naming both codes), not instead of it.
+    documents_status: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,6 +171,7 @@ class IdempotencyKeyRequired(AppError):
     """A write that must be exactly-once came without a (well-formed) Idempotency-Key header."""
 
     code, status = "idempotency_key_required", 400
+    documents_status = False
     title, title_ar = "Idempotency-Key required", "ترويسة Idempotency-Key مطلوبة"
     detail_default = (
         'Send an Idempotency-Key header (a unique value per order, e.g. a UUID: Idempotency-Key: "<uuid>").'
@@ -181,6 +185,7 @@ class IdempotencyKeyInUse(AppError):
     """A request with this Idempotency-Key is still being processed."""
 
     code, status = "idempotency_key_in_use", 409
+    documents_status = False
     title, title_ar = "Conflict", "تعارض"
     detail_default = "A request with this Idempotency-Key is still being processed; retry shortly."
     detail_ar_default = "ما زال طلب بمفتاح Idempotency-Key هذا قيد المعالجة؛ أعد المحاولة بعد قليل."
@@ -190,6 +195,7 @@ class IdempotencyKeyReused(AppError):
     """The Idempotency-Key was used before with a different request body."""
 
     code, status = "idempotency_key_reused", 422
+    documents_status = False
     title, title_ar = "Idempotency-Key reused", "أُعيد استخدام مفتاح Idempotency-Key"
     detail_default = "This Idempotency-Key was used for a different request; use a new key for a new order."
     detail_ar_default = "استُخدم مفتاح Idempotency-Key هذا لطلب مختلف؛ استخدم مفتاحاً جديداً لطلب جديد."
@@ -199,6 +205,7 @@ class InsufficientStock(AppError):
     """Some order lines ask for more than is in stock; `lines` says what is available. Nothing changed."""
 
     code, status = "insufficient_stock", 409
+    documents_status = False
     title, title_ar = "Insufficient stock", "المخزون غير كافٍ"
     detail_default = "Some lines ask for more than is in stock; nothing was ordered."
     detail_ar_default = "بعض البنود تطلب أكثر من المتوفر في المخزون؛ لم يُنفَّذ أي طلب."
@@ -208,6 +215,7 @@ class OrderNotCancellable(AppError):
     """Only a pending order can be cancelled."""
 
     code, status = "order_not_cancellable", 409
+    documents_status = False
     title, title_ar = "Conflict", "تعارض"
     detail_default = "Only a pending order can be cancelled."
     detail_ar_default = "لا يمكن إلغاء إلا الطلب قيد الانتظار."

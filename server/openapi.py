@@ -126,16 +126,24 @@ def _response_name(error: type[AppError]) -> str:
 
 
 def _error_responses() -> tuple[dict[int, str], dict[str, Any]]:
-    """status -> components/responses name, and those responses: one per registered error class."""
+    """status -> components/responses name, and those responses: one per registered error class. A
+    status shared by several classes is documented by its main class (`documents_status`), whose
+    description names every code answered with that status."""
     names: dict[int, str] = {}
     responses: dict[str, Any] = {}
+    codes: dict[int, list[str]] = {}
+    for error in error_classes():
+        codes.setdefault(error.status, []).append(error.code)
     for error in error_classes():
         name = _response_name(error)
-        names[error.status] = name
+        if error.documents_status or error.status not in names:
+            names[error.status] = name
         own = _CODE_HEADERS.get(error.code, _ERROR_HEADERS.get(error.status, ()))
         headers = ("X-Request-ID", *own, "RateLimit", "RateLimit-Policy")
+        others = [c for c in codes[error.status] if c != error.code]
+        also = f"; with status {error.status} also " + ", ".join(f"`{c}`" for c in others) if others else ""
         responses[name] = {
-            "description": f"{error.title} (`code`: `{error.code}`)",
+            "description": f"{error.title} (`code`: `{error.code}`{also})",
             "headers": _headers(*headers),
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
