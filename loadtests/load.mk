@@ -123,5 +123,8 @@ bench-orders: venv
 ## cancel) and the SLO gate; a throw-away service unless URL (then add LOCUST_ARGS="--mail-dir DIR").
 .PHONY: load-orders
 load-orders: venv
-	$(LOAD_RUN) --users $(USERS) --duration $(DURATION) -- --orders-weight 4 --shopper-weight 0 \
+	$(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LOAD_PRODUCTS) \
+		--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
+		--thresholds $(or $(THRESHOLDS),loadtests/thresholds_orders.toml) \
+		--users $(USERS) --duration $(DURATION) -- --orders-weight 4 --shopper-weight 0 \
 		--returning-weight 0 --herd-weight 0 --greedy-users 0 $(LOCUST_ARGS)

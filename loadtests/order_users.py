@@ -135,13 +135,15 @@ class OrderingUser(CatalogUser):
     @task(2)
     def history(self) -> None:
         """The first page of the order history, sometimes the next one, and one order."""
-        resp = self.client.get(ORDERS, params={"page_size": 20}, headers=self._auth(), name=ORDERS)
+        resp = self.client.get(
+            ORDERS, params={"page_size": 20}, headers=self._auth(), name=f"{ORDERS} (history)"
+        )
         if resp.status_code == 200 and (cursor := resp.json().get("next_cursor")) and random.random() < 0.3:
             self.client.get(
                 ORDERS,
                 params={"page_size": 20, "cursor": cursor},
                 headers=self._auth(),
-                name=f"{ORDERS} (next)",
+                name=f"{ORDERS} (history, next page)",
             )
         if self.orders:
             oid = random.choice(self.orders)
