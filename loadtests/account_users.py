@@ -6,7 +6,7 @@ and browses the catalog with its access token. Objective of its own: login p95 (
 Its weight is 0 unless `--signin-weight` says otherwise, so existing runs and thresholds are unchanged.
 A TOTP step is usable once per user, so a user signs in at most once per 30 s step; between, it refreshes.
 
-Planned: `OrderingUser` (tags `orders`, `history`, `checkout`) with the orders issue.
+Ordering: `OrderingUser` in loadtests/order_users.py (tags `orders`, `history`, `checkout`).
 Request names follow the rule of users.py: the route template.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import email
+import os
 import random
 import time
 import uuid
@@ -40,7 +41,8 @@ class SignInUser(CatalogUser):
     # Locust drops classes of weight 0 before the options are applied: 1 keeps it until configure() sets
     # --signin-weight (default 0, so users.configure drops it from runs that do not ask for it).
     weight = 1
-    mail_dir = Path(".data/mail")
+    # A throw-away service of run_load exports its mail folder (LOAD_MAIL_DIR); else `make run`'s.
+    mail_dir = Path(os.environ.get("LOAD_MAIL_DIR", ".data/mail"))
 
     def on_start(self) -> None:
         """Sign up from the mail file, enable TOTP, sign out (the tasks sign in again)."""
@@ -82,19 +84,7 @@ class SignInUser(CatalogUser):
         return totp.code_at(self.secret, step)
 
     def _mailed_token(self) -> str:
-        deadline = time.monotonic() + MAIL_WAIT_S
-        while time.monotonic() < deadline:
-            for path in self.mail_dir.glob("*.eml"):
-                with path.open("rb") as fh:
-                    msg = email.message_from_binary_file(fh)
-                if msg["To"] == self.email:
-                    body = msg.get_payload(decode=True)
-                    assert isinstance(body, bytes)
-                    return body.decode().split("token=", 1)[1].split()[0]
-            gevent.sleep(0.2)
-        raise RuntimeError(
-            f"no verification mail in {self.mail_dir} (is --mail-dir the server's DATA_DIR/mail?)"
-        )
+        return mailed_token(self.email, self.mail_dir)
 
     @tag("auth", "login")
     @task(1)
@@ -126,6 +116,22 @@ class SignInUser(CatalogUser):
         headers = {**GZIP, "Authorization": f"Bearer {self.access}"}
         params = {"page": random.choice((1, 1, 2)), "page_size": 20}
         self.client.get(PRODUCTS, params=params, headers=headers, name=PRODUCTS)
+
+
+def mailed_token(address: str, mail_dir: Path | None = None) -> str:
+    """The token of the verification mail to `address` (written by the server under DATA_DIR/mail)."""
+    folder = mail_dir or SignInUser.mail_dir
+    deadline = time.monotonic() + MAIL_WAIT_S
+    while time.monotonic() < deadline:
+        for path in folder.glob("*.eml"):
+            with path.open("rb") as fh:
+                msg = email.message_from_binary_file(fh)
+            if msg["To"] == address:
+                body = msg.get_payload(decode=True)
+                assert isinstance(body, bytes)
+                return body.decode().split("token=", 1)[1].split()[0]
+        gevent.sleep(0.2)
+    raise RuntimeError(f"no verification mail in {folder} (is --mail-dir the server's DATA_DIR/mail?)")
 
 
 TAGS: tuple[str, ...] = ("auth", "login", "orders", "history", "checkout")

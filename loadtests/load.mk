@@ -11,6 +11,8 @@
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
 #   make bench-logins [LOGINS_ARGS="--phase 20s --rounds 2 --logins 200"]  (make load's p99 during a sign-in flood)
+#   make bench-orders [BENCH_ORDERS_ARGS="--duration 10s --connections 32"]  (the orders table: correctness, orders/s, p99)
+#   make load-orders URL= USERS=20 DURATION=30s  (Locust: ordering shoppers only, SLO gate)
 # Common: LOAD_PRODUCTS=10000 LOAD_PROCESSES=2 (the started service), SERVICE_ENV="K=V ...",
 #         LOCUST_ARGS="--tags browse detail" (passed to Locust), THRESHOLDS=loadtests/thresholds.toml,
 #         SLO_P95_MS / SLO_P99_MS / SLO_MAX_FAILURES / SLO_MIN_RPS / SLO_MIN_SAMPLES (override objectives).
@@ -113,3 +115,22 @@ sync-load: venv
 bench-logins: venv
 	$(PY) -m loadtests.bench_logins --products $(LOAD_PRODUCTS) --processes $(LOAD_PROCESSES) \
 		$(foreach e,$(SERVICE_ENV),--service-env $(e)) $(if $(URL),--url $(URL)) $${LOGINS_ARGS:-}
+
+## Orders: the issue's table at full size (200 orders for stock 50; 1,000 multi-line orders: deadlocks and
+## oversold; one key 10 times; placement orders/s and p99 with wrk, 2 processes; history p99 over 1,000
+## orders). A scratch database on BENCH_ADMIN_URL's PostgreSQL (default postgresql://postgres@127.0.0.1:5432/
+## postgres), created and dropped. BENCH_ORDERS_ARGS="--duration 10s --connections 32 --redis-url URL".
+BENCH_ORDERS_ARGS ?=
+.PHONY: bench-orders
+bench-orders: venv
+	$(PY) -m loadtests.bench_orders $(BENCH_ORDERS_ARGS)
+
+## Locust with ordering shoppers only (sign up, browse, order with Idempotency-Keys, retries, history,
+## cancel) and the SLO gate; a throw-away service unless URL (then add LOCUST_ARGS="--mail-dir DIR").
+.PHONY: load-orders
+load-orders: venv
+	$(PY) -m loadtests.run_load $(if $(URL),--url $(URL)) --products $(LOAD_PRODUCTS) \
+		--processes $(LOAD_PROCESSES) $(foreach e,$(SERVICE_ENV),--service-env $(e)) \
+		--thresholds $(or $(THRESHOLDS),loadtests/thresholds_orders.toml) \
+		--users $(USERS) --duration $(DURATION) -- --orders-weight 4 --shopper-weight 0 \
+		--returning-weight 0 --herd-weight 0 --greedy-users 0 $(LOCUST_ARGS)

@@ -1,7 +1,8 @@
 """Locust entry point: `locust --config loadtests/locust.conf` (see loadtests/README.md).
 
 Users: ShopperUser, ReturningUser, HerdUser, GreedyUser (loadtests/users.py); account scenarios go in
-loadtests/account_users.py. The catalog sample is read from the service at test start, never hard-coded.
+loadtests/account_users.py, the ordering shopper in loadtests/order_users.py. The catalog sample is read
+from the service at test start, never hard-coded.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from locust import events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-from loadtests import account_users, users
+from loadtests import account_users, order_users, users
 from loadtests.account_users import USERS as ACCOUNT_USERS
 from loadtests.catalog_data import sample_for
+from loadtests.order_users import USERS as ORDER_USERS
 from loadtests.users import GreedyUser, HerdUser, ReturningUser, ShopperUser
 
-__all__ = ["GreedyUser", "HerdUser", "ReturningUser", "ShopperUser", *(u.__name__ for u in ACCOUNT_USERS)]
-globals().update({u.__name__: u for u in ACCOUNT_USERS})
+_EXTRA = [*ACCOUNT_USERS, *ORDER_USERS]
+__all__ = ["GreedyUser", "HerdUser", "ReturningUser", "ShopperUser", *(u.__name__ for u in _EXTRA)]
+globals().update({u.__name__: u for u in _EXTRA})
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     users.add_arguments(parser)
     account_users.add_arguments(parser)
+    order_users.add_arguments(parser)
 
 
 _env: list[Environment] = []
@@ -39,6 +43,7 @@ _env: list[Environment] = []
 @events.init.add_listener
 def _init(environment: Environment, **_kw: Any) -> None:
     account_users.configure(environment)
+    order_users.configure(environment)
     users.configure(environment)
     environment.events.request.add_listener(users.count_limits)
     _env.append(environment)

@@ -140,6 +140,8 @@ def target(url: str | None, out: Path, products: int, processes: int, env: dict[
         return
     env = {**LOAD_ENV, **env}
     with LocalService(products=products, processes=processes, env=env, log_path=out / "server.log") as svc:
+        # Signed-in scenarios read the verification mails the service writes (no SMTP_URL): tell Locust where.
+        os.environ["LOAD_MAIL_DIR"] = str(svc.data_dir / "mail") if svc.data_dir else ""
         yield svc.url
 
 

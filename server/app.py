@@ -25,6 +25,7 @@ from server.health import router as health_router
 from server.http import Call, Handler, HttpConfig, Reply, Route, wrap
 from server.images import router as images_router
 from server.images.service import ImageStore
+from server.orders import router as orders_router
 from server.resources import Resources
 from server.settings import Settings
 from server.state import AppState
@@ -47,6 +48,7 @@ def api_routes(state: AppState) -> list[Route]:
         *admin_router.routes(state),
         *accounts_router.routes(state),
         *sync_router.routes(state),
+        *orders_router.routes(state),
     ]
 
 

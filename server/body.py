@@ -19,7 +19,7 @@ from robyn import Request
 
 from server.errors import BadRequest, FieldError, UnsupportedMediaType, ValidationFailed
 
-Kind = Literal["str", "int", "decimal", "bool"]
+Kind = Literal["str", "int", "decimal", "bool", "objects"]
 JSON_MEDIA = "application/json"
 CENT = Decimal("0.01")
 _DECIMAL_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
@@ -42,9 +42,9 @@ def media_type(request: Request) -> tuple[str, str]:
 
 
 class _Bad(ValueError):
-    def __init__(self, en: str, ar: str) -> None:
+    def __init__(self, en: str, ar: str, where: str = "") -> None:
         super().__init__(en)
-        self.en, self.ar = en, ar
+        self.en, self.ar, self.where = en, ar, where  # where: inside the member, e.g. "[2].quantity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,8 @@ class Field:
     description: str = ""
     # Documented only (OpenAPI `pattern`): the service checks the value itself, after normalising it.
     pattern: str | None = None
+    # "objects": an array of JSON objects with these members (unknown ones refused), min..max_length long.
+    items: tuple[Field, ...] = ()
 
     def parse(self, value: Any) -> Any:
         """The checked value; raises _Bad naming what is wrong."""
@@ -98,11 +100,48 @@ class Field:
                 return value
             case "decimal":
                 value = _decimal(value)
+            case "objects":
+                return self._objects(value)
         if self.minimum is not None and value < self.minimum:
             raise _Bad(f"must be at least {self.minimum}", f"يجب ألا يقل عن {self.minimum}")
         if self.maximum is not None and value > self.maximum:
             raise _Bad(f"must be at most {self.maximum}", f"يجب ألا يزيد عن {self.maximum}")
         return value
+
+    def _objects(self, value: Any) -> list[dict[str, Any]]:
+        """An array of objects: each member checked; the first problem is named with its index."""
+        if not isinstance(value, list):
+            raise _Bad("must be an array", "يجب أن يكون مصفوفة")
+        if len(value) < self.min_length:
+            raise _Bad(
+                f"must have at least {self.min_length} entries",
+                f"يجب ألا يقل عدد العناصر عن {self.min_length}",
+            )
+        if self.max_length is not None and len(value) > self.max_length:
+            raise _Bad(
+                f"must have at most {self.max_length} entries",
+                f"يجب ألا يزيد عدد العناصر عن {self.max_length}",
+            )
+        known = {f.name: f for f in self.items}
+        out: list[dict[str, Any]] = []
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                raise _Bad("must be a JSON object", "يجب أن يكون كائن JSON", f"[{i}]")
+            for name in entry:
+                if name not in known:
+                    raise _Bad("unknown field", "حقل غير معروف", f"[{i}].{name[:64]}")
+            checked: dict[str, Any] = {}
+            for spec in self.items:
+                if spec.name not in entry:
+                    if spec.required:
+                        raise _Bad("is required", "هذا الحقل مطلوب", f"[{i}].{spec.name}")
+                    continue
+                try:
+                    checked[spec.name] = spec.parse(entry[spec.name])
+                except _Bad as bad:
+                    raise _Bad(bad.en, bad.ar, f"[{i}].{spec.name}{bad.where}") from None
+            out.append(checked)
+        return out
 
     def openapi(self) -> dict[str, Any]:
         """This member as an OpenAPI 3.0 schema."""
@@ -124,6 +163,18 @@ class Field:
                     schema = {"oneOf": [schema, {"type": "string", "pattern": f"^{_DECIMAL_RE.pattern}$"}]}
             case "bool":
                 schema = {"type": "boolean"}
+            case "objects":
+                item: dict[str, Any] = {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {f.name: f.openapi() for f in self.items},
+                }
+                required = [f.name for f in self.items if f.required]
+                if required:
+                    item["required"] = required
+                schema = {"type": "array", "items": item, "minItems": self.min_length}
+                if self.max_length is not None:
+                    schema["maxItems"] = self.max_length
         if self.nullable:
             schema["nullable"] = True
         if self.description:
@@ -232,7 +283,7 @@ class JsonBody:
             try:
                 out[spec.name] = spec.parse(doc[spec.name])
             except _Bad as bad:
-                errors.append(FieldError(f"body.{spec.name}", bad.en, bad.ar))
+                errors.append(FieldError(f"body.{spec.name}{bad.where}", bad.en, bad.ar))
         given = [n for n in self.exclusive if n in doc]
         if len(given) > 1:
             names = ", ".join(given)

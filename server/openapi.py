@@ -26,7 +26,7 @@ from server.errors import AppError, Forbidden, Unauthorized, error_classes, erro
 from server.http import SAFE_METHODS, Route
 
 _FACTS = ("x-conditional", "x-statuses", "x-headers")
-_OK_DESCRIPTIONS = {200: "OK", 202: "Accepted: carried out in the background"}
+_OK_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted: carried out in the background"}
 SIZE_STATUSES = (413, 414, 431)  # the wrapper checks sizes before anything else, on every route
 
 FIELD_ERROR_SCHEMA: dict[str, Any] = {
@@ -91,7 +91,13 @@ HEADERS: dict[str, dict[str, Any]] = {
         pattern=r"^bytes ([0-9]+-[0-9]+|\*)/[0-9]+$",
     ),
     "Location": _header(
-        "Where the started resource is watched (a sync run: /api/admin/sync/runs/{id})", required=True
+        "Where the started or created resource is (a sync run: /api/admin/sync/runs/{id}; an order: "
+        "/api/consumer/orders/{id})",
+        required=True,
+    ),
+    "Idempotent-Replayed": _header(
+        "`true` when this is the stored answer of an earlier request with the same Idempotency-Key",
+        pattern="^true$",
     ),
     "Accept-Ranges": _header("`bytes`: single byte ranges are served (Range, If-Range)"),
     "WWW-Authenticate": _header(
@@ -120,16 +126,24 @@ def _response_name(error: type[AppError]) -> str:
 
 
 def _error_responses() -> tuple[dict[int, str], dict[str, Any]]:
-    """status -> components/responses name, and those responses: one per registered error class."""
+    """status -> components/responses name, and those responses: one per registered error class. A
+    status shared by several classes is documented by its main class (`documents_status`), whose
+    description names every code answered with that status."""
     names: dict[int, str] = {}
     responses: dict[str, Any] = {}
+    codes: dict[int, list[str]] = {}
+    for error in error_classes():
+        codes.setdefault(error.status, []).append(error.code)
     for error in error_classes():
         name = _response_name(error)
-        names[error.status] = name
+        if error.documents_status or error.status not in names:
+            names[error.status] = name
         own = _CODE_HEADERS.get(error.code, _ERROR_HEADERS.get(error.status, ()))
         headers = ("X-Request-ID", *own, "RateLimit", "RateLimit-Policy")
+        others = [c for c in codes[error.status] if c != error.code]
+        also = f"; with status {error.status} also " + ", ".join(f"`{c}`" for c in others) if others else ""
         responses[name] = {
-            "description": f"{error.title} (`code`: `{error.code}`)",
+            "description": f"{error.title} (`code`: `{error.code}`{also})",
             "headers": _headers(*headers),
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }

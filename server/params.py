@@ -196,6 +196,8 @@ def parse_inputs(
             errors.append(FieldError(f"query.{name}", "unknown parameter", "معامل غير معروف"))
     for spec in specs:
         raw: str | None
+        if spec.location == "header":
+            continue  # documented here, read and checked by the handler (e.g. Idempotency-Key)
         if spec.location == "path":
             raw = (path or {}).get(spec.name)
         else:

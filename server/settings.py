@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_HEALTH: str = DEFAULT_POLICIES["health"]
     RATE_LIMIT_AUTH: str = DEFAULT_POLICIES["auth"]
     RATE_LIMIT_ADMIN: str = DEFAULT_POLICIES["admin"]
+    RATE_LIMIT_ORDERS: str = DEFAULT_POLICIES["orders"]
     RATE_LIMIT_REDIS_TIMEOUT_MS: float = Field(100.0, gt=0, le=1000)
     # Block budgets: every client of one IPv6 /48 (a site's delegation: 65,536 /64s) or, when enabled, of
     # one IPv4 /24 shares this many times each policy's quota and burst; 0 turns a family's block budget off.
@@ -167,6 +168,16 @@ class Settings(BaseSettings):
     ZOHO_DAILY_BUDGET: int = Field(10_000, ge=1, le=10_000_000)
     ZOHO_TIMEOUT_S: float = Field(30.0, gt=0, le=300)
     ZOHO_MAX_RETRIES: int = Field(6, ge=0, le=20)  # per call, on throttling, 5xx and transport errors
+
+    # Orders (server/orders). Idempotency keys are kept this long per user, then purged.
+    ORDER_IDEMPOTENCY_TTL_S: int = Field(86_400, ge=60, le=30 * 86_400)
+    # The push to Zoho (off while Zoho credentials or ZOHO_ORDER_CUSTOMER_ID are unset: orders stay queued):
+    # the Zoho contact every sales order is made for, how often each process looks for due orders, and the
+    # jittered exponential backoff between attempts of one order.
+    ZOHO_ORDER_CUSTOMER_ID: str = Field("", pattern=r"^[0-9A-Za-z_-]{0,64}$")
+    ORDER_OUTBOX_POLL_S: float = Field(1.0, ge=0.05, le=3600)
+    ORDER_OUTBOX_BACKOFF_BASE_S: float = Field(2.0, ge=0.01, le=3600)
+    ORDER_OUTBOX_BACKOFF_MAX_S: float = Field(600.0, ge=0.01, le=86_400)
 
     # Shopper accounts (server/accounts). Keys are "kid:base64url" entries separated by commas; the active
     # one signs (JWT) or seals (TOTP secrets), the others still verify or open: rotate by adding a key,
@@ -249,7 +260,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "RATE_LIMIT_CATALOG", "RATE_LIMIT_IMAGES", "RATE_LIMIT_HEALTH", "RATE_LIMIT_AUTH", "RATE_LIMIT_ADMIN"
+        "RATE_LIMIT_CATALOG",
+        "RATE_LIMIT_IMAGES",
+        "RATE_LIMIT_HEALTH",
+        "RATE_LIMIT_AUTH",
+        "RATE_LIMIT_ADMIN",
+        "RATE_LIMIT_ORDERS",
     )
     @classmethod
     def _check_policy(cls, value: str, info: ValidationInfo) -> str:
@@ -260,7 +276,7 @@ class Settings(BaseSettings):
         """Route group -> policy (None: not limited)."""
         return {
             group: parse_optional_policy(group, getattr(self, f"RATE_LIMIT_{group.upper()}"))
-            for group in ("catalog", "images", "health", "auth", "admin")
+            for group in ("catalog", "images", "health", "auth", "admin", "orders")
         }
 
     @field_validator("PUBLIC_BASE_URL")

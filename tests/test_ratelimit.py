@@ -170,7 +170,7 @@ def test_policy_names_and_defaults() -> None:
     policies = {name: parse_optional_policy(name, text) for name, text in DEFAULT_POLICIES.items()}
     assert policies["catalog"] == Policy("catalog", 600, 60, 100)
     assert policies["health"] is None
-    assert set(policies) == {"catalog", "images", "health", "auth", "admin"}
+    assert set(policies) == {"catalog", "images", "health", "auth", "admin", "orders"}
 
 
 # -- client identity --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ DEFAULT_POLICIES: dict[str, str] = {
     "health": "off",  # probes come from load balancers/orchestrators; limiting them flaps health
     "auth": "20/60s;burst=10",  # password/TOTP guessing, per client address
     "admin": "120/60s;burst=30",
+    "orders": "120/60s;burst=30",  # per signed-in shopper (`user:<id>`): placing, history, cancelling
 }
 
 

@@ -6,7 +6,8 @@ Stand-alone: `python -m tests.fakes.zoho --items 50000 --port 8765`.
 It serves `/inventory/v1/{items, items/{id}, items/{id}/image, pricebooks, pricebooks/{id}, categories,
 salesorders, organizations}` with Zoho's envelope (`code`, `message`, `page_context`) and the OAuth token
 endpoint `/oauth/v2/token` (refresh-token grant, at most `mint_cap` tokens per `mint_window_s`). Tests change
-the data through `fake.catalog`, program failures with `fail_next`, expire tokens, and read `fake.log`.
+the data through `fake.catalog`, program failures with `fail_next`, an outage with `down`, lost answers
+of created sales orders with `lose_created`, expire tokens, read `fake.log` and `fake.catalog.salesorders`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class FakeZoho:
     mint_cap: int = 10
     mint_window_s: float = 600.0
     ignore_modified_filter: bool = False  # answer as if `last_modified_time` was not sent
+    down: bool = False  # every API request answers 503 (an outage), until set back to False
+    lose_created: int = 0  # the next n created sales orders are kept, but answered 502 (an unknown outcome)
     log_max: int = 500_000
     catalog: Catalog = field(init=False)
     log: deque[LoggedRequest] = field(init=False)
@@ -237,6 +240,8 @@ class FakeZoho:
         try:
             if not split.path.startswith(API_PREFIX):
                 answer = (404, {"code": 5, "message": "Invalid URL Passed"}, "", {})
+            elif self.down:
+                answer = (503, err(500), "", {})
             elif (refused := self._admit(entry)) is not None:
                 answer = (refused[0], refused[1], "", refused[2])
             else:
@@ -247,6 +252,11 @@ class FakeZoho:
                     self.catalog, org, self.ignore_modified_filter, h.command, split.path, query, body
                 )
                 answer = (*routed, {})
+                if routed[0] == 201 and split.path.endswith("/salesorders"):
+                    with self._lock:
+                        lose, self.lose_created = self.lose_created > 0, max(0, self.lose_created - 1)
+                    if lose:
+                        answer = (502, err(500), "", {})
         finally:
             self._finish(h, entry, *answer, in_flight=True)
 
