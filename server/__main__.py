@@ -139,16 +139,27 @@ def cmd_robyn(_args: argparse.Namespace) -> int:
         return 2
     from server import workers
     from server.app import create_app
+    from server.metrics.store import prepare_run_dir, remove_run_dir
 
-    app, _state = create_app(settings)
+    _master = os.getpid()
+
+    # One snapshot directory per run of this master, made before the workers fork (server/metrics/store.py).
+    metrics_dir = None
+    if settings.METRICS_ENABLED:
+        metrics_dir = prepare_run_dir(settings.METRICS_DIR or settings.DATA_DIR / "metrics")
+    app, _state = create_app(settings, metrics_dir)
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)  # Robyn() re-configures the root logger
-    workers.serve(
-        app,
-        host=settings.HOST,
-        port=settings.PORT,
-        processes=settings.PROCESSES,
-        grace_s=settings.SHUTDOWN_GRACE_S,
-    )
+    try:
+        workers.serve(
+            app,
+            host=settings.HOST,
+            port=settings.PORT,
+            processes=settings.PROCESSES,
+            grace_s=settings.SHUTDOWN_GRACE_S,
+        )
+    finally:
+        if metrics_dir is not None and os.getpid() == _master:
+            remove_run_dir(metrics_dir)
     return 0
 
 
