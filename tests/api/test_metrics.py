@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -174,7 +174,7 @@ def test_traceparent_joined_and_answered(metrics_server: ServerProcess) -> None:
 def test_malformed_traceparent_ignored(metrics_server: ServerProcess, bad: str) -> None:
     resp = httpx.get(metrics_server.base_url + PRODUCTS, headers={"traceparent": bad})
     assert resp.status_code == 200
-    version, tid, span, _flags = resp.headers["traceparent"].split("-")
+    version, tid, _span, _flags = resp.headers["traceparent"].split("-")
     assert version == "00" and re.fullmatch(r"[0-9a-f]{32}", tid) and tid not in bad
     assert tid == resp.headers["x-request-id"]  # a new trace, named by our own request id
 
@@ -182,7 +182,7 @@ def test_malformed_traceparent_ignored(metrics_server: ServerProcess, bad: str) 
 class _Receiver(BaseHTTPRequestHandler):
     """A tiny OTLP/HTTP receiver: keeps every posted JSON body."""
 
-    bodies: list[dict[str, Any]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
