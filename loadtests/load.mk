@@ -7,6 +7,7 @@
 #   make bench-mix [MIX_DURATION=10s] [SIDE_BY_SIDE=1] [MIX_ARGS="--passes 2 --runs on,off,writer"]
 #   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
 #   make bench-scale [SCALE_PRODUCTS=1000000] [URL=] [SCALE_ARGS="--requests 200 --budget 30"]
+#   make bench-metrics [METRICS_ARGS="-d 5s --passes 5"]  (metrics+trace on vs off, /metrics exactness)
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
@@ -107,3 +108,10 @@ sync-demo: venv
 ## Catalog p50/p99 under wrk with and without a full sync running in the service (needs DATABASE_URL).
 sync-load: venv
 	$(PY) -m loadtests.bench_sync_load --items $${SYNC_ITEMS:-20000} $${SYNC_LOAD_ARGS:-}
+
+## Metrics and trace context on vs off (warm products page, same run), per-observation costs, and /metrics
+## counting exactly the requests sent: `make bench-metrics [METRICS_ARGS="-d 5s --passes 5 --exact 3000"]`.
+METRICS_ARGS ?=
+.PHONY: bench-metrics
+bench-metrics: venv
+	$(PY) -m loadtests.bench_metrics $(METRICS_ARGS)

@@ -37,7 +37,7 @@ from server.encoding import (
 from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
 from server.metrics.registry import route_template
-from server.metrics.trace import begin as begin_trace
+from server.metrics.trace import join as join_trace
 from server.metrics.trace import trace_var
 from server.params import Param, parse_inputs
 
@@ -256,6 +256,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     timer = None if obs is None else obs.metrics.timer(method, route.path, route.group if policy else None)
     tracing = obs is not None and obs.trace_context
     exporter = None if obs is None else obs.exporter
+    root_flags = "01" if exporter is not None else "00"  # a trace we start is sampled when we export
     route_label = route_template(route.path)
     span_name = f"{method} {route_label}"
 
@@ -280,16 +281,18 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         request_id: str = new_request_id() if given is None or own_id else given
         rid_token = request_id_var.set(request_id)
         extra: dict[str, str] = {}
-        trace = trace_token = None
+        traceparent = trace_token = None
+        parent = ""
         if tracing:
-            # A malformed traceparent is ignored (a new trace), never an error.
-            trace = begin_trace(
-                request.headers.get("traceparent"),
-                request_id if own_id else new_request_id(),
-                exporter is not None,
-            )
-            trace_token = trace_var.set(trace)
-            extra["traceparent"] = trace.header()
+            # Our span id and, for a new trace, its id come from a fresh request id (no randomness drawn).
+            local = request_id if own_id else new_request_id()
+            incoming = request.headers.get("traceparent")
+            if incoming is None:
+                traceparent = f"00-{local}-{local[:8]}{local[24:]}-{root_flags}"
+            else:
+                traceparent, parent = join_trace(incoming, local, exporter is not None)
+            trace_token = trace_var.set(traceparent)
+            extra["traceparent"] = traceparent
         stats = QueryStats()
         stats_token = query_stats_var.set(stats)
         status = 500
@@ -359,13 +362,12 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
                 if stats.slow is not None and obs is not None:
                     for name in stats.slow:
                         obs.metrics.inc("db_slow_queries_total", (name,))
-            if trace is not None:
+            if traceparent is not None:
                 trace_var.reset(trace_token)  # type: ignore[arg-type]
-                if exporter is not None and trace.sampled:
+                if exporter is not None and traceparent[-1] == "1":
                     end = time.time_ns()
-                    exporter.add(
-                        (trace, span_name, end - int(elapsed * 1e9), end, method, route_label, status)
-                    )
+                    start_ns = end - int(elapsed * 1e9)
+                    exporter.add((traceparent, parent, span_name, start_ns, end, method, route_label, status))
             if elapsed >= config.slow_request_s:
                 log.warning(
                     "slow request %s %s -> %d in %.1f ms (%d queries, %.1f ms in db)",

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 
 import orjson
 
-from server.metrics.trace import trace_var
+from server.metrics.trace import ids, trace_var
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -17,8 +17,8 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
-        trace = trace_var.get()
-        record.trace_id, record.span_id = (trace.trace_id, trace.span_id) if trace is not None else ("", "")
+        traceparent = trace_var.get()
+        record.trace_id, record.span_id = ids(traceparent) if traceparent is not None else ("", "")
         return True
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from server.metrics.trace import TraceContext
+from server.metrics.trace import ids
 
 log = logging.getLogger("server.metrics.otlp")
 MAX_QUEUE = 8192  # spans waiting per process; beyond, new ones are dropped (and counted)
@@ -25,8 +25,8 @@ MAX_BATCH = 2048
 SERVER = 2  # SpanKind SPAN_KIND_SERVER
 STATUS_ERROR = 2
 
-# (trace context, name, start ns, end ns, method, route, status)
-Span = tuple[TraceContext, str, int, int, str, str, int]
+# (our traceparent, parent span id or "", name, start ns, end ns, method, route, status)
+Span = tuple[str, str, str, int, int, str, str, int]
 
 
 def _attr(key: str, value: str | int) -> dict[str, Any]:
@@ -60,10 +60,11 @@ class SpanExporter:
     def payload(self, spans: list[Span]) -> bytes:
         """The OTLP/JSON ExportTraceServiceRequest of `spans`."""
         out = []
-        for ctx, name, start, end, method, route, status in spans:
+        for traceparent, parent, name, start, end, method, route, status in spans:
+            trace_id, span_id = ids(traceparent)
             span: dict[str, Any] = {
-                "traceId": ctx.trace_id,
-                "spanId": ctx.span_id,
+                "traceId": trace_id,
+                "spanId": span_id,
                 "name": name,
                 "kind": SERVER,
                 "startTimeUnixNano": str(start),
@@ -75,8 +76,8 @@ class SpanExporter:
                 ],
                 "status": {"code": STATUS_ERROR} if status >= 500 else {},
             }
-            if ctx.parent_id:
-                span["parentSpanId"] = ctx.parent_id
+            if parent:
+                span["parentSpanId"] = parent
             out.append(span)
         resource = {"attributes": [_attr("service.name", self.service_name)]}
         scope = {"name": "catalog-api.server.http"}

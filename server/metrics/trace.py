@@ -6,36 +6,21 @@ made that id (both are 128 random-prefixed bits), else a new one. The answer car
 `traceparent: 00-<trace id>-<our span id>-<flags>` beside X-Request-ID, which stays as it was.
 
 Span ids are 64 bits: 32 random bits drawn once per process, then a counter (no getrandom() per request;
-see server/http.py's request ids).
+see `span_id_of`). The common case (no incoming header) is inlined in the wrapper: a slice and an f-string.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 from contextvars import ContextVar
-from typing import NamedTuple
 
 _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
-class TraceContext(NamedTuple):
-    """This request's place in its trace."""
-
-    trace_id: str  # 32 lowercase hex
-    span_id: str  # ours: 16 lowercase hex
-    parent_id: str  # the caller's span, "" for a root
-    sampled: bool
-
-    def header(self) -> str:
-        """Our `traceparent` (version 00)."""
-        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
-
-
-trace_var: ContextVar[TraceContext | None] = ContextVar("trace", default=None)
+# This request's own `traceparent` (version 00, our span id): the header we answer, the parent of the calls
+# it makes, and where log lines read the trace and span ids (a str: one context variable, no object).
+trace_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
@@ -44,7 +29,7 @@ def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
         return None
     value = value.strip()
     version, trace_id, parent_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
-    if value[2] != "-" or value[35] != "-" or value[52] != "-":
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
     if not _HEX.issuperset(version) or version == "ff" or (version == "00" and len(value) != 55):
         return None
@@ -57,38 +42,29 @@ def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
     return trace_id, parent_id, bool(int(flags, 16) & 1)
 
 
-class _SpanIds:
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.prefix = secrets.token_hex(4)
-        self.counter = itertools.count(1)
-
-    def new(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFF:08x}"
+def span_id_of(local_id: str) -> str:
+    """Our span id from a fresh 128-bit request id (server/http.py: 64 random bits per process, then a
+    counter): its first 32 random bits and the counter's low 32 bits, unique per process and across them
+    like a random id, without drawing randomness per request."""
+    return local_id[:8] + local_id[24:]
 
 
-_spans = _SpanIds()
-os.register_at_fork(after_in_child=_spans.reset)
+def join(header: str, local_id: str, sample_roots: bool) -> tuple[str, str]:
+    """(our traceparent, the caller's span id or "") for a request that sent `header`; a malformed header
+    is ignored (a new trace named by `local_id`), never an error."""
+    span = span_id_of(local_id)
+    parsed = parse_traceparent(header)
+    if parsed is None:
+        return f"00-{local_id}-{span}-{'01' if sample_roots else '00'}", ""
+    trace_id, parent, sampled = parsed
+    return f"00-{trace_id}-{span}-{'01' if sampled else '00'}", parent
 
 
-def new_span_id() -> str:
-    """A fresh span id (16 hex)."""
-    return _spans.new()
-
-
-def begin(header: str | None, fallback_trace_id: str, sample_roots: bool) -> TraceContext:
-    """This request's trace context from its `traceparent` (or a new root with `fallback_trace_id`)."""
-    span_id = _spans.new()
-    if header is not None:
-        parsed = parse_traceparent(header)
-        if parsed is not None:
-            return TraceContext(parsed[0], span_id, parsed[1], parsed[2])
-    return TraceContext(fallback_trace_id, span_id, "", sample_roots)
+def ids(traceparent: str) -> tuple[str, str]:
+    """(trace id, span id) of one of our traceparent values."""
+    return traceparent[3:35], traceparent[36:52]
 
 
 def outgoing_traceparent() -> str | None:
     """The `traceparent` for a call this request makes (the current span as the parent), or None."""
-    ctx = trace_var.get()
-    return ctx.header() if ctx is not None else None
+    return trace_var.get()

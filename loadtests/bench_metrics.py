@@ -1,0 +1,211 @@
+"""What metrics and tracing cost a warm cached page, and whether /metrics counts every request: one run.
+
+    python -m loadtests.bench_metrics [-t 2 -c 64 -d 5s] [--passes 3] [--processes 2] [--exact 3000]
+
+1. Per-observation cost in this interpreter: our RouteTimer.observe (a bisect and two additions) against
+   prometheus_client's Histogram.observe in multiprocess mode (mmap files), when prometheus_client is
+   installed. This is what chose the design (server/metrics/registry.py).
+2. Two throw-away services side by side, `on` (defaults: METRICS_ENABLED, TRACE_CONTEXT) and `off`
+   (METRICS_ENABLED=false TRACE_CONTEXT=false); wrk on the warm products page (page_size=100, gzip), the
+   two alternating for --passes rounds (so drift hits both); prints each pass, the medians and on/off.
+3. Exactness: --exact requests sent to `on` over new connections from several threads (both processes
+   serve), then `/metrics` summed over all processes must have counted exactly that many more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import timeit
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from loadtests.bench_http import GZIP, Result, wrk
+from loadtests.service import LocalService
+
+PAGE = "/api/consumer/products?page=1&page_size=100"
+ROUTE = "/api/consumer/products"
+OFF = {"METRICS_ENABLED": "false", "TRACE_CONTEXT": "false"}
+
+
+def observe_costs(n: int = 200_000) -> dict[str, float]:
+    """ns per observation: our RouteTimer, and prometheus_client multiprocess when installed."""
+    from server.metrics.registry import RouteTimer
+
+    timer = RouteTimer("GET", ROUTE, "catalog")
+    out = {"RouteTimer.observe": timeit.timeit(lambda: timer.observe(200, 0.0004), number=n) / n * 1e9}
+    base = timeit.timeit(lambda: None, number=n) / n * 1e9
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tmp
+            from prometheus_client import CollectorRegistry, Histogram
+
+            hist = Histogram(
+                "bench_seconds", "bench", ["method", "route", "status"], registry=CollectorRegistry()
+            )
+            child = hist.labels("GET", ROUTE, "200")
+            out["prometheus_client multiprocess .labels().observe"] = (
+                timeit.timeit(lambda: hist.labels("GET", ROUTE, "200").observe(0.0004), number=n) / n * 1e9
+            )
+            out["prometheus_client multiprocess child.observe"] = (
+                timeit.timeit(lambda: child.observe(0.0004), number=n) / n * 1e9
+            )
+    except ImportError:
+        print("(prometheus_client not installed: its row is skipped)", file=sys.stderr)
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return {k: v - base for k, v in out.items()}
+
+
+def wrapper_costs(rounds: int = 12, per_round: int = 5000) -> tuple[float, float]:
+    """µs per request through the real wrapper (server/http.py) of a route answering a cached page from
+    memory, observability on and off, alternating rounds in one process: (on, off) fastest rounds. No
+    HTTP and no database, so the difference is exactly what recording and the trace context cost."""
+    import asyncio
+
+    from robyn.robyn import Headers, QueryParams, Request, Url
+
+    from server.cache import Page
+    from server.edge import Edge
+    from server.http import Call, HttpConfig, Reply, Route, wrap
+    from server.metrics.service import Observability
+    from server.settings import load_settings
+
+    settings = load_settings(RATE_LIMIT_ENABLED=False)
+    page = Page.build(
+        b'{"items":[' + b",".join(b'{"id":%d,"name":"product"}' % i for i in range(100)) + b"]}"
+    )
+
+    async def handler(_call: Call) -> Reply:
+        return Reply(page.body, encoded=page, etag=page.etag)
+
+    route = Route("GET", ROUTE, handler)
+    endpoints = {}
+    for name, obs in (("on", Observability.from_settings(settings, None)), ("off", None)):
+        config = HttpConfig(
+            edge=Edge.from_settings(settings), slow_request_ms=10_000, server_timing=False, obs=obs
+        )
+        endpoints[name] = wrap(route, config)
+    headers = Headers({"accept-encoding": "gzip", "user-agent": "bench", "host": "127.0.0.1"})
+    request = Request(
+        QueryParams(), headers, {}, "", "GET", Url("http", "127.0.0.1", ROUTE), {}, {}, None, "127.0.0.1"
+    )
+    times: dict[str, list[float]] = {"on": [], "off": []}
+
+    async def run() -> None:
+        for endpoint in endpoints.values():
+            for _ in range(500):
+                await endpoint(request)
+        for n in range(rounds):
+            for name in ("on", "off") if n % 2 else ("off", "on"):
+                endpoint = endpoints[name]
+                started = time.perf_counter()
+                for _ in range(per_round):
+                    await endpoint(request)
+                times[name].append((time.perf_counter() - started) / per_round * 1e6)
+
+    asyncio.run(run())
+    # The least of each: rounds only ever get slower than the code (other processes share the cores).
+    return min(times["on"]), min(times["off"])
+
+
+def scrape_count(base: str) -> float:
+    """http_server_request_duration_seconds_count of GET ROUTE 200, summed (the service sums processes)."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    pattern = (
+        r'^http_server_request_duration_seconds_count\{http_request_method="GET",'
+        rf'http_route="{re.escape(ROUTE)}",http_response_status_code="200"\}} (\S+)$'
+    )
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def exact(base: str, n: int, threads: int = 8) -> tuple[int, float]:
+    """Send n requests (new connection each), return (n, counted by /metrics)."""
+    time.sleep(1.0)
+    before = scrape_count(base)
+    lock = threading.Lock()
+    ok = [0]
+
+    def one(_: int) -> None:
+        req = urllib.request.Request(base + PAGE, headers={**GZIP, "Connection": "close"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            if resp.status == 200:
+                with lock:
+                    ok[0] += 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(n)))
+    time.sleep(1.0)  # > METRICS_FLUSH_S: every process's snapshot includes its share
+    return ok[0], scrape_count(base) - before
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three parts and print the figures."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-c", "--connections", type=int, default=64)
+    ap.add_argument("-d", "--duration", default="5s")
+    ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--products", type=int, default=10_000)
+    ap.add_argument("--exact", type=int, default=3000)
+    args = ap.parse_args(argv)
+
+    print("per observation (ns, this interpreter):")
+    for name, ns in observe_costs().items():
+        print(f"  {name:<52} {ns:8.0f}")
+
+    us_on, us_off = wrapper_costs()
+    print(
+        f"wrapper, cached page from memory: on {us_on:.2f} us, off {us_off:.2f} us per request "
+        f"(+{us_on - us_off:.2f} us)",
+        flush=True,
+    )
+
+    on = LocalService(products=args.products, processes=args.processes).start()
+    off = LocalService(products=args.products, processes=args.processes, env=OFF).start()
+    runs: dict[str, list[Result]] = {"on": [], "off": []}
+    try:
+        for svc in (on, off):  # warm: the page is cached in every process
+            wrk(svc.url + PAGE, "warm", args.threads, args.connections, "2s", GZIP)
+        for i in range(args.passes):
+            for name, svc in (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on)):
+                res = wrk(svc.url + PAGE, name, args.threads, args.connections, args.duration, GZIP)
+                runs[name].append(res)
+                print(
+                    f"pass {i + 1} {name:>3}: {res.rps:10,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
+                    f"p99 {res.p99_ms:6.2f} ms  errors {res.errors}",
+                    flush=True,
+                )
+        sent, counted = exact(on.url, args.exact)
+    finally:
+        on.stop()
+        off.stop()
+    rps_on = statistics.median(r.rps for r in runs["on"])
+    rps_off = statistics.median(r.rps for r in runs["off"])
+    cores = min(args.processes, os.cpu_count() or 1)
+    share = (us_on - us_off) / (cores / rps_off * 1e6)
+    print(
+        f"\nwarm products page, {args.processes} processes, median of {args.passes} passes:\n"
+        f"  metrics+trace on  {rps_on:10,.0f} req/s\n"
+        f"  metrics+trace off {rps_off:10,.0f} req/s\n"
+        f"  on/off            {rps_on / rps_off:10.3f}  (cost {1 - rps_on / rps_off:+.1%}; budget <= 3 %)\n"
+        f"  wrapper +{us_on - us_off:.2f} us per request = {share:.1%} of a request's CPU time at the "
+        f"'off' rate ({args.processes} processes on {os.cpu_count()} cores)\n"
+        f"exactness: sent {sent} requests, /metrics counted {counted:.0f} "
+        f"({'equal' if counted == sent else 'DIFFERENT'})"
+    )
+    return 0 if counted == sent else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
