@@ -58,16 +58,29 @@ class RouteTimer:
 class Histogram:
     """A histogram without labels, for rare events (catalog change lag)."""
 
-    __slots__ = ("bounds", "row")
+    __slots__ = ("bounds", "last_since", "row")
 
     def __init__(self, family: Family) -> None:
         self.bounds = family.buckets
         self.row = [0.0] * (len(family.buckets) + 2)
+        self.last_since = 0.0
+
+    @classmethod
+    def of(cls, name: str) -> Histogram:
+        """A histogram of the family `name` (families.py)."""
+        return cls(BY_NAME[name])
 
     def observe(self, value: float) -> None:
         """Record one value."""
         self.row[bisect_left(self.bounds, value)] += 1
         self.row[-1] += value
+
+    def observe_since(self, since: float) -> None:
+        """Record time.monotonic() - since, once per distinct `since` (an event applied several times, or a
+        round with no new event, is not counted again)."""
+        if since != self.last_since:
+            self.last_since = since
+            self.observe(max(0.0, time.monotonic() - since))
 
 
 class Metrics:

@@ -69,6 +69,7 @@ class Observability:
         self.store.bind(metrics.pid, metrics.started)
         if metrics.enabled:
             metrics.collectors.extend(_collectors(res, inflight))
+            metrics.histograms["catalog_change_lag_seconds"] = res.feed.lag
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if self.exporter is not None:
             res.start_task("otlp_export", self.exporter.run)

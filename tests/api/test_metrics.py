@@ -4,7 +4,9 @@ queries: all against the real server."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.catalog_testlib import Database, ServerProcess, Services
+from tests.catalog_testlib import Database, ServerProcess, Services, run
 
 TOKEN = "scrape-token-0123456789"
 PRODUCTS = "/api/consumer/products"
@@ -270,3 +272,65 @@ def test_slow_queries_named_with_request_and_trace_ids(otlp: tuple[ServerProcess
         assert re.fullmatch(r"slow query [a-z_.]+\.[A-Za-z0-9_.]+: [\d.]+ ms", line["msg"]), line["msg"]
         assert "$1" not in line["msg"] and "SELECT" not in line["msg"]
     assert any(".repo." in line["msg"] for line in lines)
+
+
+def _value(families: dict[str, Any], name: str, **labels: str) -> float:
+    family = families.get(name)
+    if family is None:
+        return 0.0
+    return sum(
+        s.value
+        for s in family.samples
+        if s.name in (name, f"{name}_total", f"{name}_count")
+        and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_sign_ins_counted(metrics_server: ServerProcess) -> None:
+    base = metrics_server.base_url
+    before = _value(scrape(base), "auth_sign_ins", outcome="failed")
+    for i in range(2):
+        body = {"email": f"nobody-{i}-{time.time_ns()}@example.com", "password": "wrong password 123"}
+        assert httpx.post(base + "/api/auth/login", json=body).status_code == 401
+    settle()
+    assert _value(scrape(base), "auth_sign_ins", outcome="failed") == before + 2
+
+
+def test_catalog_change_lag_observed(metrics_server: ServerProcess, database: Database) -> None:
+    base = metrics_server.base_url
+    settle()
+    before = _value(scrape(base), "catalog_change_lag_seconds")
+    run(database.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = 1"))
+    deadline = time.monotonic() + 10
+    families = scrape(base)
+    while _value(families, "catalog_change_lag_seconds") < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        families = scrape(base)
+    assert _value(families, "catalog_change_lag_seconds") == before + 2  # once in each process
+    lag_sum = sum(s.value for s in families["catalog_change_lag_seconds"].samples if s.name.endswith("_sum"))
+    assert 0 < lag_sum < 10
+
+
+def test_dead_process_counts_stay(metrics_server: ServerProcess) -> None:
+    base = metrics_server.base_url
+    key = ("GET", PRODUCTS, "200")
+    settle()
+    before = request_counts(scrape(base))[key]
+    procs = httpx.get(base + "/ready").json()["processes"]
+    victim = procs["workers"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        procs = httpx.get(base + "/ready").json().get("processes", {})
+        pids = [w["pid"] for w in procs.get("workers", [])]
+        if procs.get("live") == 2 and victim not in pids:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the killed worker was not replaced")
+    # The dead process's counts stay (its last snapshot), counted once; the new one adds its own.
+    assert request_counts(scrape(base))[key] == before
+    for _ in range(10):
+        assert httpx.get(base + PRODUCTS, headers={"Connection": "close"}).status_code == 200
+    settle()
+    assert request_counts(scrape(base))[key] == before + 10
