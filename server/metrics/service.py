@@ -114,17 +114,21 @@ def _collectors(res: Resources, inflight: Callable[[], tuple[int, int]]) -> list
 
     def cache() -> Iterable[Sample]:
         s = res.cache.snapshot()
-        return [
-            ("page_cache_requests_total", ("l1", "hit"), s["l1_hits"]),
-            ("page_cache_requests_total", ("l1", "miss"), s["l1_misses"]),
-            ("page_cache_requests_total", ("l2", "hit"), s["l2_hits"]),
-            ("page_cache_requests_total", ("l2", "miss"), s["l2_misses"]),
-            ("page_cache_fills_total", (), s["fills"]),
-            ("page_cache_waits_total", (), s["waits"]),
+        out: list[Sample] = [
             ("page_cache_l2_errors_total", (), s["l2_errors"]),
             ("page_cache_l1_entries", (), s["l1_entries"]),
             ("page_cache_l1_bytes", (), s["l1_bytes"]),
         ]
+        for route, c in list(res.cache.routes.items()):
+            out += [
+                ("page_cache_requests_total", (route, "l1", "hit"), c.l1_hits),
+                ("page_cache_requests_total", (route, "l1", "miss"), c.l1_misses),
+                ("page_cache_requests_total", (route, "l2", "hit"), c.l2_hits),
+                ("page_cache_requests_total", (route, "l2", "miss"), c.l2_misses),
+                ("page_cache_fills_total", (route,), c.fills),
+                ("page_cache_waits_total", (route,), c.waits),
+            ]
+        return out
 
     def pool() -> Iterable[Sample]:
         if res.pool is None:

@@ -125,8 +125,13 @@ def test_scrape_is_stable_and_lists_every_family(metrics_server: ServerProcess) 
         assert name in first, name
     pool = first["db_pool_connections"].samples[0].value
     assert pool >= 2  # DB_POOL_MIN per process, summed over the live processes
-    cache = {(s.labels["level"], s.labels["result"]): s.value for s in first["page_cache_requests"].samples}
-    assert cache[("l1", "hit")] > 0
+    cache = {
+        (s.labels["route"], s.labels["level"], s.labels["result"]): s.value
+        for s in first["page_cache_requests"].samples
+    }
+    assert cache[(PRODUCTS, "l1", "hit")] > 0 and cache[(DETAIL, "l1", "miss")] > 0
+    fills = {s.labels["route"]: s.value for s in first["page_cache_fills"].samples}
+    assert fills[PRODUCTS] >= 3  # pages 1-3 at least once each
 
 
 @pytest.mark.parametrize(
