@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics.exposition import render
+from server.metrics.families import FAMILIES
 from server.metrics.registry import Metrics, route_template
 from server.metrics.store import SnapshotStore, merge, prepare_run_dir
 
@@ -94,3 +97,18 @@ def test_merge_keeps_dead_counters_and_drops_their_gauges(tmp_path: Path) -> Non
 
 def test_disabled_registry_gives_no_timers() -> None:
     assert Metrics(enabled=False).timer("GET", "/x", None) is None
+
+
+def test_dashboard_queries_name_real_families() -> None:
+    dashboard = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
+    doc = json.loads(dashboard.read_text())
+    names = {f.name for f in FAMILIES}
+    used = set()
+    for panel in doc["panels"]:
+        for target in panel["targets"]:
+            for word in re.findall(r"\b[a-z][a-z0-9_]+\b(?=\{|\[)", target["expr"]):
+                used.add(re.sub(r"_(bucket|count|sum)$", "", word))
+    assert used and used <= names, used - names
+    titles = " ".join(p["title"].lower() for p in doc["panels"])
+    for topic in ("request rate", "p50 / p95 / p99", "error", "cache hit ratio", "pool", "limiter", "freshness"):
+        assert topic in titles, topic
