@@ -110,5 +110,6 @@ def test_dashboard_queries_name_real_families() -> None:
                 used.add(re.sub(r"_(bucket|count|sum)$", "", word))
     assert used and used <= names, used - names
     titles = " ".join(p["title"].lower() for p in doc["panels"])
-    for topic in ("request rate", "p50 / p95 / p99", "error", "cache hit ratio", "pool", "limiter", "freshness"):
+    topics = ("request rate", "p50 / p95 / p99", "error", "cache hit ratio", "pool", "limiter", "freshness")
+    for topic in topics:
         assert topic in titles, topic
