@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,8 +27,10 @@ import time
 import timeit
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
-from loadtests.bench_http import GZIP, Result, wrk
+from loadtests.bench_http import GZIP, ensure_wrk, parse_wrk
 from loadtests.service import LocalService
 
 PAGE = "/api/consumer/products?page=1&page_size=100"
@@ -63,7 +67,7 @@ def observe_costs(n: int = 200_000) -> dict[str, float]:
     return {k: v - base for k, v in out.items()}
 
 
-def wrapper_costs(rounds: int = 12, per_round: int = 5000) -> tuple[float, float]:
+def wrapper_costs(rounds: int = 40, per_round: int = 1000) -> tuple[float, float]:
     """µs per request through the real wrapper (server/http.py) of a route answering a cached page from
     memory, observability on and off, alternating rounds in one process: (on, off) fastest rounds. No
     HTTP and no database, so the difference is exactly what recording and the trace context cost."""
@@ -115,6 +119,47 @@ def wrapper_costs(rounds: int = 12, per_round: int = 5000) -> tuple[float, float
     return min(times["on"]), min(times["off"])
 
 
+def worker_pids(base: str) -> list[int]:
+    """The service's worker pids (detailed /ready, which loopback may read)."""
+    with urllib.request.urlopen(base + "/ready", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    return [int(w["pid"]) for w in doc["processes"]["workers"]]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One wrk pass: throughput, latency, and the service's CPU time per request."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float  # worker CPU time per request answered
+
+
+def measure_pass(base: str, pids: list[int], threads: int, conns: int, duration: str) -> Pass:
+    """wrk on the warm page, with the workers' CPU time read around it."""
+    cmd = [ensure_wrk(), f"-t{threads}", f"-c{conns}", f"-d{duration}", "--latency", "-H"]
+    cmd += ["Accept-Encoding: gzip", base + PAGE]
+    before = cpu_seconds(pids)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    used = cpu_seconds(pids) - before
+    res = parse_wrk("page", out)
+    found = re.search(r"(\d+) requests in", out)
+    requests = int(found.group(1)) if found else 0
+    return Pass(res.rps, res.p50_ms, res.p99_ms, res.errors, used / max(requests, 1) * 1e6)
+
+
 def scrape_count(base: str) -> float:
     """http_server_request_duration_seconds_count of GET ROUTE 200, summed (the service sums processes)."""
     with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
@@ -154,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-c", "--connections", type=int, default=64)
     ap.add_argument("-d", "--duration", default="5s")
-    ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--passes", type=int, default=6)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--products", type=int, default=10_000)
     ap.add_argument("--exact", type=int, default=3000)
@@ -173,17 +218,18 @@ def main(argv: list[str] | None = None) -> int:
 
     on = LocalService(products=args.products, processes=args.processes).start()
     off = LocalService(products=args.products, processes=args.processes, env=OFF).start()
-    runs: dict[str, list[Result]] = {"on": [], "off": []}
+    runs: dict[str, list[Pass]] = {"on": [], "off": []}
     try:
+        pids = {"on": worker_pids(on.url), "off": worker_pids(off.url)}
         for svc in (on, off):  # warm: the page is cached in every process
-            wrk(svc.url + PAGE, "warm", args.threads, args.connections, "2s", GZIP)
+            measure_pass(svc.url, [], args.threads, args.connections, "2s")
         for i in range(args.passes):
             for name, svc in (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on)):
-                res = wrk(svc.url + PAGE, name, args.threads, args.connections, args.duration, GZIP)
+                res = measure_pass(svc.url, pids[name], args.threads, args.connections, args.duration)
                 runs[name].append(res)
                 print(
                     f"pass {i + 1} {name:>3}: {res.rps:10,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
-                    f"p99 {res.p99_ms:6.2f} ms  errors {res.errors}",
+                    f"p99 {res.p99_ms:6.2f} ms  errors {res.errors}  worker CPU {res.cpu_us:6.1f} us/request",
                     flush=True,
                 )
         sent, counted = exact(on.url, args.exact)
@@ -192,15 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         off.stop()
     rps_on = statistics.median(r.rps for r in runs["on"])
     rps_off = statistics.median(r.rps for r in runs["off"])
-    cores = min(args.processes, os.cpu_count() or 1)
-    share = (us_on - us_off) / (cores / rps_off * 1e6)
+    # Pairs of adjacent passes share the machine's state (other tenants, thermal): the median of their
+    # ratios resists drift better than the ratio of medians.
+    rps_ratio = statistics.median(a.rps / b.rps for a, b in zip(runs["on"], runs["off"], strict=True))
+    cpu_on = statistics.median(r.cpu_us for r in runs["on"])
+    cpu_off = statistics.median(r.cpu_us for r in runs["off"])
+    cpu_ratio = statistics.median(b.cpu_us / a.cpu_us for a, b in zip(runs["on"], runs["off"], strict=True))
     print(
-        f"\nwarm products page, {args.processes} processes, median of {args.passes} passes:\n"
-        f"  metrics+trace on  {rps_on:10,.0f} req/s\n"
-        f"  metrics+trace off {rps_off:10,.0f} req/s\n"
-        f"  on/off            {rps_on / rps_off:10.3f}  (cost {1 - rps_on / rps_off:+.1%}; budget <= 3 %)\n"
-        f"  wrapper +{us_on - us_off:.2f} us per request = {share:.1%} of a request's CPU time at the "
-        f"'off' rate ({args.processes} processes on {os.cpu_count()} cores)\n"
+        f"\nwarm products page (page_size=100, gzip), {args.processes} processes, {args.passes} passes:\n"
+        f"  throughput   on {rps_on:10,.0f} req/s   off {rps_off:10,.0f} req/s   "
+        f"on/off per pair (median) {rps_ratio:.3f}\n"
+        f"  worker CPU   on {cpu_on:8.1f} us/req     off {cpu_off:8.1f} us/req     "
+        f"off/on per pair (median) {cpu_ratio:.3f} -> CPU-bound throughput cost {1 - cpu_ratio:+.1%} "
+        f"(budget 3 %)\n"
+        f"  wrapper      +{us_on - us_off:.2f} us per request (in-process, no HTTP) = "
+        f"{(us_on - us_off) / cpu_off:.1%} of the 'off' CPU time per request\n"
         f"exactness: sent {sent} requests, /metrics counted {counted:.0f} "
         f"({'equal' if counted == sent else 'DIFFERENT'})"
     )
