@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,3 +115,18 @@ def test_dashboard_queries_name_real_families() -> None:
     topics = ("request rate", "p50 / p95 / p99", "error", "cache hit ratio", "pool", "limiter", "freshness")
     for topic in topics:
         assert topic in titles, topic
+
+
+def test_no_exporter_without_an_endpoint() -> None:
+    # A fresh interpreter: building the app without OTEL_EXPORTER_OTLP_ENDPOINT imports no exporter code.
+    code = (
+        "import sys\n"
+        "from server.app import create_app\n"
+        "from server.settings import load_settings\n"
+        "app, state = create_app(load_settings(OTEL_EXPORTER_OTLP_ENDPOINT=''))\n"
+        "assert state.obs is not None and state.obs.exporter is None\n"
+        "print(sorted(m for m in sys.modules if 'otlp' in m or m.startswith('opentelemetry')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
