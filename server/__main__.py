@@ -215,7 +215,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings()
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
     return _on_database(
-        settings, lambda dsn: asyncio.run(sync_command(settings, dsn, full=args.full, announce=args.announce))
+        settings,
+        lambda dsn: asyncio.run(
+            sync_command(settings, dsn, full=args.full, announce=args.announce, traceparent=args.traceparent)
+        ),
     )
 
 
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = sub.add_parser("sync", help="run one Zoho Inventory sync (exit 3: paused, 4: already running)")
     sync.add_argument("--full", action="store_true", help="read every item; deactivate those Zoho lacks")
     sync.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)  # the service's child runs
+    sync.add_argument("--traceparent", help=argparse.SUPPRESS)  # the trace of the request that started it
     sync.set_defaults(func=cmd_sync)
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
         func=cmd_settings

@@ -74,6 +74,22 @@ def test_no_body_starts_an_incremental_run(api: httpx.Client, key: dict[str, str
     assert done["status"] == "succeeded" and done["items_changed"] == 0, done
 
 
+def test_a_run_started_by_a_request_continues_its_trace(
+    api: httpx.Client, key: dict[str, str], fake: FakeZoho
+) -> None:
+    wait_idle(api, key)
+    fake.clear_log()
+    trace_id = "5c2f0e6b9d8a4f3e8c7b6a5d4e3f2a1b"
+    headers = {**key, "traceparent": f"00-{trace_id}-1122334455667788-01"}
+    resp = api.post(SYNC, headers=headers)
+    assert resp.status_code == 202, resp.text
+    ours = resp.headers["traceparent"]
+    assert ours.split("-")[1] == trace_id
+    wait_run(api, resp.headers["location"], key)
+    sent = {r.traceparent for r in fake.api_log()}
+    assert sent == {ours}  # every Zoho call: our trace, our span as the parent
+
+
 def test_409_while_a_run_holds_the_lock(api: httpx.Client, key: dict[str, str], fake: FakeZoho) -> None:
     wait_idle(api, key)
     fake.latency_s = 1.0  # each Zoho answer: the full run lasts several seconds
