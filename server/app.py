@@ -189,14 +189,14 @@ def _preflight_route(path: str, allow: str, group: str, config: HttpConfig) -> R
 def _docs_routes(spec: list[Page]) -> list[Route]:
     async def spec_handler(_call: Call) -> Reply:
         page = spec[0]  # filled by create_app once every route (these included) is known
-        return Reply(page.body, encoded=page, etag=page.etag, cache_control="no-cache")
+        return Reply(None, encoded=page, etag=page.etag, cache_control="no-cache")
 
     def asset(body: bytes, content_type: str) -> Handler:
         page = Page.build(body)  # the 1 MB Swagger bundle is compressed and tagged once, not per request
 
         async def handler(_call: Call) -> Reply:
             return Reply(
-                page.body,
+                None,
                 encoded=page,
                 etag=page.etag,
                 content_type=content_type,

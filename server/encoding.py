@@ -27,6 +27,7 @@ __all__ = [
     "coding_etag",
     "encode",
     "etag_matches",
+    "gunzip",
     "gzip_bytes",
     "gzip_etag",
     "negotiate",
@@ -42,7 +43,7 @@ IDENTITY = "identity"
 _missing: list[str] = []
 
 
-def _load_gzip() -> tuple[Callable[[bytes], bytes], str, int]:
+def _load_gzip() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes], str, int]:
     deflate_lib: Any
     try:
         deflate_lib = importlib.import_module("zlib_ng.zlib_ng")
@@ -55,10 +56,13 @@ def _load_gzip() -> tuple[Callable[[bytes], bytes], str, int]:
         # wbits 31: a gzip member with mtime 0; one call, no compressor object (a few % faster).
         return bytes(deflate_lib.compress(body, level, wbits=31))
 
+    def gunzip_member(data: bytes) -> bytes:
+        return bytes(deflate_lib.decompress(data, wbits=31))
+
     # The fallback's bytes differ from zlib-ng's: its own ETag suffix (and GZIP_FLAVOUR, which the page
     # cache puts in its Redis format) keep strong validators honest when instances with and without
     # zlib-ng share one Redis.
-    return gzip_member, suffix, flavour
+    return gzip_member, gunzip_member, suffix, flavour
 
 
 def _load_br() -> Callable[[bytes], bytes] | None:
@@ -94,7 +98,7 @@ def _load_zstd() -> Callable[[bytes], bytes] | None:
     return zst
 
 
-_gzip, _GZIP_SUFFIX, GZIP_FLAVOUR = _load_gzip()
+_gzip, _gunzip, _GZIP_SUFFIX, GZIP_FLAVOUR = _load_gzip()
 _ENCODERS: dict[str, Callable[[bytes], bytes]] = {}
 _SUFFIXES: dict[str, str] = {}
 # Server preference when the client's q-values tie: zstd (fastest at the best ratio), br, then gzip.
@@ -107,6 +111,16 @@ CODINGS: tuple[str, ...] = tuple(_ENCODERS)  # what this process can send, in se
 
 class Representations(Protocol):
     """Pre-encoded bodies (the page cache's): the codings on offer and the bytes of one of them."""
+
+    @property
+    def length(self) -> int:
+        """Length of the identity bytes."""
+        ...
+
+    @property
+    def body(self) -> bytes:
+        """The identity bytes (possibly made on demand)."""
+        ...
 
     def codings(self) -> tuple[str, ...]:
         """Codings this body can be sent in, in server preference order."""
@@ -125,6 +139,11 @@ def encode(body: bytes, coding: str) -> bytes:
 def gzip_bytes(body: bytes) -> bytes:
     """gzip member with mtime 0, so equal inputs give equal outputs in every process."""
     return _gzip(body)
+
+
+def gunzip(data: bytes) -> bytes:
+    """The bytes of one gzip member (a slim cached page's identity body)."""
+    return _gunzip(data)
 
 
 def strong_etag(body: bytes) -> str:

@@ -63,7 +63,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 class Reply:
     """What a handler returns: bytes and how to deliver them."""
 
-    body: bytes
+    body: bytes | None  # None: the identity bytes of `encoded`, made only if sent
     status: int = 200
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
@@ -429,18 +429,21 @@ def _finish(
         headers["Server-Timing"] = _server_timing(stats, started)
     if reply.cache_control:
         headers["Cache-Control"] = reply.cache_control
-    body = reply.body
+    body, reps = reply.body, reply.encoded
+    # A cached page may hold only its encodings: its identity bytes are made only for a client that takes
+    # none, never for a 304.
+    length = len(body) if body is not None else reps.length if reps is not None else 0
     status = reply.status
     coding, encoded = "identity", None
     # Vary goes on every answer that depends on it, 304s included (RFC 9110 15.4.5).
     if reply.compressible:
         headers.setdefault("Vary", config.vary_encoded)
-        if len(body) >= MIN_BYTES:
+        if length >= MIN_BYTES:
             coding, encoded = _negotiate(reply, request.headers.get("accept-encoding"))
     elif config.vary_plain is not None:
         headers.setdefault("Vary", config.vary_plain)
     if reply.conditional and status == 200:
-        etag = coding_etag(reply.etag or strong_etag(body), coding)
+        etag = coding_etag(reply.etag or strong_etag(_identity(body, reps)), coding)
         headers["ETag"] = etag
         inm = request.headers.get("if-none-match")
         if inm is not None:
@@ -454,11 +457,17 @@ def _finish(
                 return _response(304, headers, b"")
     if coding != "identity":
         # A body made per request is compressed only now: a 304 never pays for it.
-        body = encoded if encoded is not None else encode(body, coding)
+        body = encoded if encoded is not None else encode(_identity(body, reps), coding)
         headers["Content-Encoding"] = coding
     # HEAD: the server (actix) sends the headers with the length of this body and drops the body itself,
     # so the body stays: HEAD's Content-Length is the GET's.
-    return _response(status, headers, body)
+    return _response(status, headers, _identity(body, reps))
+
+
+def _identity(body: bytes | None, reps: Representations | None) -> bytes:
+    if body is not None:
+        return body
+    return reps.body if reps is not None else b""
 
 
 def _negotiate(reply: Reply, accept_encoding: str | None) -> tuple[str, bytes | None]:

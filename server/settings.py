@@ -77,7 +77,7 @@ class Settings(BaseSettings):
 
     # Page cache (L1 per process, L2 in Redis) and Redis keys.
     CACHE_ENABLED: bool = True
-    CACHE_L1_MAX_ENTRIES: int = Field(4096, ge=16, le=1_000_000)
+    CACHE_L1_MAX_ENTRIES: int = Field(65_536, ge=16, le=1_000_000)
     CACHE_L1_MAX_MB: int = Field(128, ge=1, le=16_384)
     CACHE_L2_TTL_S: int = Field(600, ge=1, le=86_400)
     REDIS_KEY_PREFIX: str = Field("catalog:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$")
@@ -201,11 +201,15 @@ class Settings(BaseSettings):
     # argon2id cost (OWASP minimum: 19 MiB, t=2, p=1); raising them rehashes each password at its next login.
     AUTH_ARGON2_MEMORY_KIB: int = Field(19_456, ge=19_456, le=4_194_304)
     AUTH_ARGON2_TIME_COST: int = Field(2, ge=2, le=100)
-    # Password hashing runs in this many threads per process; beyond this many waiting, 503 + Retry-After.
+    # Password hashing runs in this many child processes per server process; beyond this many waiting,
+    # 503 + Retry-After; a call that waited AUTH_HASH_WAIT_S gets 503 too.
     AUTH_HASH_WORKERS: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     AUTH_HASH_QUEUE: int = Field(32, ge=0, le=10_000)
-    # Nice value of the hashing threads (Linux: per thread): catalog requests keep the CPU in a login flood.
-    AUTH_HASH_NICE: int = Field(10, ge=0, le=19)
+    AUTH_HASH_WAIT_S: float = Field(10.0, gt=0, le=300)
+    # The hashing processes run at SCHED_IDLE (Linux: only on CPU time nothing else wants) and at this nice
+    # value: in a sign-in flood the catalog's requests keep the CPU.
+    AUTH_HASH_IDLE: bool = True
+    AUTH_HASH_NICE: int = Field(19, ge=0, le=19)
     # Per account (and per unknown email alike): after this many failed sign-ins in a row, each further try
     # waits base * 2^(failures - threshold) seconds, capped (never a permanent lock).
     AUTH_THROTTLE_AFTER: int = Field(5, ge=1, le=100)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import threading
 
 import pytest
 
@@ -131,16 +130,60 @@ def test_throttle_curve_is_capped() -> None:
     assert asyncio.run(throttle.wait_s("x")) == 0  # no Redis: never locks anyone out
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is Linux's")
-def test_hashing_threads_run_at_a_lower_priority() -> None:
-    async def scenario() -> int:
-        hasher = Hasher(memory_kib=19_456, time_cost=2, workers=1, queue=0, nice=7)
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="SCHED_IDLE is Linux's")
+def test_hashing_runs_in_idle_priority_children() -> None:
+    async def scenario() -> tuple[int, int, int, bool]:
+        hasher = Hasher(memory_kib=19_456, time_cost=2, workers=1, queue=0, nice=7, idle=True)
         try:
-            return await hasher._run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            phc = await hasher.hash("correct horse battery")
+            (child,) = hasher._children
+            assert child.proc is not None
+            pid = child.proc.pid
+            policy, nice = os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)
+            ok, _ = await hasher.verify(phc, "correct horse battery")
+            return pid, policy, nice, ok
         finally:
             hasher.close()
 
-    assert asyncio.run(scenario()) >= 7  # never raised back; the test runner's own nice adds to it
+    pid, policy, nice, ok = asyncio.run(scenario())
+    assert pid != os.getpid() and ok
+    assert policy == os.SCHED_IDLE
+    assert nice >= 7  # never raised back; the test runner's own nice adds to it
+
+
+def test_a_dead_hashing_child_is_replaced() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        hasher = Hasher(memory_kib=19_456, time_cost=2, workers=1, queue=0)
+        try:
+            phc = await hasher.hash("correct horse battery")
+            (child,) = hasher._children
+            assert child.proc is not None
+            child.proc.kill()
+            child.proc.wait()
+            ok, _ = await hasher.verify(phc, "correct horse battery")
+            wrong, _ = await hasher.verify(phc, "wrong horse battery")
+            return ok, wrong
+        finally:
+            hasher.close()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_call_that_waits_too_long_is_refused() -> None:
+    async def scenario() -> tuple[list[object], int]:
+        hasher = Hasher(memory_kib=19_456, time_cost=2, workers=1, queue=1, wait_s=10)
+        try:
+            await hasher.hash("warm the child up")
+            hasher.wait_s = 0.005  # one hash takes ~25 ms: the queued call cannot start in time
+            results = await asyncio.gather(
+                hasher.hash("x" * 20), hasher.hash("y" * 20), return_exceptions=True
+            )
+            return results, hasher.timed_out
+        finally:
+            hasher.close()
+
+    results, timed_out = asyncio.run(scenario())
+    assert all(isinstance(r, HashingBusy) for r in results) and timed_out == 2
 
 
 def test_verified_tokens_are_remembered_only_while_valid() -> None:

@@ -173,8 +173,25 @@ def test_redis_form_keeps_gzip_and_drops_old_formats() -> None:
     back = Page.unpack(page.pack())
     assert back is not None and (back.body, back.gzip, back.etag) == (page.body, page.gzip, page.etag)
     assert back.lazy == {}  # made again per process on demand
-    old = b"\x02" + page.pack()[1:]  # format 2 held zlib level 6 bytes under the same ETag
-    assert Page.unpack(old) is None
+    assert back.raw is None and back.length == len(BODY)  # Redis holds the gzip alone: a slim page
+    for version in (2, 3, 4):  # 2 held zlib level 6 bytes; 3 and 4 the identity beside the gzip
+        assert Page.unpack(bytes([version]) + page.pack()[1:]) is None
+    small = Page.build(b'{"items":[]}')
+    again = Page.unpack(small.pack())
+    assert again is not None and again.raw == small.body and again.gzip is None
+    assert Page.unpack(small.pack()[:20]) is None  # cut inside its body
+
+
+def test_a_cached_page_keeps_its_encodings_not_its_identity_bytes() -> None:
+    page = Page.build(BODY)
+    full = page.size
+    page.slim()
+    assert page.raw is None and page.body == BODY and page.length == len(BODY)
+    assert page.size == full - len(BODY)  # the identity bytes no longer count against L1's bound
+    assert page.encoded("br") is not None and DECODE["br"](page.encoded("br") or b"") == BODY
+    small = Page.build(b'{"items":[]}')
+    small.slim()  # nothing to inflate from: it keeps its bytes
+    assert small.raw == b'{"items":[]}'
 
 
 FALLBACK_PROBE = """

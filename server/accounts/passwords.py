@@ -1,9 +1,11 @@
 """Passwords: the policy (8-128 characters after NFKC, not a common one) and argon2id in a bounded pool.
 
 Hashing is deliberately slow (tens of milliseconds and 19+ MiB per call), so it never runs on the event
-loop: a thread pool of AUTH_HASH_WORKERS threads does it (argon2-cffi releases the GIL), and at most
-AUTH_HASH_QUEUE calls wait for a thread. Beyond that the caller gets 503 + Retry-After at once, so a burst
-of sign-ins cannot pile up unbounded work (or latency) behind the catalog's requests.
+loop, nor in this process: AUTH_HASH_WORKERS child processes (server.accounts.hashd) at SCHED_IDLE do it,
+each driven by one pool thread that waits on its pipe, and at most AUTH_HASH_QUEUE calls wait for a thread.
+Beyond that the caller gets 503 + Retry-After at once, and a call that waited AUTH_HASH_WAIT_S (a machine
+so busy that idle-priority work gets no CPU) gets it too, so a burst of sign-ins can pile up neither
+unbounded work nor latency behind the catalog's requests.
 """
 
 from __future__ import annotations
@@ -11,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
+import subprocess
+import sys
 import threading
 import unicodedata
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError
+import orjson
 
+from server.accounts import hashd
 from server.errors import FieldError, ServiceUnavailable, ValidationFailed
 from server.settings import Settings
 
 MIN_CHARS = 8
 MAX_CHARS = 128
-T = TypeVar("T")
 
 
 class HashingBusy(ServiceUnavailable):
@@ -89,19 +91,36 @@ async def check_policy_off_loop(password: str, field: str) -> str:
 
 
 class Hasher:
-    """argon2id with the settings' cost, run in a bounded thread pool (created in the process using it)."""
+    """argon2id with the settings' cost, in AUTH_HASH_WORKERS child processes (server.accounts.hashd) at the
+    lowest CPU priority, each driven by one thread of a bounded pool (created in the process using it)."""
 
-    def __init__(self, *, memory_kib: int, time_cost: int, workers: int, queue: int, nice: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        memory_kib: int,
+        time_cost: int,
+        workers: int,
+        queue: int,
+        nice: int = 0,
+        idle: bool = True,
+        wait_s: float = 10.0,
+    ) -> None:
         self.ph = argon2.PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=argon2.Type.ID
         )
         self.workers = workers
-        self.nice = nice
         self.limit = workers + queue  # calls running or waiting
+        self.wait_s = wait_s
         self.pending = 0
         self.refused = 0
+        self.timed_out = 0
+        self._argv = [sys.executable, "-m", "server.accounts.hashd", str(memory_kib), str(time_cost)]
+        self._argv += [str(nice), str(int(idle))]
+        self._children: list[_Child] = []
+        self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._dummy: str | None = None
+        self._dummy_task: asyncio.Future[str] | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Hasher:
@@ -112,6 +131,8 @@ class Hasher:
             workers=s.AUTH_HASH_WORKERS,
             queue=s.AUTH_HASH_QUEUE,
             nice=s.AUTH_HASH_NICE,
+            idle=s.AUTH_HASH_IDLE,
+            wait_s=s.AUTH_HASH_WAIT_S,
         )
 
     def check_capacity(self) -> None:
@@ -120,51 +141,114 @@ class Hasher:
             self.refused += 1
             raise HashingBusy(headers={"Retry-After": "1"})
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+    async def _run(self, request: list[str]) -> Any:
         self.check_capacity()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.workers, thread_name_prefix="argon2", initializer=_lower_priority, initargs=(self.nice,)
-            )
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2")
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            future = self._pool.submit(self._call, request)
+            # A saturated machine leaves an idle-priority child no CPU: a call waits AUTH_HASH_WAIT_S at
+            # most, then answers 503 (a call not started is dropped; one started finishes unread).
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.wait_s)
+        except TimeoutError:
+            self.timed_out += 1
+            raise HashingBusy(headers={"Retry-After": "1"}) from None
         finally:
             self.pending -= 1
 
+    def _call(self, request: list[str]) -> Any:
+        # In a pool thread: this thread's child does the work while the thread waits on its pipe (no GIL).
+        child: _Child | None = getattr(self._local, "child", None)
+        if child is None:
+            child = self._local.child = _Child(self._argv)
+            self._children.append(child)
+        return child.call(request)
+
     async def hash(self, password: str) -> str:
         """The PHC string of `password` (NFKC already applied)."""
-        return await self._run(self.ph.hash, password)
+        return str(await self._run(["hash", password]))
 
     async def verify(self, stored: str | None, password: str) -> tuple[bool, str | None]:
         """(matches, a new hash when the stored one used other parameters). `stored` None: compare with
         a dummy hash of the same cost, so an unknown email costs what a known one does."""
         if stored is None:
-            if self._dummy is None:
-                self._dummy = await self.hash("dummy password for unknown accounts")
-            await self._run(_verify, self.ph, self._dummy, password)
+            await self._run(["verify", await self._dummy_hash(), password])
             return False, None
-        ok = await self._run(_verify, self.ph, stored, password)
+        ok = bool(await self._run(["verify", stored, password]))
         if ok and self.ph.check_needs_rehash(stored):
             return True, await self.hash(password)
         return ok, None
 
+    async def _dummy_hash(self) -> str:
+        # Made once per process, by the first unknown email; those arriving meanwhile wait for the same one.
+        if self._dummy is not None:
+            return self._dummy
+        if self._dummy_task is None:
+            self._dummy_task = asyncio.ensure_future(self.hash("dummy password for unknown accounts"))
+        task = self._dummy_task
+        try:
+            self._dummy = await asyncio.shield(task)
+        except BaseException:
+            if task.done() and self._dummy_task is task:
+                self._dummy_task = None  # it failed (hashing busy): the next unknown email tries again
+            raise
+        return self._dummy
+
     def close(self) -> None:
-        """Stop the threads (at shutdown)."""
+        """Stop the threads and their children (at shutdown)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        for child in self._children:
+            child.close()
+        self._children.clear()
 
 
-def _lower_priority(nice: int) -> None:
-    # Linux applies a nice value to one thread when given its id: the event loops (catalog requests) win
-    # the CPU over hashing, which takes what is left. Elsewhere (or when refused) threads keep the default.
-    if nice and hasattr(os, "setpriority"):
+class _Child:
+    """One hashing process, started on first use and again if it dies; used by one thread at a time."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def call(self, request: list[str]) -> Any:
+        for _attempt in range(2):  # a child that died (killed, out of memory) is replaced once
+            proc = self._started()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                hashd.write_frame(proc.stdin, orjson.dumps(request))
+                frame = hashd.read_frame(proc.stdout)
+            except (OSError, ValueError):
+                frame = None
+            if frame is not None:
+                status, value = orjson.loads(frame)
+                if status != "ok":
+                    raise RuntimeError(f"hashing process: {value}")
+                return value
+            self.close()
+        raise RuntimeError("the hashing process exited twice in a row")
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.close()  # died between calls: its pipes are closed before a new child starts
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True
+            )
+        return self.proc
+
+    def close(self) -> None:
+        """End the child: closing its stdin ends its loop; kill it if it does not go."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
-def _verify(ph: argon2.PasswordHasher, stored: str, password: str) -> bool:
-    try:
-        return ph.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return False
+            if proc.stdin is not None:
+                proc.stdin.close()
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -239,16 +239,6 @@ async def facet_counts(
     )
 
 
-FACET_CATEGORIES = """
-SELECT id, name, name_ar FROM categories WHERE id = ANY($1::int[]) ORDER BY sort_order, name, id
-"""
-
-
-async def facet_categories(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
-    """(id, name, name_ar) of these categories in the categories' order (the order of _FACETS' heads)."""
-    return list(await conn.fetch(FACET_CATEGORIES, ids))
-
-
 # A batch by ids and SKUs (`ids=`): active products whose id is in $2, and for each SKU in $3 (normalised
 # as catalog_search_norm does) the active product with the lowest id that has it (products_sku_norm_idx,
 # migration 0006). List rows (core_ext.PRODUCT_COLUMNS), in no particular order.

@@ -24,7 +24,7 @@ LIST_CACHE_CONTROL = "public, max-age=5, stale-while-revalidate=30"
 
 def cached_reply(page: Page) -> Reply:
     """A reply straight from the page cache: bytes, their encodings and ETag made once per fill."""
-    return Reply(page.body, encoded=page, etag=page.etag, cache_control=LIST_CACHE_CONTROL)
+    return Reply(None, encoded=page, etag=page.etag, cache_control=LIST_CACHE_CONTROL)
 
 
 def routes(state: AppState) -> list[Route]:

@@ -1,0 +1,144 @@
+"""Catalog latency under `make load` while 200 sign-ins are kept in flight, against the same load alone.
+
+Starts a service (2 processes, rate limits on as for every Locust run, the load generator trusted as a proxy)
+unless --url is given, then alternates phases of the same Locust run (`make load`'s scenarios and users):
+`alone`, then `flood`, --rounds times. In a flood phase another process keeps --logins sign-ins in flight,
+each with a fresh email and a fresh X-Forwarded-For address (a credential-stuffing botnet: neither the
+per-address limit nor the per-account throttle slows it), honouring `Retry-After` on 503 and 429 as a
+well-behaved client does. Prints each phase's catalog p50/p99 and throughput (Locust's aggregate, stats reset
+after the ramp), the flood's answers by status and its sign-in latency, and the p99 ratio (goal: ≤ 1.2).
+
+    python -m loadtests.bench_logins [--url URL] [--phase 20s] [--rounds 2] [--logins 200]  # bench-logins
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from loadtests.run_load import ROOT, locust_env, run_locust, seconds, target
+from loadtests.service import parse_env
+
+LOGIN = "/api/auth/login"
+
+
+def _address(rng: random.Random) -> str:
+    # 198.18.0.0/15 (benchmarking, RFC 2544): a new client address for every sign-in.
+    n = rng.getrandbits(17)
+    return f"198.{18 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
+
+async def _flood(url: str, logins: int, duration_s: float) -> dict[str, object]:
+    rng = random.Random()
+    statuses: Counter[int] = Counter()
+    answered: list[float] = []  # seconds, sign-ins the server answered (401 here: unknown emails)
+    stop = time.monotonic() + duration_s
+    limits = httpx.Limits(max_connections=logins, max_keepalive_connections=logins)
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop:
+            email, password = f"u{rng.getrandbits(48):x}@example.com", f"p-{rng.getrandbits(64):x}"
+            body = {"email": email, "password": password}
+            start = time.perf_counter()
+            try:
+                resp = await client.post(LOGIN, json=body, headers={"X-Forwarded-For": _address(rng)})
+            except httpx.HTTPError:
+                statuses[0] += 1
+                await asyncio.sleep(0.5)
+                continue
+            statuses[resp.status_code] += 1
+            if resp.status_code in (503, 429):
+                await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
+            else:
+                answered.append(time.perf_counter() - start)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        await asyncio.gather(*(one(client) for _ in range(logins)))
+    answered.sort()
+
+    def pct(q: float) -> float:
+        return round(answered[min(len(answered) - 1, int(q * len(answered)))] * 1000, 1) if answered else 0.0
+
+    return {
+        "statuses": dict(sorted(statuses.items())),
+        "answered": len(answered),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "max_ms": round(answered[-1] * 1000, 1) if answered else 0.0,
+    }
+
+
+def _aggregate(prefix: Path) -> dict[str, float]:
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                return {
+                    "requests": float(row["Request Count"]),
+                    "rps": float(row["Requests/s"]),
+                    "p50_ms": float(row["50%"]),
+                    "p99_ms": float(row["99%"]),
+                }
+    raise RuntimeError(f"no aggregate row in {prefix}_stats.csv")
+
+
+def _phase(url: str, out: Path, name: str, args: argparse.Namespace) -> dict[str, object]:
+    flood: subprocess.Popen[bytes] | None = None
+    if name.startswith("flood"):
+        cmd = [sys.executable, "-m", "loadtests.bench_logins", "--flood", url, "--logins", str(args.logins)]
+        cmd += ["--flood-s", str(seconds(args.phase) + 6)]
+        flood = subprocess.Popen(cmd, cwd=ROOT, env=locust_env(), stdout=subprocess.PIPE)
+        time.sleep(2)  # the flood at full strength before the measured load starts
+    prefix = out / name
+    run_locust(url, prefix, args.users, max(10.0, args.users / 2), seconds(args.phase), reset_stats=True)
+    result: dict[str, object] = {"phase": name, **_aggregate(prefix)}
+    if flood is not None:
+        stdout, _ = flood.communicate(timeout=120)
+        result["flood"] = json.loads(stdout)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the phases; print one line per phase and the ratio."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--url", help="a running service (default: start one)")
+    p.add_argument("--products", type=int, default=10_000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--service-env", action="append", default=[], help="KEY=VALUE for a started service")
+    p.add_argument("--users", type=int, default=50, help="Locust users (make load's default)")
+    p.add_argument("--phase", default="20s", help="length of each phase")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--logins", type=int, default=200, help="sign-ins kept in flight during a flood")
+    p.add_argument("--flood", metavar="URL", help=argparse.SUPPRESS)  # the flood process itself
+    p.add_argument("--flood-s", type=float, default=30, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.flood:
+        print(json.dumps(asyncio.run(_flood(args.flood, args.logins, args.flood_s))))
+        return 0
+    out = Path(tempfile.mkdtemp(prefix="bench-logins-"))
+    results = []
+    with target(args.url, out, args.products, args.processes, parse_env(args.service_env)) as url:
+        for n in range(args.rounds):
+            for name in ("alone", "flood"):
+                results.append(_phase(url, out, f"{name}{n + 1}", args))
+                print(json.dumps(results[-1]), flush=True)
+    alone = [float(str(r["p99_ms"])) for r in results if str(r["phase"]).startswith("alone")]
+    flood = [float(str(r["p99_ms"])) for r in results if str(r["phase"]).startswith("flood")]
+    ratio = (sum(flood) / len(flood)) / max(1e-9, sum(alone) / len(alone))
+    print(f"catalog p99 alone {alone} ms, {args.logins} sign-ins in flight {flood} ms: ratio {ratio:.2f}")
+    print("goal: within 20 % (ratio <= 1.20): " + ("met" if ratio <= 1.2 else "NOT met"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
