@@ -297,8 +297,13 @@ def test_sign_ins_counted(metrics_server: ServerProcess) -> None:
     for i in range(2):
         body = {"email": f"nobody-{i}-{time.time_ns()}@example.com", "password": "wrong password 123"}
         assert httpx.post(base + "/api/auth/login", json=body).status_code == 401
+    mfa_before = _value(scrape(base), "auth_mfa_verifications", outcome="failed")
+    body = {"mfa_token": "no-such-challenge-0123456789", "code": "123456"}
+    assert httpx.post(base + "/api/auth/mfa/verify", json=body).status_code == 401
     settle()
-    assert _value(scrape(base), "auth_sign_ins", outcome="failed") == before + 2
+    families = scrape(base)
+    assert _value(families, "auth_sign_ins", outcome="failed") == before + 2
+    assert _value(families, "auth_mfa_verifications", outcome="failed") == mfa_before + 1
 
 
 def test_catalog_change_lag_observed(metrics_server: ServerProcess, database: Database) -> None:
