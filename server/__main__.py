@@ -141,12 +141,17 @@ def cmd_robyn(_args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.metrics.store import prepare_run_dir, remove_run_dir
 
-    _master = os.getpid()
+    master = os.getpid()
 
     # One snapshot directory per run of this master, made before the workers fork (server/metrics/store.py).
     metrics_dir = None
     if settings.METRICS_ENABLED:
-        metrics_dir = prepare_run_dir(settings.METRICS_DIR or settings.DATA_DIR / "metrics")
+        base = settings.METRICS_DIR or settings.DATA_DIR / "metrics"
+        try:
+            metrics_dir = prepare_run_dir(base)
+        except OSError as exc:
+            print(f"catalog-api: METRICS_DIR {base} is not usable: {exc}", file=sys.stderr)
+            return 2
     app, _state = create_app(settings, metrics_dir)
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)  # Robyn() re-configures the root logger
     try:
@@ -158,7 +163,7 @@ def cmd_robyn(_args: argparse.Namespace) -> int:
             grace_s=settings.SHUTDOWN_GRACE_S,
         )
     finally:
-        if metrics_dir is not None and os.getpid() == _master:
+        if metrics_dir is not None and os.getpid() == master:
             remove_run_dir(metrics_dir)
     return 0
 

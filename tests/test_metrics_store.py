@@ -130,3 +130,18 @@ def test_no_exporter_without_an_endpoint() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_unusable_metrics_dir_is_refused_by_name(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",  # never reached: the check comes first
+        "METRICS_DIR": str(blocker / "sub"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "_robyn"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 2 and "METRICS_DIR" in out.stderr, out.stderr
