@@ -7,6 +7,7 @@
 #   make bench-mix [MIX_DURATION=10s] [SIDE_BY_SIDE=1] [MIX_ARGS="--passes 2 --runs on,off,writer"]
 #   make bench-compress [COMPRESS_ARGS="--url URL | --load DIR --repeat 7"]
 #   make bench-scale [SCALE_PRODUCTS=1000000] [URL=] [SCALE_ARGS="--requests 200 --budget 30"]
+#   make bench-metrics [METRICS_ARGS="-d 5s --passes 5"]  (metrics+trace on vs off, exactness)
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
 #   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100"]  (catalog p99 while a full sync runs)
@@ -134,3 +135,10 @@ load-orders: venv
 		--thresholds $(or $(THRESHOLDS),loadtests/thresholds_orders.toml) \
 		--users $(USERS) --duration $(DURATION) -- --orders-weight 4 --shopper-weight 0 \
 		--returning-weight 0 --herd-weight 0 --greedy-users 0 $(LOCUST_ARGS)
+
+## Metrics and trace context on vs off (warm products page, same run), per-observation costs, and /metrics
+## counting exactly the requests sent: `make bench-metrics [METRICS_ARGS="-d 5s --passes 5 --exact 3000"]`.
+METRICS_ARGS ?=
+.PHONY: bench-metrics
+bench-metrics: venv
+	$(PY) -m loadtests.bench_metrics $(METRICS_ARGS)

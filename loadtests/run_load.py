@@ -172,17 +172,22 @@ def run_ui(args: argparse.Namespace, url: str) -> int:
 
 def run_gate(args: argparse.Namespace, out: Path, url: str) -> int:
     """One load run, then the SLO gate and the timeline picture."""
+    from loadtests import metrics_dash
+
     prefix = out / "load"
     duration = seconds(args.duration)
-    rc = run_locust(
-        url,
-        prefix,
-        args.users,
-        args.spawn_rate or max(10.0, args.users / 2),
-        duration,
-        args.workers,
-        args.locust_args,
-    )
+    with metrics_dash.recording(url, out / "metrics.jsonl") as scrapes:  # the service's own view (/metrics)
+        rc = run_locust(
+            url,
+            prefix,
+            args.users,
+            args.spawn_rate or max(10.0, args.users / 2),
+            duration,
+            args.workers,
+            args.locust_args,
+        )
+    if scrapes.exists():
+        metrics_dash.plot(scrapes, out / "metrics.png")
     if rc != 0:
         print(f"run_load: locust exited with {rc}", file=sys.stderr)
     code = slo.gate(prefix, users=args.users, thresholds=args.thresholds)

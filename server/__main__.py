@@ -139,16 +139,32 @@ def cmd_robyn(_args: argparse.Namespace) -> int:
         return 2
     from server import workers
     from server.app import create_app
+    from server.metrics.store import prepare_run_dir, remove_run_dir
 
-    app, _state = create_app(settings)
+    master = os.getpid()
+
+    # One snapshot directory per run of this master, made before the workers fork (server/metrics/store.py).
+    metrics_dir = None
+    if settings.METRICS_ENABLED:
+        base = settings.METRICS_DIR or settings.DATA_DIR / "metrics"
+        try:
+            metrics_dir = prepare_run_dir(base)
+        except OSError as exc:
+            print(f"catalog-api: METRICS_DIR {base} is not usable: {exc}", file=sys.stderr)
+            return 2
+    app, _state = create_app(settings, metrics_dir)
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)  # Robyn() re-configures the root logger
-    workers.serve(
-        app,
-        host=settings.HOST,
-        port=settings.PORT,
-        processes=settings.PROCESSES,
-        grace_s=settings.SHUTDOWN_GRACE_S,
-    )
+    try:
+        workers.serve(
+            app,
+            host=settings.HOST,
+            port=settings.PORT,
+            processes=settings.PROCESSES,
+            grace_s=settings.SHUTDOWN_GRACE_S,
+        )
+    finally:
+        if metrics_dir is not None and os.getpid() == master:
+            remove_run_dir(metrics_dir)
     return 0
 
 
@@ -204,7 +220,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings()
     logsetup.configure(settings.LOG_LEVEL, settings.LOG_FORMAT)
     return _on_database(
-        settings, lambda dsn: asyncio.run(sync_command(settings, dsn, full=args.full, announce=args.announce))
+        settings,
+        lambda dsn: asyncio.run(
+            sync_command(settings, dsn, full=args.full, announce=args.announce, traceparent=args.traceparent)
+        ),
     )
 
 
@@ -238,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = sub.add_parser("sync", help="run one Zoho Inventory sync (exit 3: paused, 4: already running)")
     sync.add_argument("--full", action="store_true", help="read every item; deactivate those Zoho lacks")
     sync.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)  # the service's child runs
+    sync.add_argument("--traceparent", help=argparse.SUPPRESS)  # the trace of the request that started it
     sync.set_defaults(func=cmd_sync)
     sub.add_parser("settings", help="print effective settings (secrets masked)").set_defaults(
         func=cmd_settings

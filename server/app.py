@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 from robyn import Robyn
 from robyn.argument_parser import Config
@@ -25,6 +26,8 @@ from server.health import router as health_router
 from server.http import Call, Handler, HttpConfig, Reply, Route, wrap
 from server.images import router as images_router
 from server.images.service import ImageStore
+from server.metrics import router as metrics_router
+from server.metrics.service import Observability
 from server.orders import router as orders_router
 from server.resources import Resources
 from server.settings import Settings
@@ -49,6 +52,7 @@ def api_routes(state: AppState) -> list[Route]:
         *accounts_router.routes(state),
         *sync_router.routes(state),
         *orders_router.routes(state),
+        *metrics_router.routes(state),
     ]
 
 
@@ -64,9 +68,11 @@ def robyn_config(processes: int) -> Config:
     return config
 
 
-def create_app(settings: Settings) -> tuple[Robyn, AppState]:
-    """Build the app; nothing is connected until Robyn's start-up handler runs in each process."""
-    state = AppState(settings)
+def create_app(settings: Settings, metrics_dir: Path | None = None) -> tuple[Robyn, AppState]:
+    """Build the app; nothing is connected until Robyn's start-up handler runs in each process.
+    `metrics_dir`: this run's snapshot directory, made by the master (server/metrics/store.py)."""
+    obs = Observability.from_settings(settings, metrics_dir)
+    state = AppState(settings, obs=obs)
     app = Robyn(__file__, config=robyn_config(settings.PROCESSES))
     edge = Edge.from_settings(settings)
     http_config = HttpConfig(
@@ -74,6 +80,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         slow_request_ms=settings.SLOW_REQUEST_MS,
         server_timing=settings.SERVER_TIMING,
         max_inflight=settings.MAX_INFLIGHT,
+        obs=obs,
     )
     spec_holder: list[Page] = []
     routes = [*api_routes(state), *_docs_routes(spec_holder)]
@@ -105,6 +112,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         accounts_router.start(state)
         for hook in state.on_start:
             hook(res)
+        obs.start(res, lambda: (http_config.inflight, http_config.shed))
         workers.serving(asyncio.get_running_loop())
         log.info("process ready: compiled core=%s, %d images", res.using_compiled, res.images.count)
 
@@ -116,6 +124,7 @@ def create_app(settings: Settings) -> tuple[Robyn, AppState]:
         left = await workers.drain(budget, lambda: http_config.inflight)
         if left:
             log.warning("request tasks still running after %.1fs (%d); closing anyway", budget, left)
+        await obs.stop()  # the last snapshot, after the drain: every answered request is in it
         await accounts_router.stop(state)
         for res in held:
             await res.close(CLOSE_BUDGET_S - FLUSH_S)

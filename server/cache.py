@@ -194,6 +194,21 @@ class CacheStats:
 
 
 @dataclass(slots=True)
+class RouteCounts:
+    """One route's share of the lookups (/metrics page_cache_*{route}); CacheStats keeps the totals."""
+
+    l1_hits: int = 0
+    l1_misses: int = 0
+    l2_hits: int = 0
+    l2_misses: int = 0
+    fills: int = 0
+    waits: int = 0
+
+
+MAX_ROUTES = 64  # routes counted apart (bounded: names come from code, never from input)
+
+
+@dataclass(slots=True)
 class CacheConfig:
     """Bounds and timings (from settings)."""
 
@@ -237,6 +252,7 @@ class PageCache:
         # instead of paying a second timeout in the same request.
         self._suspect = redis_suspect or (lambda: False)
         self.stats = CacheStats()
+        self.routes: dict[str, RouteCounts] = {}
         self._l1: OrderedDict[str, Page] = OrderedDict()
         self._l1_bytes = 0
         self._inflight: dict[str, asyncio.Future[Page]] = {}
@@ -360,7 +376,16 @@ class PageCache:
 
     # -- the public path ------------------------------------------------------------------------
 
-    def peek(self, key: str, generation: str) -> Page | None:
+    def route_counts(self, route: str) -> RouteCounts:
+        """The counters of `route` (a route template named by code)."""
+        counts = self.routes.get(route)
+        if counts is None:
+            if len(self.routes) >= MAX_ROUTES:
+                route = "other"
+            counts = self.routes.setdefault(route, RouteCounts())
+        return counts
+
+    def peek(self, key: str, generation: str, counts: RouteCounts | None = None) -> Page | None:
         """L1 only, no await: the hot path of a cached hit."""
         # Every key embeds its generation: entries of older ones are never asked for again and leave L1 as
         # its least recently used (two kinds of generation take turns here: the catalog version's and the
@@ -370,6 +395,8 @@ class PageCache:
         if page is not None:
             self._l1.move_to_end(key)
             self.stats.l1_hits += 1
+            if counts is not None:
+                counts.l1_hits += 1
         return page
 
     async def get_or_fill(
@@ -379,35 +406,40 @@ class PageCache:
         fill: Callable[[], Awaitable[Made]],
         *,
         shared: bool = True,
+        route: str = "other",
     ) -> Page:
         """The page for `key` in the current generation, made with `fill()` at most once per cluster.
 
         `shared=False` (or a fill that says so) keeps the page in this process only. `generation()` is read
         before and after the fill: a page made while it changed is served but not stored (the image
         fingerprint can return to an earlier value, so a page made across a change could otherwise be
-        found again under the earlier key).
+        found again under the earlier key). `route` names the counters of /metrics.
         """
+        counts = self.routes.get(route) or self.route_counts(route)
         if not self.config.enabled:
             self.stats.fills += 1
+            counts.fills += 1
             made = await fill()
             return Page.build(made.body, made.status)
         gen = generation()
         full_key = f"{gen}|{key}"
-        page = self.peek(full_key, gen)
+        page = self.peek(full_key, gen, counts)
         if page is not None:
             return page
         self.stats.l1_misses += 1
+        counts.l1_misses += 1
         pending = self._inflight.get(full_key)
         if pending is not None:
             self.stats.waits += 1
+            counts.waits += 1
             return await asyncio.shield(pending)
         future: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
         self._inflight[full_key] = future
         try:
             if shared:
-                page = await self._fill_shared(full_key, fill, lambda: generation() == gen)
+                page = await self._fill_shared(full_key, fill, lambda: generation() == gen, counts)
             else:
-                page = await self._fill_local(fill)
+                page = await self._fill_local(fill, counts)
             if generation() == gen:
                 self._l1_put(full_key, page)
             future.set_result(page)
@@ -419,25 +451,33 @@ class PageCache:
         finally:
             del self._inflight[full_key]
 
-    async def _fill_local(self, fill: Callable[[], Awaitable[Made]]) -> Page:
+    async def _fill_local(self, fill: Callable[[], Awaitable[Made]], counts: RouteCounts) -> Page:
         self.stats.fills += 1
+        counts.fills += 1
         made = await fill()
         return Page.build(made.body, made.status)
 
     async def _fill_shared(
-        self, key: str, fill: Callable[[], Awaitable[Made]], still_current: Callable[[], bool]
+        self,
+        key: str,
+        fill: Callable[[], Awaitable[Made]],
+        still_current: Callable[[], bool],
+        counts: RouteCounts,
     ) -> Page:
         page = await self._l2_get(key)
         if page is not None:
             self.stats.l2_hits += 1
+            counts.l2_hits += 1
             return page
         self.stats.l2_misses += 1
+        counts.l2_misses += 1
         token = secrets.token_bytes(12)
         locked = await self._lock(key, token)
         if locked is False:
             # Another process or instance is filling: wait for its result in L2 as long as its lock may
             # live; if the lock goes away without a page (its owner failed or died), take over.
             self.stats.waits += 1
+            counts.waits += 1
             deadline = time.monotonic() + self.config.lock_ttl_ms / 1000
             delay = 0.002
             while time.monotonic() < deadline and self._redis_usable():
@@ -446,6 +486,7 @@ class PageCache:
                 page = await self._l2_get(key)
                 if page is not None:
                     self.stats.l2_hits += 1
+                    counts.l2_hits += 1
                     return page
                 if not await self._locked(key):
                     locked = await self._lock(key, token)
@@ -457,9 +498,11 @@ class PageCache:
             if page is not None:
                 await self._unlock(key, token)
                 self.stats.l2_hits += 1
+                counts.l2_hits += 1
                 return page
         try:
             self.stats.fills += 1
+            counts.fills += 1
             made = await fill()
             page = Page.build(made.body, made.status)
             if made.shared and still_current():

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_plus
 
 from robyn import Headers, Request, Response
@@ -36,7 +36,13 @@ from server.encoding import (
 )
 from server.errors import AppError, ServiceUnavailable
 from server.log import request_id_var
+from server.metrics.registry import route_template
+from server.metrics.trace import join as join_trace
+from server.metrics.trace import trace_var
 from server.params import Param, parse_inputs
+
+if TYPE_CHECKING:
+    from server.metrics.service import Observability
 
 log = logging.getLogger("server.http")
 
@@ -111,9 +117,16 @@ class HttpConfig:
     process's count of requests in flight (the load-shedding bound)."""
 
     def __init__(
-        self, *, edge: Edge, slow_request_ms: float, server_timing: bool, max_inflight: int = 512
+        self,
+        *,
+        edge: Edge,
+        slow_request_ms: float,
+        server_timing: bool,
+        max_inflight: int = 512,
+        obs: Observability | None = None,
     ) -> None:
         self.edge = edge
+        self.obs = obs  # metrics, trace context, span export (server/metrics); None: none of them
         self.slow_request_s = slow_request_ms / 1000
         self.server_timing = server_timing
         self.max_inflight = max_inflight
@@ -238,6 +251,14 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
     # in key size, and only after validation succeeded: raw input can neither grow nor poison it.
     memo: dict[tuple[Any, ...], tuple[dict[str, Any], Any]] = {}
     no_input: tuple[dict[str, Any], Any] = ({}, None)
+    obs = config.obs
+    method = "HEAD" if head else route.method
+    timer = None if obs is None else obs.metrics.timer(method, route.path, route.group if policy else None)
+    tracing = obs is not None and obs.trace_context
+    exporter = None if obs is None else obs.exporter
+    root_flags = "01" if exporter is not None else "00"  # a trace we start is sampled when we export
+    route_label = route_template(route.path)
+    span_name = f"{method} {route_label}"
 
     def inputs(query: dict[str, list[str]], path: dict[str, str]) -> tuple[dict[str, Any], Any]:
         if not specs:
@@ -255,12 +276,26 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
-        request_id = client_request_id(request)
+        given = request.headers.get("x-request-id")
+        own_id = given is None or REQUEST_ID_RE.fullmatch(given) is None
+        request_id: str = new_request_id() if given is None or own_id else given
         rid_token = request_id_var.set(request_id)
+        extra: dict[str, str] = {}
+        traceparent = trace_token = None
+        parent = ""
+        if tracing:
+            # Our span id and, for a new trace, its id come from a fresh request id (no randomness drawn).
+            local = request_id if own_id else new_request_id()
+            incoming = request.headers.get("traceparent")
+            if incoming is None:
+                traceparent = f"00-{local}-{local[:8]}{local[24:]}-{root_flags}"
+            else:
+                traceparent, parent = join_trace(incoming, local, exporter is not None)
+            trace_token = trace_var.set(traceparent)
+            extra["traceparent"] = traceparent
         stats = QueryStats()
         stats_token = query_stats_var.set(stats)
         status = 500
-        extra: dict[str, str] = {}
         # Every request counts (the drain at shutdown waits for the count to reach 0); only sheddable ones
         # are refused when the process is saturated.
         config.inflight += 1
@@ -306,7 +341,7 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
             if extra:
                 reply.headers.update(extra)
             response = _finish(reply, request, request_id, config, stats, started)
-            status = reply.status
+            status = response.status_code
             return response
         except AppError as exc:
             status = exc.status
@@ -322,6 +357,17 @@ def wrap(route: Route, config: HttpConfig, head: bool = False) -> Callable[[Requ
         finally:
             config.inflight -= 1
             elapsed = time.perf_counter() - started
+            if timer is not None:
+                timer.observe(status, elapsed)
+                if stats.slow is not None and obs is not None:
+                    for name in stats.slow:
+                        obs.metrics.inc("db_slow_queries_total", (name,))
+            if traceparent is not None:
+                trace_var.reset(trace_token)  # type: ignore[arg-type]
+                if exporter is not None and traceparent[-1] == "1":
+                    end = time.time_ns()
+                    start_ns = end - int(elapsed * 1e9)
+                    exporter.add((traceparent, parent, span_name, start_ns, end, method, route_label, status))
             if elapsed >= config.slow_request_s:
                 log.warning(
                     "slow request %s %s -> %d in %.1f ms (%d queries, %.1f ms in db)",

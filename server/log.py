@@ -1,4 +1,5 @@
-"""Logging with the request id on every line (a context variable set by the per-route wrapper)."""
+"""Logging with the request id (and, in JSON, the trace and span ids) on every line: context variables set
+by the per-route wrapper."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ from contextvars import ContextVar
 
 import orjson
 
+from server.metrics.trace import ids, trace_var
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        traceparent = trace_var.get()
+        record.trace_id, record.span_id = ids(traceparent) if traceparent is not None else ("", "")
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, pid, logger, request_id, message, exception."""
+    """One JSON object per line: time, level, pid, logger, request_id, trace_id and span_id (W3C, when the
+    line belongs to a request), message, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
@@ -29,6 +35,9 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "msg": record.getMessage(),
         }
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            doc["trace_id"], doc["span_id"] = trace_id, getattr(record, "span_id", "")
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc).decode()

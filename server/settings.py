@@ -151,6 +151,23 @@ class Settings(BaseSettings):
     SERVER_TIMING: bool = False  # Server-Timing header with query count and DB time (debug, tests)
     SLOW_REQUEST_MS: float = Field(250.0, gt=0)
     SLOW_QUERY_MS: float = Field(100.0, gt=0)
+    # Prometheus metrics (server/metrics): GET /metrics answers clients in METRICS_NETWORKS, or any client
+    # sending `Authorization: Bearer <METRICS_TOKEN>` when a token is set; others get 404. Each process
+    # writes its numbers to METRICS_DIR (default DATA_DIR/metrics; one sub-directory per run) every
+    # METRICS_FLUSH_S: a scrape sees the other processes' numbers at most that old.
+    METRICS_ENABLED: bool = True
+    METRICS_NETWORKS: Annotated[list[IPNetwork], NoDecode] = [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    METRICS_TOKEN: SecretStr = SecretStr("")
+    METRICS_DIR: Path | None = None
+    METRICS_FLUSH_S: float = Field(0.5, ge=0.05, le=60)
+    # Tracing: accept W3C `traceparent`, answer ours; OTLP/HTTP span export when the endpoint is set.
+    TRACE_CONTEXT: bool = True
+    OTEL_EXPORTER_OTLP_ENDPOINT: str = ""
+    OTEL_SERVICE_NAME: str = Field("catalog-api", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    OTEL_EXPORT_INTERVAL_S: float = Field(1.0, ge=0.05, le=60)
 
     # Zoho Inventory (used by the sync job; secrets are never printed).
     ZOHO_CLIENT_ID: str = ""
@@ -252,7 +269,7 @@ class Settings(BaseSettings):
             raise ValueError("bounds must be strictly ascending")
         return tuple(b.quantize(CENT) for b in value)
 
-    @field_validator("TRUSTED_PROXIES", "READY_DETAIL_NETWORKS", mode="before")
+    @field_validator("TRUSTED_PROXIES", "READY_DETAIL_NETWORKS", "METRICS_NETWORKS", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -288,7 +305,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("ZOHO_API_BASE", "ZOHO_ACCOUNTS_BASE")
+    @field_validator("ZOHO_API_BASE", "ZOHO_ACCOUNTS_BASE", "OTEL_EXPORTER_OTLP_ENDPOINT")
     @classmethod
     def _check_zoho_url(cls, value: str) -> str:
         if value and (not value.startswith(("http://", "https://")) or any(c in value for c in " \"'<>\\")):

@@ -8,6 +8,7 @@ from typing import Any
 
 from server.errors import ServiceUnavailable
 from server.images.service import ImageStore
+from server.metrics.service import Observability
 from server.resources import Resources
 from server.settings import Settings
 
@@ -23,6 +24,9 @@ class AppState:
     # they add to the detailed /ready: registered when routes are built, run by the start-up handler.
     on_start: list[Callable[[Resources], None]] = field(default_factory=list)
     ready_sections: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    # Metrics, trace context and span export (server/metrics); domains count their events with
+    # `state.obs.metrics.inc(...)` (orders: `state.obs.metrics.orders.placed()` / `.refused(code)`).
+    obs: Observability | None = None
 
     @property
     def res(self) -> Resources:

@@ -11,10 +11,12 @@ from server.accounts.service import Accounts
 from server.accounts.throttle import Throttle
 from server.accounts.tokens import AccessTokens, UserPrincipal
 from server.auth import Auth, AuthMode
+from server.errors import AppError
 from server.http import Call, Handler, Reply, Route
 from server.state import AppState
 
 PREFIX = "/api/auth"
+_OUTCOMES = {401: "failed", 429: "throttled"}  # sign-in and MFA refusals as metric outcomes (/metrics)
 
 
 def _reply(doc: dict[str, Any], status: int = 200) -> Reply:
@@ -76,21 +78,36 @@ def routes(state: AppState) -> list[Route]:
     async def verify_email(call: Call) -> Reply:
         return _reply(await svc().verify_email(state.res.pool, token=call.body["token"]))
 
+    def count(family: str, outcome: str) -> None:
+        if state.obs is not None:
+            state.obs.metrics.inc(family, (outcome,))
+
     async def login(call: Call) -> Reply:
         b = call.body
-        return _reply(
-            await svc().login(state.res.pool, email=b["email"], password=b["password"], mfa_ttl_s=mfa_ttl)
-        )
+        try:
+            doc = await svc().login(
+                state.res.pool, email=b["email"], password=b["password"], mfa_ttl_s=mfa_ttl
+            )
+        except AppError as exc:
+            count("auth_sign_ins_total", _OUTCOMES.get(exc.status, "error"))
+            raise
+        count("auth_sign_ins_total", "mfa_required" if doc.get("mfa_required") else "ok")
+        return _reply(doc)
 
     async def mfa_verify(call: Call) -> Reply:
         b = call.body
-        doc = await mfa.verify(
-            svc(),
-            state.res.pool,
-            mfa_token=b["mfa_token"],
-            code=b.get("code"),
-            recovery_code=b.get("recovery_code"),
-        )
+        try:
+            doc = await mfa.verify(
+                svc(),
+                state.res.pool,
+                mfa_token=b["mfa_token"],
+                code=b.get("code"),
+                recovery_code=b.get("recovery_code"),
+            )
+        except AppError as exc:
+            count("auth_mfa_verifications_total", _OUTCOMES.get(exc.status, "error"))
+            raise
+        count("auth_mfa_verifications_total", "ok")
         return _reply(doc)
 
     async def mfa_setup(call: Call) -> Reply:

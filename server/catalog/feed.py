@@ -27,6 +27,7 @@ from server.catalog import repo
 from server.catalog.hits import SearchHits
 from server.catalog.live import LiveCatalog, trim_heap
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool
+from server.metrics.registry import Histogram
 from server.settings import Settings
 
 log = logging.getLogger("server.catalog.feed")
@@ -70,6 +71,9 @@ class CatalogFeed:
         self._map_dirty = asyncio.Event()
         self._live_dirty = asyncio.Event()
         self._closing = False
+        # Notification received -> applied to the list index, seconds (/metrics catalog_change_lag_seconds).
+        self.lag = Histogram.of("catalog_change_lag_seconds")
+        self.lag.last_since = self.state.last_change_monotonic  # the start-up load is no change
 
     # -- what requests read -------------------------------------------------------------------------
 
@@ -228,7 +232,9 @@ class CatalogFeed:
             await self._live_dirty.wait()
             self._live_dirty.clear()
             try:
+                heard = self.state.last_change_monotonic
                 await live.catch_up(await self._index_connection())
+                self.lag.observe_since(heard)
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 await self._drop_index_connection()

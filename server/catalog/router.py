@@ -13,6 +13,12 @@ from server.http import Call, Reply, Route
 from server.state import AppState
 
 # Shoppers' apps may show a page for a few seconds; the ETag makes revalidation cheap.
+# The page cache's counters per route (/metrics page_cache_*{route}), by the query type a route builds.
+_CACHE_ROUTES = {
+    ProductQuery.__name__: "/api/consumer/products",
+    ProductId.__name__: "/api/consumer/products/{id}",
+    CategoryQuery.__name__: "/api/consumer/categories",
+}
 LIST_CACHE_CONTROL = "public, max-age=5, stale-while-revalidate=30"
 
 
@@ -40,7 +46,8 @@ def routes(state: AppState) -> list[Route]:
         else:
             key, generation = f"{query.cache_key}|{stamp}", res.index_generation
             shared = False
-        page = await res.cache.get_or_fill(key, generation, make, shared=shared)
+        route = _CACHE_ROUTES.get(type(query).__name__, "other")
+        page = await res.cache.get_or_fill(key, generation, make, shared=shared, route=route)
         if page.status == 404:
             raise service.product_not_found(query.id)  # only details make 404 markers
         return cached_reply(page)

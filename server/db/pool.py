@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from server.db.statements import statement_names
+
 log = logging.getLogger("server.db")
 
 
@@ -24,6 +26,7 @@ class QueryStats:
     count: int = 0
     seconds: float = 0.0
     statements: list[str] = field(default_factory=list)
+    slow: list[str] | None = None  # names of this request's slow statements (counted by /metrics)
 
 
 query_stats_var: ContextVar[QueryStats | None] = ContextVar("query_stats", default=None)
@@ -98,7 +101,13 @@ class TrackedConnection(asyncpg.Connection):  # type: ignore[misc]
             stats.count += 1
             stats.seconds += elapsed
         if elapsed >= _Thresholds.slow_query_s:
-            log.warning("slow query %.1f ms: %s", elapsed * 1000, " ".join(query.split())[:300])
+            # The statement's name, never its text's parameters; the request id is on the log line.
+            name = statement_names.name(query)
+            log.warning("slow query %s: %.1f ms", name, elapsed * 1000)
+            if stats is not None:
+                if stats.slow is None:
+                    stats.slow = []
+                stats.slow.append(name)
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
         """asyncpg's fetch, counted and timed."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from server.accounts.router import user_auth
 from server.accounts.tokens import UserPrincipal
+from server.errors import AppError
 from server.http import Call, Reply, Route
 from server.orders import schemas
 from server.orders.outbox import Outbox
@@ -32,7 +33,14 @@ def routes(state: AppState, service: Orders | None = None, outbox: Outbox | None
 
     async def place(call: Call) -> Reply:
         key = schemas.idempotency_key(call.headers.get("idempotency-key"))
-        answer = await orders.place(state.res.pool, user_id=_user_id(call), key=key, body=call.body)
+        try:
+            answer = await orders.place(state.res.pool, user_id=_user_id(call), key=key, body=call.body)
+        except AppError as exc:  # refused: short stock, unknown products, a key in use or reused
+            if state.obs is not None:
+                state.obs.metrics.orders.refused(exc.code)
+            raise
+        if state.obs is not None and answer.status == 201 and not answer.replayed:
+            state.obs.metrics.orders.placed()
         headers = {"Location": f"{PREFIX}/{answer.order_id}"} if answer.status == 201 else {}
         if answer.replayed:
             headers["Idempotent-Replayed"] = "true"

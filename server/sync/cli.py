@@ -18,6 +18,7 @@ from typing import TextIO
 
 import asyncpg
 
+from server.metrics.trace import parse_traceparent, trace_var
 from server.settings import Settings
 from server.sync.engine import run_sync
 from server.sync.job import Progress
@@ -80,11 +81,16 @@ def as_service_child() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
-async def sync_command(settings: Settings, dsn: str, *, full: bool, announce: bool = False) -> int:
+async def sync_command(
+    settings: Settings, dsn: str, *, full: bool, announce: bool = False, traceparent: str | None = None
+) -> int:
     """Migrate, run one sync, print its summary; returns the exit code. `announce` (the service starting a
-    run in a child process): print the run's id as soon as it is recorded, and no progress bar."""
+    run in a child process): print the run's id as soon as it is recorded, and no progress bar.
+    `traceparent`: the trace of the request that started the run, sent on every Zoho call (W3C)."""
     if announce:
         as_service_child()
+    if traceparent is not None and parse_traceparent(traceparent) is not None:
+        trace_var.set(traceparent)
     import redis.asyncio as aioredis
 
     from server.db.migrate import migrate

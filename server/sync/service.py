@@ -29,6 +29,7 @@ import asyncpg
 from server import workers
 from server.db.pool import DATABASE_UNAVAILABLE
 from server.errors import ServiceUnavailable, SyncAlreadyRunning
+from server.metrics.trace import outgoing_traceparent
 from server.resources import Resources, TaskHealth
 from server.settings import Settings
 from server.sync import runs, schedule
@@ -119,6 +120,9 @@ class SyncService:
         run_id: int | None = None
         try:
             cmd = [sys.executable, "-m", "server", "sync", "--announce", *(["--full"] if full else [])]
+            traceparent = outgoing_traceparent()  # a run started by a request continues its trace
+            if traceparent is not None:
+                cmd += ["--traceparent", traceparent]
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 env={**os.environ, "DATABASE_URL": self._resources().dsn},

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from server.metrics.trace import outgoing_traceparent
 from server.sync.budget import CallBudget
 from server.sync.tokens import TokenBroker
 from server.sync.zoho_errors import ZohoAuthError, ZohoError, ZohoPaused
@@ -198,12 +199,12 @@ class ZohoClient:
             try:
                 async with self.budget.slot():
                     self.calls += 1
+                    headers = {"Authorization": f"Zoho-oauthtoken {token}"}
+                    traceparent = outgoing_traceparent()  # a run started by a request continues its trace
+                    if traceparent is not None:
+                        headers["traceparent"] = traceparent
                     async with self._http.stream(
-                        method,
-                        url,
-                        params=query,
-                        json=json_body,
-                        headers={"Authorization": f"Zoho-oauthtoken {token}"},
+                        method, url, params=query, json=json_body, headers=headers
                     ) as resp:
                         content = await _read(resp, cap, path)
             except httpx.TransportError as exc:

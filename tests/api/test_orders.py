@@ -24,6 +24,7 @@ from orders_testlib import (
     priced_products,
     stock_of,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +371,30 @@ def test_an_expired_key_is_free_again(api: httpx.Client, database: Database, sho
         )
     )
     assert [tuple(r) for r in rows] == [(resp.json()["id"], True)]
+
+
+def _order_counts(api: httpx.Client) -> tuple[float, float]:
+    """(orders_placed_total, orders_refused_total{reason="insufficient_stock"}) summed over processes."""
+    text = api.get("/metrics").text  # the test client is on loopback, a METRICS_NETWORKS address
+    placed = refused = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "orders_placed_total":
+                placed += sample.value
+            elif (
+                sample.name == "orders_refused_total" and sample.labels.get("reason") == "insufficient_stock"
+            ):
+                refused += sample.value
+    return placed, refused
+
+
+def test_orders_placed_and_refused_are_counted_in_metrics(
+    api: httpx.Client, database: Database, shoppers: list[Shopper]
+) -> None:
+    (a,) = run(priced_products(database, 1, stock=1, skip=12))
+    placed, refused = _order_counts(api)
+    assert place(api, shoppers[1], [{"product_id": a, "quantity": 1}]).status_code == 201
+    key = new_key()
+    assert place(api, shoppers[1], [{"product_id": a, "quantity": 1}], key).status_code == 409
+    # Both processes' counts: another process's arrive with its next snapshot (METRICS_FLUSH_S).
+    wait_for(lambda: _order_counts(api) == (placed + 1, refused + 1), timeout=5, step=0.1)

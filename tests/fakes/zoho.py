@@ -43,6 +43,7 @@ class LoggedRequest:
     status: int = 0
     code: int | None = None
     done_at: float = 0.0
+    traceparent: str | None = None  # W3C trace context the client sent (the service propagates its own)
 
 
 @dataclass
@@ -236,6 +237,7 @@ class FakeZoho:
         with self._lock:
             self._inflight += 1
             entry = LoggedRequest(h.command, split.path, query, time.monotonic(), self._inflight, token)
+            entry.traceparent = h.headers.get("traceparent")
         answer: tuple[int, Any, str, dict[str, str]] = (500, err(500), "", {})
         try:
             if not split.path.startswith(API_PREFIX):

@@ -14,6 +14,7 @@ import pytest
 from admin_testlib import bearer, create_key
 from catalog_testlib import Database, ServerProcess, Services, run
 from fakes.zoho import FakeZoho
+from prometheus_client.parser import text_string_to_metric_families
 from sync.sync_api_testlib import RUNS, SYNC, all_runs, check_problem, sync_server, wait_idle, wait_run
 
 ITEMS = 400  # two pages of items
@@ -72,6 +73,36 @@ def test_no_body_starts_an_incremental_run(api: httpx.Client, key: dict[str, str
     assert resp.json()["kind"] == "incremental"
     done = wait_run(api, resp.headers["location"], key)
     assert done["status"] == "succeeded" and done["items_changed"] == 0, done
+
+
+def test_a_run_started_by_a_request_continues_its_trace(
+    api: httpx.Client, key: dict[str, str], fake: FakeZoho
+) -> None:
+    wait_idle(api, key)
+    fake.clear_log()
+    trace_id = "5c2f0e6b9d8a4f3e8c7b6a5d4e3f2a1b"
+    headers = {**key, "traceparent": f"00-{trace_id}-1122334455667788-01"}
+    resp = api.post(SYNC, headers=headers)
+    assert resp.status_code == 202, resp.text
+    ours = resp.headers["traceparent"]
+    assert ours.split("-")[1] == trace_id
+    wait_run(api, resp.headers["location"], key)
+    sent = {r.traceparent for r in fake.api_log()}
+    assert sent == {ours}  # every Zoho call: our trace, our span as the parent
+
+
+def test_runs_in_metrics(api: httpx.Client, key: dict[str, str], database: Database) -> None:
+    wait_idle(api, key)
+    families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
+    runs = {(s.labels["kind"], s.labels["status"]): s.value for s in families["sync_runs"].samples}
+    rows = run(
+        database.fetch("SELECT kind, status, count(*) AS n, sum(calls) AS calls FROM sync_runs GROUP BY 1, 2")
+    )
+    assert runs == {(r["kind"], r["status"]): float(r["n"]) for r in rows}
+    calls = sum(s.value for s in families["sync_zoho_calls"].samples)
+    assert calls == sum(r["calls"] for r in rows) > 0
+    seen = {(s.labels["kind"], s.labels["outcome"]): s.value for s in families["sync_items"].samples}
+    assert seen[("full", "seen")] >= ITEMS
 
 
 def test_409_while_a_run_holds_the_lock(api: httpx.Client, key: dict[str, str], fake: FakeZoho) -> None:
