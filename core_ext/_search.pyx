@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringA
 from cpython.mem cimport PyMem_RawFree as free
 from cpython.mem cimport PyMem_RawRealloc as realloc
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from array import array as _array
@@ -27,37 +27,42 @@ cdef extern from *:
     #if defined(__SSE2__)
     #include <emmintrin.h>
     #endif
-    /* First occurrence of needle (k >= 1 bytes) in s[0..n), or NULL. */
-    static const char* core_ext_search_find(const char* s, size_t n, const char* needle, size_t k) {
+    /* First occurrence of needle (k >= 1 bytes) in s[0..n), or NULL. With SSE2, candidates are the
+       positions where the needle's bytes at offsets p < q (its two rarest, chosen by the caller) match,
+       16 positions at a time; each is then compared in full. */
+    static const char* core_ext_search_find(const char* s, size_t n, const char* needle, size_t k,
+                                            size_t p, size_t q) {
         if (k > n) return NULL;
         if (k == 1) return (const char*)memchr(s, (unsigned char)needle[0], n);
     #if defined(__SSE2__)
         {
-            const __m128i first = _mm_set1_epi8(needle[0]);
-            const __m128i last = _mm_set1_epi8(needle[k - 1]);
+            const __m128i first = _mm_set1_epi8(needle[p]);
+            const __m128i second = _mm_set1_epi8(needle[q]);
             size_t i = 0;
             for (; i + k - 1 + 16 <= n; i += 16) {
-                __m128i a = _mm_loadu_si128((const __m128i*)(s + i));
-                __m128i b = _mm_loadu_si128((const __m128i*)(s + i + k - 1));
+                __m128i a = _mm_loadu_si128((const __m128i*)(s + i + p));
+                __m128i b = _mm_loadu_si128((const __m128i*)(s + i + q));
                 unsigned mask = (unsigned)_mm_movemask_epi8(
-                    _mm_and_si128(_mm_cmpeq_epi8(first, a), _mm_cmpeq_epi8(last, b)));
+                    _mm_and_si128(_mm_cmpeq_epi8(first, a), _mm_cmpeq_epi8(second, b)));
                 while (mask) {
                     unsigned bit = (unsigned)__builtin_ctz(mask);
-                    if (memcmp(s + i + bit + 1, needle + 1, k - 2) == 0) return s + i + bit;
+                    if (memcmp(s + i + bit, needle, k) == 0) return s + i + bit;
                     mask &= mask - 1;
                 }
             }
             for (; i + k <= n; i++) {
-                if (s[i] == needle[0] && memcmp(s + i, needle, k) == 0) return s + i;
+                if (s[i + p] == needle[p] && memcmp(s + i, needle, k) == 0) return s + i;
             }
             return NULL;
         }
     #else
+        (void)p; (void)q;
         return (const char*)memmem(s, n, needle, k);
     #endif
     }
     """
-    const char* _find "core_ext_search_find"(const char* s, size_t n, const char* needle, size_t k) nogil
+    const char* _find "core_ext_search_find"(
+        const char* s, size_t n, const char* needle, size_t k, size_t p, size_t q) nogil
 
 cdef enum:
     SEP = 0x1e
@@ -87,6 +92,9 @@ cdef class SearchIndex:
     cdef int32_t* _records
     cdef Py_ssize_t _nids
     cdef int64_t _dead
+    # How often each byte value was added to the buffer (never decremented but by compaction: a guide for
+    # choosing which of a term's bytes to scan for, not part of any answer).
+    cdef uint64_t _freq[256]
     cdef readonly Py_ssize_t count
     cdef readonly Py_ssize_t compactions
 
@@ -96,6 +104,7 @@ cdef class SearchIndex:
         self._owners = NULL
         self._records = NULL
         self._len = self._cap = 0
+        memset(self._freq, 0, sizeof(self._freq))
         self._nrec = self._reccap = 0
         self._nids = 0
         self._dead = 0
@@ -183,6 +192,7 @@ cdef class SearchIndex:
             self._owners[self._nrec] = <int32_t>pid
             self._nrec += 1
             memcpy(self._buf + self._len, PyBytes_AS_STRING(text), size)
+            self._count_bytes(self._buf + self._len, size)
             self._buf[self._len + size] = SEP
             self._len += size + 1
         self._maybe_compact()
@@ -229,6 +239,11 @@ cdef class SearchIndex:
             self.count -= 1
             self._maybe_compact()
 
+    cdef void _count_bytes(self, const char* p, int64_t size) noexcept:
+        cdef int64_t i
+        for i in range(size):
+            self._freq[<unsigned char>p[i]] += 1
+
     cdef void _kill(self, Py_ssize_t r) noexcept:
         self._owners[r] = -1
         self._dead += self._end(r) + 1 - self._starts[r]
@@ -259,6 +274,8 @@ cdef class SearchIndex:
             w += 1
         free(self._buf)
         self._buf, self._len, self._cap = buf, at, max(nbytes, 1)
+        memset(self._freq, 0, sizeof(self._freq))
+        self._count_bytes(buf, at)
         self._nrec = w
         self._dead = 0
         self.compactions += 1
@@ -279,8 +296,26 @@ cdef class SearchIndex:
         cdef const char* hit
         cdef int64_t at = 0, pos
         cdef carray result
+        cdef size_t p = 0, q = 0, i
         if k > 0 and memchr(needle, SEP, k) != NULL:
             return clone(_INTS, 0, False)
+        if k > 1:
+            # Scan for the term's two rarest bytes (in the buffer's counts), at distinct offsets p < q.
+            for i in range(1, k):
+                if self._freq[<unsigned char>needle[i]] < self._freq[<unsigned char>needle[p]]:
+                    p = i
+            # The other: the next rarest; among equals the farthest from p (bytes next to each other are
+            # often alike: "00" in SKUs).
+            q = 1 if p == 0 else 0
+            for i in range(k):
+                if i == p:
+                    continue
+                if (self._freq[<unsigned char>needle[i]] < self._freq[<unsigned char>needle[q]]
+                        or (self._freq[<unsigned char>needle[i]] == self._freq[<unsigned char>needle[q]]
+                            and abs(<Py_ssize_t>i - <Py_ssize_t>p) > abs(<Py_ssize_t>q - <Py_ssize_t>p))):
+                    q = i
+            if q < p:
+                p, q = q, p
         try:
             if k == 0:
                 out = <int32_t*>realloc(NULL, max(self.count, 1) * sizeof(int32_t))
@@ -293,7 +328,7 @@ cdef class SearchIndex:
             else:
                 with nogil:
                     while at < self._len:
-                        hit = _find(buf + at, self._len - at, needle, k)
+                        hit = _find(buf + at, self._len - at, needle, k, p, q)
                         if hit == NULL:
                             break
                         pos = hit - buf
