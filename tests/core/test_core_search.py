@@ -85,6 +85,26 @@ def test_normalised_text_and_terms(impl: Impl, words: list[str], pick: int) -> N
         assert sorted(index.search(term)) == reference(texts, term)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    texts=st.lists(st.text("ab0 اير", max_size=40).map(str.encode), min_size=1, max_size=300),
+    picks=st.lists(st.tuples(st.integers(0, 299), st.integers(0, 40), st.integers(1, 9)), max_size=8),
+)
+def test_long_buffers(both: tuple[Impl, Impl], texts: list[bytes], picks: list[Any]) -> None:
+    # Buffers of kilobytes: the compiled scan's 16-byte blocks, their tails, and terms whose bytes repeat
+    # (its choice of which two bytes to look for), against the reference and the pure build.
+    compiled, pure = both[0].SearchIndex(), both[1].SearchIndex()
+    ids = list(range(len(texts)))
+    compiled.set_many(ids, texts)
+    pure.set_many(ids, texts)
+    ref = dict(zip(ids, texts, strict=True))
+    terms = [texts[k % len(texts)][at : at + n] for k, at, n in picks] + [b"000", b"a a", b"\xd9\x8a\xd8"]
+    for term in terms:
+        got = compiled.search(term)
+        assert list(got) == list(pure.search(term))
+        assert sorted(got) == reference(ref, term), term
+
+
 def test_one_hit_per_product_and_matches_inside_records_only(impl: Impl) -> None:
     index = impl.SearchIndex()
     index.set_many([5, 3, 9], [b"aaaa", b"xa", b"ax"])
