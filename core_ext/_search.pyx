@@ -229,6 +229,22 @@ cdef class SearchIndex:
             self._cap = bcap
         return 0
 
+    def trim(self):
+        """Give back the growth room of the buffer and the arrays (after a load)."""
+        cdef void* p
+        if self._cap > self._len and self._len > 0:
+            p = realloc(self._buf, self._len)
+            if p != NULL:
+                self._buf, self._cap = <char*>p, self._len
+        if self._reccap > self._nrec and self._nrec > 0:
+            p = realloc(self._starts, self._nrec * sizeof(int64_t))
+            if p != NULL:
+                self._starts = <int64_t*>p
+                p = realloc(self._owners, self._nrec * sizeof(int32_t))
+                if p != NULL:
+                    self._owners = <int32_t*>p
+                self._reccap = self._nrec  # (owners left larger if that failed: harmless)
+
     def remove(self, product_id):
         """Forget a product's text (nothing if it has none)."""
         cdef long long pid = check_id(product_id, "product_id")

@@ -123,6 +123,10 @@ class SearchIndex:
             buffer.append(SEP)
         self._maybe_compact()
 
+    def trim(self) -> None:
+        """Give back the growth room of the buffer and the arrays (after a load; here nothing to do: the
+        memory counted is their length)."""
+
     def remove(self, product_id: int) -> None:
         """Forget a product's text (nothing if it has none)."""
         r = self._record_of(check_id(product_id, "product_id"))

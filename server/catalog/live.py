@@ -285,6 +285,7 @@ class LiveCatalog:
             async for chunk in repo.index_product_chunks(conn, self.price_list):
                 _columns(chunk, columns)
                 search.set_many(ids[len(ids) - len(chunk) :], [r[7] for r in chunk])
+            search.trim()
             loaded = time.perf_counter()
             ranks = _scatter(array("q"), *await _name_ranks(conn))
         ranked = time.perf_counter()

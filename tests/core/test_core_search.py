@@ -174,6 +174,11 @@ def test_memory_is_bounded(impl: Impl) -> None:
     held = sum(map(len, texts)) + len(texts)
     # The texts, a separator, 16 bytes of arrays each, and the growth slack of the buffer.
     assert held <= index.memory_bytes <= 1.5 * held + 16 * len(texts) + 65536
+    index.trim()  # after a load: no growth room left, 16 B of arrays a product
+    assert index.memory_bytes == held + 16 * len(texts)
+    assert len(index.search(b"juice")) == len(texts)
+    index.set(20_000, b"one more")
+    assert list(index.search(b"more")) == [20_000]
 
 
 def rss() -> int:
