@@ -71,8 +71,8 @@ def run(name: str, make: Callable[[], Any], texts: list[bytes], rounds: int) -> 
     index.trim()
     load = time.perf_counter() - started
     print(
-        f"{name}: {len(texts):,} texts loaded in {load:.2f} s,"
-        f" {index.memory_bytes / len(texts):.1f} B a product ({sum(map(len, texts)) / len(texts):.1f} B of text)"
+        f"{name}: {len(texts):,} texts loaded in {load:.2f} s, {index.memory_bytes / len(texts):.1f} B"
+        f" a product ({sum(map(len, texts)) / len(texts):.1f} B of text)"
     )
     for term in TERMS:
         raw = normalise(term).encode()
