@@ -70,6 +70,7 @@ cdef enum:
     COMPACT_MIN_BYTES = 65536
 
 cdef carray _INTS = _array("i")
+cdef long long _C_MAX_ID = 2147483647
 
 
 cdef bytes _text(object value, str what):
@@ -167,9 +168,19 @@ cdef class SearchIndex:
             raise ValueError(f"ids and texts differ in length ({n} != {PySequence_Fast_GET_SIZE(texts)})")
         cdef long long top = -1, pid
         cdef int64_t need = 0
+        cdef object item, text_item
         for k in range(n):
-            pid = check_id(<object>PySequence_Fast_GET_ITEM(ids, k), f"ids[{k}]")
-            need += PyBytes_GET_SIZE(_text(<object>PySequence_Fast_GET_ITEM(texts, k), f"texts[{k}]")) + 1
+            item = <object>PySequence_Fast_GET_ITEM(ids, k)
+            # The common case checked inline; check_id and _text (with the element's name) only to raise.
+            if type(item) is int and 0 <= item <= _C_MAX_ID:
+                pid = item
+            else:
+                pid = check_id(item, f"ids[{k}]")
+            text_item = <object>PySequence_Fast_GET_ITEM(texts, k)
+            if not PyBytes_Check(text_item) or memchr(
+                    PyBytes_AS_STRING(text_item), SEP, PyBytes_GET_SIZE(text_item)) != NULL:
+                _text(text_item, f"texts[{k}]")
+            need += PyBytes_GET_SIZE(text_item) + 1
             if pid > top:
                 top = pid
         self._reserve(top + 1, self._nrec + n, self._len + need)
