@@ -61,7 +61,7 @@ test-pure:
 		$(TVENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 stubtest:
-	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages core_ext._catalog
+	cd $(TVENV) && bin/python -m mypy.stubtest core_ext._images core_ext._pages core_ext._catalog core_ext._search
 
 lint: venv
 	$(VENV)/bin/ruff check core_ext server tests loadtests setup.py

@@ -15,7 +15,7 @@ from setuptools.command.build_ext import build_ext as _build_ext
 
 DEBUG = os.environ.get("CORE_EXT_DEBUG", "") not in ("", "0")
 NO_EXTENSIONS = os.environ.get("CORE_EXT_NO_EXTENSIONS", "") not in ("", "0")
-MODULES = ("_images", "_pages", "_catalog")
+MODULES = ("_images", "_pages", "_catalog", "_search")
 
 
 class build_ext(_build_ext):  # noqa: N801 - setuptools' own naming

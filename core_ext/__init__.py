@@ -1,5 +1,5 @@
-"""Compiled core of the catalog API: the product image index, the product-page serializer and the catalog
-index (lists, counts and facets from memory).
+"""Compiled core of the catalog API: the product image index, the product-page serializer, the catalog
+index (lists, counts and facets from memory) and the search index (substring search over search texts).
 
 The Cython build is used unless ``CORE_EXT_NO_EXTENSIONS`` is set to a non-empty value other than ``"0"``
 or the compiled modules cannot be imported; then the pure-Python twins, which give identical results, are
@@ -19,6 +19,7 @@ __all__ = [
     "CatalogIndex",
     "CoreExtError",
     "ImageIndex",
+    "SearchIndex",
     "SerializationError",
     "join_items",
     "serialize_items",
@@ -32,6 +33,7 @@ if os.environ.get("CORE_EXT_NO_EXTENSIONS", "") in ("", "0"):
         from core_ext._catalog import CatalogIndex
         from core_ext._images import ImageIndex
         from core_ext._pages import join_items, serialize_items, serialize_page
+        from core_ext._search import SearchIndex
     except ImportError:
         USING_COMPILED = False
     else:
@@ -43,3 +45,4 @@ if not USING_COMPILED:
     from core_ext._catalog_py import CatalogIndex  # type: ignore[assignment]
     from core_ext._images_py import ImageIndex  # type: ignore[assignment]
     from core_ext._pages_py import join_items, serialize_items, serialize_page
+    from core_ext._search_py import SearchIndex  # type: ignore[assignment]

@@ -1,12 +1,14 @@
-"""Cold per-request latency on a large catalog: each list filter/sort, a deep page, categories, a search.
+"""Cold per-request latency on a large catalog: each list filter/sort, a deep page, categories, searches.
 
 Sequential requests (one keep-alive connection, no concurrency), cache off: what one shopper waits for
 when nothing is cached. For each URL: the client's median and p99, and the server's own split from
 Server-Timing (app = the whole handler, db = its queries), so a slow line shows whether PostgreSQL or the
 process is the cost. `varied` draws a new filter (category x minimum price x sort x page) per request, so
-no filter is answered twice. Without --url it starts a throw-away service (embedded PostgreSQL/Redis,
-PROCESSES=1, CACHE_ENABLED=false, SERVER_TIMING=true) seeded with --products, and also reports the time
-to ready, the index build and the RSS per process.
+no filter is answered twice; `first search` sends a search term no request sent before (one of the
+274 pieces of 3 to 6 characters of the demo catalog's English and Arabic words: each matches thousands of
+products, and none is in the process's memo of search hits yet). Without --url it starts a throw-away
+service (embedded PostgreSQL/Redis, PROCESSES=1, CACHE_ENABLED=false, SERVER_TIMING=true) seeded with
+--products, and also reports the time to ready, the index build and the RSS per process.
 
     python -m loadtests.bench_scale [--products 1000000] [--requests 200] [--url URL]
 """
@@ -26,6 +28,8 @@ from pathlib import Path
 import httpx
 
 from loadtests.service import LocalService
+from server import seed
+from server.catalog.search import normalise, searchable
 
 PRODUCTS = "/api/consumer/products"
 _TIMING = re.compile(r"(db|app);dur=([0-9.]+)")
@@ -41,8 +45,30 @@ def fixed_urls(department: int) -> dict[str, str]:
         "category (department)": f"{PRODUCTS}?category_id={department}&page_size=50",
         "deep page (offset 100k)": f"{PRODUCTS}?page=2001&page_size=50",
         "categories": "/api/consumer/categories",
-        "q=pro (SQL path)": f"{PRODUCTS}?q=pro&page_size=50",
+        "q=juice (repeated)": f"{PRODUCTS}?q=juice&page_size=50",
     }
+
+
+def common_terms(rng: random.Random) -> list[str]:
+    """Every 3- to 6-character piece of the demo catalog's product words (server/seed.py), shuffled."""
+    words = {normalise(w) for pair in (*seed._ADJECTIVES, *seed._NOUNS) for w in pair}
+    terms = {w[i : i + n] for w in words for n in range(3, 7) for i in range(len(w) - n + 1)}
+    ordered = sorted(t for t in terms if " " not in t and searchable(t))
+    rng.shuffle(ordered)
+    return ordered
+
+
+def first_searches(rng: random.Random) -> Callable[[], str]:
+    """A term never sent before per request (after 274 requests, the same terms with another sort)."""
+    terms = common_terms(rng)
+    sorts = ["name", "-name", "price", "-price", "newest"]
+    count = iter(range(10**9))
+
+    def url() -> str:
+        k = next(count)
+        return f"{PRODUCTS}?q={terms[k % len(terms)]}&sort={sorts[k // len(terms) % 5]}&page_size=50"
+
+    return url
 
 
 def varied(categories: list[int], rng: random.Random) -> Callable[[], str]:
@@ -128,6 +154,7 @@ def run(url: str, requests: int, budget_s: float, seed: int) -> None:
             name: functools.partial(str, u) for name, u in fixed_urls(departments[0]).items()
         }
         kinds["varied filters"] = varied(all_categories, rng)
+        kinds["first search (new term)"] = first_searches(rng)
         for name, next_url in kinds.items():
             m = measure(client, next_url, requests, budget_s)
             print(

@@ -1,8 +1,9 @@
 """Search hits per process: the ids a normalised `q` matched, remembered so that the other pages and sorts
-of that search need no SQL (the in-memory index filters, sorts and counts them).
+of that search need no new scan of the search texts (core_ext.SearchIndex; the in-memory index filters,
+sorts and counts them).
 
-Exact by construction: an entry is keyed by the epoch and the *search version* of the snapshot its ids
-were read in (LiveCatalog.search_version: the last change to a searchable text or to which products exist
+Exact by construction: an entry is keyed by the epoch and the *search version* of the index state its ids
+were found in (LiveCatalog.search_version: the last change to a searchable text or to which products exist
 and are active), so it stays valid across stock and price changes and is never used after a change that
 could alter what the search matches. Bounded twice, least recently used first: by
 entries and by the ids held in all of them (a search most products match is large; a single one larger

@@ -6,6 +6,10 @@ changes reload the (small) tree, and the name ranks are reloaded only when a nam
 appeared. A gap in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
 Each catch-up reads in one REPEATABLE READ snapshot, so the index is exactly the catalog at `version`.
 
+Searches (`q`) are answered from memory too: `search` (core_ext.SearchIndex) holds every product's search
+text (repo.INDEX_PRODUCTS' last column, loaded with the rest; ~69 bytes a product at 1M) and is updated for
+exactly the products a catch-up refetched (the full path: a text changes only with the hash below).
+
 No name text is kept: SQL gives each product's name rank and a 64-bit hash of its name, held in arrays
 indexed by product id (16 bytes a product: dicts of names and ranks, and a load holding every row, left
 RSS at ~650 MB after a build at 1M products), and a full load streams its rows into typed arrays.
@@ -33,7 +37,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from core_ext import CatalogIndex
+from core_ext import CatalogIndex, SearchIndex
 from server.catalog import repo
 from server.catalog.hits import SearchHits
 from server.catalog.rows import RowStore, tag_of
@@ -121,6 +125,7 @@ class LiveCatalog:
         make_index: Callable[[], CatalogIndex] = CatalogIndex,
         hits: SearchHits | None = None,
         row_store_bytes: int = 0,
+        make_search: Callable[[], SearchIndex] = SearchIndex,
     ) -> None:
         self.price_list = price_list
         # Serialized list items and detail bodies by product id (rows.py): new ones whenever what every row
@@ -133,6 +138,8 @@ class LiveCatalog:
         self.hits = SearchHits(0, 0) if hits is None else hits  # searches' ids per version (service)
         self._make_index = make_index  # the tests pass each build's class
         self.index = make_index()
+        self._make_search = make_search
+        self.search = make_search()  # search text of every product (active or not), by product id
         self.epoch = ""
         self.version = -1  # nothing reflected yet: never equal to a real version
         # Name rank and a hash of name and search text of every product, indexed by product id (ids are
@@ -232,6 +239,12 @@ class LiveCatalog:
             "products": len(self.index),
             "active": self.index.active_count,
             "memory_bytes": self.index.memory_bytes,
+            "search": {
+                "products": len(self.search),
+                "memory_bytes": self.search.memory_bytes,
+                "dead_bytes": self.search.dead_bytes,
+                "compactions": self.search.compactions,
+            },
             "rebuilds": self.rebuilds,
             "applied": self.applied,
             "quick_catch_ups": self.quick,
@@ -265,18 +278,21 @@ class LiveCatalog:
         prices: list[int | None] = []
         active: list[bool] = []
         columns: tuple[MutableSequence[Any], ...] = (ids, categories, prices, stocks, created, active, hashes)
+        search = self._make_search()
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, version = await repo.catalog_state(conn)
             cats = await repo.index_categories(conn)
             async for chunk in repo.index_product_chunks(conn, self.price_list):
                 _columns(chunk, columns)
+                search.set_many(ids[len(ids) - len(chunk) :], [r[7] for r in chunk])
+            search.trim()
             loaded = time.perf_counter()
             ranks = _scatter(array("q"), *await _name_ranks(conn))
         ranked = time.perf_counter()
         index = self._make_index()
         index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
         index.build(ids, categories, prices, stocks, created, [ranks[i] for i in ids], active)
-        self.index, self.epoch, self.version = index, epoch, version
+        self.index, self.search, self.epoch, self.version = index, search, epoch, version
         self._ranks, self._hashes = ranks, _by_id(ids, hashes)
         self._categories = category_lists(cats)
         self._new_rows(cats)
@@ -398,6 +414,10 @@ class LiveCatalog:
 
     def _apply(self, rows: Sequence[Sequence[Any]], ids: list[int]) -> None:
         _scatter(self._hashes, [r[0] for r in rows], [r[6] for r in rows])
+        # Rows of the full path carry the search text (those of the quick path, where no hash changed, do
+        # not): set_many leaves an unchanged text as it is.
+        texts = [r for r in rows if len(r) > 7]
+        self.search.set_many([r[0] for r in texts], [r[7] for r in texts])
         found = set()
         for r in rows:
             pid = r[0]
@@ -406,6 +426,7 @@ class LiveCatalog:
         for pid in ids:
             if pid not in found:  # deleted from the table (its rank and hash are never read again)
                 self.index.remove(pid)
+                self.search.remove(pid)
 
 
 async def _name_ranks(conn: asyncpg.Connection) -> tuple[array[int], array[int]]:

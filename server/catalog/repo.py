@@ -380,8 +380,10 @@ async def prune_changes(conn: asyncpg.Connection, keep: int) -> int:
 # Its columns as core_ext.CatalogIndex takes them: the price in cents of the consumer list (2 decimals,
 # so exact), created_at in microseconds since the epoch (extract gives an exact numeric), and a 64-bit
 # hash of the name and the search text (a catch-up reloads the name ranks, and forgets remembered search
-# hits, only when a changed product's hash differs): no name text reaches Python. The index orders names
-# by their dense rank, computed over every product with
+# hits, only when a changed product's hash differs); then the search text as UTF-8 bytes for
+# core_ext.SearchIndex (bytea: asyncpg hands it over as bytes, with no str made and encoded again; the
+# quick catch-up, which only runs when no hash changed, does not read it). No name is read. The index
+# orders names by their dense rank, computed over every product with
 # the same collation as the list's ORDER BY, in a query of its own: sorting only (id, name) is cheaper than
 # sorting every column, and the columns' query streams in id order without a sort (a merge join of the two
 # primary keys).
@@ -395,7 +397,8 @@ FROM categories ORDER BY id
 INDEX_PRODUCTS = """
 SELECT p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
        (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
-       hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0)
+       hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0),
+       convert_to(p.search_text, 'UTF8')
 FROM products p
 LEFT JOIN product_prices pp
        ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $1)
@@ -404,9 +407,9 @@ INDEX_PRODUCTS_BY_ID = INDEX_PRODUCTS + "WHERE p.id = ANY($2::int[])"
 INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 
 # A catch-up in one statement (one snapshot, one round trip): the state, every change after $1 and the index
-# rows (INDEX_PRODUCTS' columns, the same expressions) of the products those changes name. LiveCatalog's
-# quick path; it falls back to the transactional one (changes_since and friends) for anything but product and
-# price changes.
+# rows (INDEX_PRODUCTS' columns but the search text, the same expressions) of the products those changes
+# name. LiveCatalog's quick path; it falls back to the transactional one (changes_since and friends) for
+# anything but product and price changes.
 CATCH_UP = """
 WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
 c AS (SELECT c.version, c.tbl, c.ids FROM catalog_changes c, s
@@ -470,7 +473,8 @@ async def index_categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def index_products(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
-    """(id, category_id, price_cents, stock, created_us, is_active, name_hash) of these products."""
+    """(id, category_id, price_cents, stock, created_us, is_active, name_hash, search text as UTF-8) of these
+    products."""
     return list(await conn.fetch(INDEX_PRODUCTS_BY_ID, price_list, ids))
 
 
@@ -482,8 +486,8 @@ async def _chunks(conn: asyncpg.Connection, sql: str, *args: Any) -> AsyncIterat
 
 
 def index_product_chunks(conn: asyncpg.Connection, price_list: str) -> AsyncIterator[list[asyncpg.Record]]:
-    """(id, category_id, price_cents, stock, created_us, is_active, name_hash) of every product in id
-    order, INDEX_CHUNK rows at a time (inside a transaction)."""
+    """(id, category_id, price_cents, stock, created_us, is_active, name_hash, search text as UTF-8) of every
+    product in id order, INDEX_CHUNK rows at a time (inside a transaction)."""
     return _chunks(conn, INDEX_PRODUCTS_ALL, price_list)
 
 
@@ -505,9 +509,10 @@ async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int])
 
 
 # The ids of the active products a search matches (the `q` arm of _FILTERS, the same trigram index) and the
-# catalog state of the snapshot they were read in: the in-memory index filters, sorts and counts them. The
-# ids come as one bytea of big-endian int4s: a search most products match is 200,000 ids, which as an int4[]
-# would cost a Python int each to decode.
+# catalog state of the snapshot they were read in. The index path searches in memory (core_ext.SearchIndex
+# over the search texts of INDEX_PRODUCTS); this is the SQL reference its tests compare it with
+# (tests/core/test_core_catalog_live_sql.py). The ids come as one bytea of big-endian int4s: a search most
+# products match is 200,000 ids, which as an int4[] would cost a Python int each to decode.
 SEARCH_HITS = """
 SELECT s.epoch::text, s.version,
        (SELECT string_agg(int4send(p.id), ''::bytea) FROM products p

@@ -65,9 +65,9 @@ def routes(state: AppState) -> list[Route]:
             return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
         found = live.remembered(query.cache_key)
         if found is None:
-            # A search takes its hits from the memo or SQL (service.search_hits); the index does the rest, so
-            # its answer is keyed by its stamp like any other list.
-            hits = None if query.q is None else await service.search_hits(res, live, query.q)
+            # A search takes its hits from the memo or the in-memory search texts (service.search_hits); the
+            # index does the rest, so its answer is keyed by its stamp like any other list.
+            hits = None if query.q is None else service.search_hits(live, query.q)
             found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
             live.remember(query.cache_key, found)
         return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)

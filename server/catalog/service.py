@@ -124,20 +124,16 @@ def index_answer(
     return IndexAnswer(ids, total, facets, stamp)
 
 
-async def search_hits(res: Resources, live: LiveCatalog, term: str) -> array[int]:
-    """Ids of the active products a normalised `q` matches, for the version the index reflects: from the
-    memo (kept across versions that changed no searchable text and no product's presence), else one query.
-    A query that read a newer snapshot than the index waits (briefly) for the index to reach it, so that
-    the hits, the page and the memo all describe one version; if the index moves past it, the hits are
-    used once, not remembered."""
-    hits = live.hits.get((live.epoch, live.search_version, term))
+def search_hits(live: LiveCatalog, term: str) -> array[int]:
+    """Ids of the products whose search text holds a normalised `q` (active or not: the index keeps the
+    active ones), at the version the index reflects, with no I/O: from the memo (kept across versions that
+    changed no searchable text and no product's presence), else a scan of the in-memory search texts."""
+    key = (live.epoch, live.search_version, term)
+    hits = live.hits.get(key)
     if hits is None:
-        async with res.pool.acquire() as conn:
-            epoch, version, hits = await repo.search_hits(conn, term)
-        if epoch == live.epoch and version > live.version:
-            await live.wait_for(epoch, version, res.settings.CATALOG_INDEX_WAIT_MS / 1000)
-        if (epoch, version) == (live.epoch, live.version):
-            live.hits.put((epoch, live.search_version, term), hits)
+        # A lone surrogate (which no stored text holds) encodes to bytes no UTF-8 text holds: no match.
+        hits = live.search.search(term.encode("utf-8", "surrogatepass"))
+        live.hits.put(key, hits)
     return hits
 
 

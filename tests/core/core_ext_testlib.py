@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from core_ext import _catalog_py, _images_py, _pages_py
+from core_ext import _catalog_py, _images_py, _pages_py, _search_py
 
 META = {"page": 1, "page_size": 50, "total": 1234, "pages": 25}
 BASE_URL = "https://shop.example"
@@ -22,7 +22,7 @@ BASE_URL = "https://shop.example"
 
 @dataclass(frozen=True)
 class Impl:
-    """One build of core_ext: its ImageIndex class, serializer functions and CatalogIndex class."""
+    """One build of core_ext: its ImageIndex class, serializer functions, CatalogIndex and SearchIndex."""
 
     name: str
     ImageIndex: Any
@@ -30,6 +30,7 @@ class Impl:
     CatalogIndex: Any = None
     serialize_items: Callable[..., list[bytes]] | None = None
     join_items: Callable[..., bytes] | None = None
+    SearchIndex: Any = None
 
 
 def reference_page(
@@ -148,6 +149,7 @@ def load_compiled() -> Impl | None:
         images = importlib.import_module("core_ext._images")
         pages = importlib.import_module("core_ext._pages")
         catalog = importlib.import_module("core_ext._catalog")
+        search = importlib.import_module("core_ext._search")
     except ImportError as exc:
         if REQUIRE_COMPILED:
             pytest.fail(f"compiled core_ext required but not importable: {exc}")
@@ -159,6 +161,7 @@ def load_compiled() -> Impl | None:
         catalog.CatalogIndex,
         pages.serialize_items,
         pages.join_items,
+        search.SearchIndex,
     )
 
 
@@ -169,6 +172,7 @@ PURE = Impl(
     _catalog_py.CatalogIndex,
     _pages_py.serialize_items,
     _pages_py.join_items,
+    _search_py.SearchIndex,
 )
 
 

@@ -1,7 +1,8 @@
 """Differential, generated: random catalogs, random writes committed through the real change feed, and
-random list inputs. LiveCatalog (server/catalog/live.py) on each build of CatalogIndex, built from one
-snapshot and then caught up incrementally, must answer exactly what the SQL reference (repo.list_products,
-repo.list_categories) answers: the same ids in the same order, the same totals, the same category counts."""
+random list inputs. LiveCatalog (server/catalog/live.py) on each build of CatalogIndex and SearchIndex, built
+from one snapshot and then caught up incrementally, must answer exactly what the SQL reference
+(repo.list_products, repo.list_categories, repo.search_hits) answers: the same ids in the same order, the
+same totals, the same category counts, the same search hits."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ from hypothesis import strategies as st
 
 from server.catalog import repo
 from server.catalog.live import LiveCatalog
+from server.catalog.search import normalise
 
 PRICE_LIST = "consumer"
-NAMES = ("apple", "Apple", "banana", "cherry", "zeta", "äpfel", "تفاح")  # ties and collation
+NAMES = ("apple", "Apple", "banana", "cherry", "zeta", "äpfel", "تفاح", "Ä_50%", "أناناس")  # ties, collation
+# Searches: substrings of the names (normalised or not, across Arabic letters the normalisation maps), LIKE's
+# wildcards taken literally, and text in no name.
+TERMS = ("app", "APP", "ppl", "äpf", "Äpf", "تفا", "فاح", "انا", "أنا", "ana", "a", "e", "_", "%", "_50%")
+TERMS += ("xyz", "sku-", "ku-7", "قهو")
+SKUS = (None, "SKU-7", "sku-70", "APP-1")  # the search text holds the SKU and the Arabic name too
+NAMES_AR = (None, "قهوة", "تفاح")
 PRICES = (None, 0, 100, 250, 250, 999, 1000)  # cents; repeats make ties
 STOCKS = (-2, 0, 1, 7)
 DAYS = (0, 1, 1, 3)  # equal timestamps make ties too
@@ -39,6 +47,8 @@ writes = st.one_of(
     st.tuples(st.just("stock"), st.integers(0, 40), st.sampled_from(STOCKS)),
     st.tuples(st.just("price"), st.integers(0, 40), st.sampled_from(PRICES)),
     st.tuples(st.just("name"), st.integers(0, 40), st.sampled_from(NAMES)),
+    st.tuples(st.just("sku"), st.integers(0, 40), st.sampled_from(SKUS)),
+    st.tuples(st.just("name_ar"), st.integers(0, 40), st.sampled_from(NAMES_AR)),
     st.tuples(st.just("active"), st.integers(0, 40), st.booleans()),
     st.tuples(st.just("category"), st.integers(0, 40), st.integers(0, 7)),
     st.tuples(st.just("delete"), st.integers(0, 40), st.none()),
@@ -127,6 +137,8 @@ async def write(conn: asyncpg.Connection, n_categories: int, op: tuple[str, int,
         await set_price(conn, pid, value)
     elif kind == "name":
         await conn.execute("UPDATE products SET name = $1 WHERE id = $2", value, pid)
+    elif kind in ("sku", "name_ar"):  # a column name from this file, never from input
+        await conn.execute(f"UPDATE products SET {kind} = $1 WHERE id = $2", value, pid)
     elif kind == "active":
         await conn.execute("UPDATE products SET is_active = $1 WHERE id = $2", value, pid)
     elif kind == "category":
@@ -146,7 +158,7 @@ async def compare(
     conn = await asyncpg.connect(db.url)
     try:
         await reset(conn, tree, rows)
-        live = LiveCatalog(PRICE_LIST, impl.CatalogIndex)
+        live = LiveCatalog(PRICE_LIST, impl.CatalogIndex, make_search=impl.SearchIndex)
         await live.catch_up(conn)  # the first one builds from a snapshot
         for op in ops:
             await write(conn, len(tree), op)
@@ -164,6 +176,10 @@ async def compare(
                 sort, offset, limit, category=category, min_price=lo, max_price=hi, in_stock=stock
             )
             assert got == ([r[0] for r in want_rows], want_total), (flt, limit, offset)
+        for term in TERMS:
+            want_hits = sorted((await repo.search_hits(conn, term))[2])
+            got_hits = live.search.search(normalise(term).encode())
+            assert sorted(i for i in got_hits if live.is_listed(i)) == want_hits, term
         cats, total = await repo.list_categories(conn, parent_id=None, limit=200, offset=0)
         assert len(cats) == total
         counts = live.index.category_counts()

@@ -13,6 +13,7 @@ from core_ext_testlib import require_compiled
 import core_ext
 
 ROOT = Path(__file__).resolve().parents[2]
+STUBBED = ("core_ext._images", "core_ext._pages", "core_ext._catalog", "core_ext._search")
 PROBE = (
     "import core_ext, core_ext._images_py as p;"
     "print(core_ext.USING_COMPILED, core_ext.ImageIndex is p.ImageIndex)"
@@ -34,6 +35,7 @@ def test_public_api() -> None:
         [
             "ImageIndex",
             "CatalogIndex",
+            "SearchIndex",
             "serialize_page",
             "serialize_items",
             "join_items",
@@ -65,7 +67,7 @@ def test_stubs_match_compiled_modules() -> None:
     require_compiled()
     pytest.importorskip("mypy", reason="mypy (the lint extra) runs stubtest")
     done = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "core_ext._images", "core_ext._pages", "core_ext._catalog"],
+        [sys.executable, "-m", "mypy.stubtest", *STUBBED],
         cwd=ROOT,
         capture_output=True,
         text=True,

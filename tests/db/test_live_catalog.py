@@ -1,4 +1,5 @@
-"""LiveCatalog's own memory and its name ranks: no name text kept, a rename found by its hash."""
+"""LiveCatalog's own memory and its name ranks: no name text kept (the search texts only, in one buffer), a
+rename found by its hash."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def _orders(live: LiveCatalog) -> dict[str, list[int]]:
 
 
 def test_keeps_no_names(big: Database) -> None:
-    # Python memory the catalog keeps besides the index: the dicts of names and ranks it used to hold took
-    # ~250 bytes a product; two arrays by id take 16 an id (plus the connection's buffers).
+    # Python memory the catalog keeps besides the index and the search texts: the dicts of names and ranks
+    # it used to hold took ~250 bytes a product; two arrays by id take 16 an id (plus the connection's
+    # buffers). The search texts: their bytes, a separator and 16 bytes of arrays each, and growth slack.
     run(_built(big))  # first-use allocations (codecs, statement caches) are not the catalog's
     gc.collect()
     tracemalloc.start()
@@ -65,7 +67,11 @@ def test_keeps_no_names(big: Database) -> None:
         tracemalloc.stop()
     top = run(big.fetch("SELECT max(id) FROM products"))[0][0]
     assert len(live.index) > EXTRA
-    assert kept - live.index.memory_bytes < 32 * top + 300_000, (kept, live.index.memory_bytes, top)
+    held = live.index.memory_bytes + live.search.memory_bytes
+    assert kept - held < 32 * top + 300_000, (kept, live.index.memory_bytes, live.search.memory_bytes, top)
+    texts, count = run(big.fetch("SELECT sum(octet_length(search_text) + 1), count(*) FROM products"))[0]
+    assert len(live.search) == count
+    assert texts <= live.search.memory_bytes <= 1.5 * texts + 16 * count + 4 * top + 65_536
 
 
 def test_rename_reloads_ranks_and_catch_up_matches_rebuild(big: Database) -> None:
