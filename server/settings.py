@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.ratelimit import DEFAULT_POLICIES, Policy, parse_optional_policy
+from server.ratelimit.policy import DEFAULT_POLICIES, Policy, parse_optional_policy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_PRICE_BUCKET_BOUNDS = 20
