@@ -341,6 +341,8 @@ async def list_categories(
 
 
 CATALOG_MAP = "SELECT zoho_item_id, id FROM products WHERE is_active"
+# The image map's rows of some products (a catch-up of the map: server/catalog/feed.py).
+CATALOG_MAP_BY_ID = "SELECT zoho_item_id, id, is_active FROM products WHERE id = ANY($1::int[])"
 CATALOG_STATE = "SELECT epoch::text, version FROM catalog_state"
 
 
@@ -507,6 +509,11 @@ def catalog_map_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.R
     """(zoho_item_id, id) of every active product, for the image index, INDEX_CHUNK rows at a time
     (inside a transaction)."""
     return _chunks(conn, CATALOG_MAP)
+
+
+async def catalog_map_rows(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+    """(zoho_item_id, id, is_active) of these products (the missing ones were deleted)."""
+    return list(await conn.fetch(CATALOG_MAP_BY_ID, ids))
 
 
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
