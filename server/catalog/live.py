@@ -2,8 +2,9 @@
 
 Built once from SQL (repo.index_*), then each catch-up reads the changes after the version it reflects
 (repo.changes_since) and applies only those: changed products are refetched in one query, category
-changes reload the (small) tree, and the name ranks are reloaded only when a name changed or a product
-appeared. A gap in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
+changes reload the (small) tree, and new, renamed or reactivated products get name ranks between their
+neighbours' (server/catalog/ranks.py; all the ranks are reloaded only when that cannot be done). A gap
+in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
 Each catch-up reads in one REPEATABLE READ snapshot, so the index is exactly the catalog at `version`.
 
 No name text is kept: SQL gives each product's name rank and a 64-bit hash of its name, held in arrays
@@ -34,6 +35,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from core_ext import CatalogIndex
+from server.catalog import ranks as name_ranks
 from server.catalog import repo
 from server.catalog.hits import SearchHits
 from server.catalog.rows import RowStore, tag_of
@@ -159,6 +161,7 @@ class LiveCatalog:
         self.applied = 0  # changes applied incrementally
         self.quick = 0  # catch-ups done in one statement (_quick_catch_up)
         self.rank_loads = 0
+        self.rank_places = 0  # catch-ups that placed new names between their neighbours' ranks
         self.category_loads = 0
         self.served = 0  # pages answered from the index
 
@@ -236,6 +239,7 @@ class LiveCatalog:
             "applied": self.applied,
             "quick_catch_ups": self.quick,
             "rank_loads": self.rank_loads,
+            "rank_places": self.rank_places,
             "category_loads": self.category_loads,
             "served": self.served,
             "search_memo": self.hits.report(),
@@ -271,7 +275,7 @@ class LiveCatalog:
             async for chunk in repo.index_product_chunks(conn, self.price_list):
                 _columns(chunk, columns)
             loaded = time.perf_counter()
-            ranks = _scatter(array("q"), *await _name_ranks(conn))
+            ranks = _scatter(array("q"), *await name_ranks.load(conn))
         ranked = time.perf_counter()
         index = self._make_index()
         index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
@@ -303,8 +307,11 @@ class LiveCatalog:
             return False
         if any(ids is None or tbl not in ("products", "product_prices") for _, tbl, ids in changes):
             return False
-        if any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows):
-            return False  # renamed or new: the name ranks must be reloaded
+        listed = self.is_listed
+        if any(
+            r[0] not in self.index or self._hashes[r[0]] != r[6] or (r[5] and not listed(r[0])) for r in rows
+        ):
+            return False  # renamed, new or listed again: it needs a name rank
         product_ids = sorted({i for _, _, ids in changes for i in ids or ()})
         searched = any(self.is_listed(r[0]) != r[5] for r in rows)
         self._commit(epoch, current, changes, rows, product_ids, None, None, searched)
@@ -313,6 +320,7 @@ class LiveCatalog:
 
     async def _full_catch_up(self, conn: asyncpg.Connection) -> None:
         # Everything one REPEATABLE READ snapshot: state, changes, rows, categories and name ranks.
+        placed = None
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, current = await repo.catalog_state(conn)
             changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
@@ -327,12 +335,18 @@ class LiveCatalog:
                 cats = await repo.index_categories(conn) if categories_changed else None
                 rows = await repo.index_products(conn, self.price_list, product_ids) if product_ids else []
                 renamed = any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows)
-                ranks = await _name_ranks(conn) if renamed else None
                 searched = renamed or any(self.is_listed(r[0]) != r[5] for r in rows)
+                listed = self.is_listed
+                unranked = [r[0] for r in rows if r[5] and (not listed(r[0]) or self._hashes[r[0]] != r[6])]
+                placed = await name_ranks.place(conn, unranked, self._ranks, listed) if unranked else None
+                ranks = await name_ranks.load(conn) if unranked and placed is None else None
         if rebuild:
             await self.rebuild(conn)
             return
         assert changes is not None
+        if placed is not None:
+            _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
+            self.rank_places += 1
         self._commit(epoch, current, changes, rows, product_ids, cats, ranks, searched)
 
     def _commit(
@@ -398,19 +412,13 @@ class LiveCatalog:
 
     def _apply(self, rows: Sequence[Sequence[Any]], ids: list[int]) -> None:
         _scatter(self._hashes, [r[0] for r in rows], [r[6] for r in rows])
+        ranks = self._ranks
         found = set()
         for r in rows:
             pid = r[0]
             found.add(pid)
-            self.index.upsert(pid, r[1], r[2], r[3], r[4], self._ranks[pid], r[5])
+            # A new inactive product has no rank yet (never listed; placed when it is listed again).
+            self.index.upsert(pid, r[1], r[2], r[3], r[4], ranks[pid] if pid < len(ranks) else 0, r[5])
         for pid in ids:
             if pid not in found:  # deleted from the table (its rank and hash are never read again)
                 self.index.remove(pid)
-
-
-async def _name_ranks(conn: asyncpg.Connection) -> tuple[array[int], array[int]]:
-    """(ids, name ranks) of every product, streamed into arrays."""
-    ids, ranks = array("q"), array("q")
-    async for chunk in repo.name_rank_chunks(conn):
-        _columns(chunk, (ids, ranks))
-    return ids, ranks

@@ -453,7 +453,24 @@ async def catch_up(
     return epoch, current, _complete(changes, version, current), list(products or ())
 
 
-NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
+# Dense ranks GAP apart, so a catch-up can place new names between their neighbours (server/catalog/ranks.py).
+NAME_RANK_GAP = 1 << 32
+NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) * 4294967296 FROM products"  # GAP
+# Of each active product of $1, in name order (ORDER BY name, id): its id, whether its name equals the one
+# before, and the ids of its neighbours among the other active products: the last name below it, one equal
+# name, the first name above it (each one probe of products_name_idx).
+NAME_NEIGHBOURS = """
+SELECT c.id, c.name = lag(c.name) OVER (ORDER BY c.name, c.id),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name < c.name AND p.id <> ALL($1::int[])
+        ORDER BY p.name DESC, p.id DESC LIMIT 1),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name = c.name AND p.id <> ALL($1::int[])
+        ORDER BY p.name, p.id LIMIT 1),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name > c.name AND p.id <> ALL($1::int[])
+        ORDER BY p.name, p.id LIMIT 1)
+FROM products c
+WHERE c.id = ANY($1::int[]) AND c.is_active
+ORDER BY c.name, c.id
+"""
 # Rows of a full load per round trip: the load streams through a cursor, so it never holds every row.
 INDEX_CHUNK = 50_000
 
@@ -509,6 +526,11 @@ def catalog_map_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.R
     """(zoho_item_id, id) of every active product, for the image index, INDEX_CHUNK rows at a time
     (inside a transaction)."""
     return _chunks(conn, CATALOG_MAP)
+
+
+async def name_neighbours(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+    """NAME_NEIGHBOURS' rows for these products (inactive ones left out)."""
+    return list(await conn.fetch(NAME_NEIGHBOURS, ids))
 
 
 async def catalog_map_rows(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
