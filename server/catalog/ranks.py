@@ -1,11 +1,17 @@
 """Name ranks of the in-memory list index (server/catalog/live.py) that take new names without a reload.
 
 The index sorts by (name rank, id), so ranks need only order the active products' names exactly as SQL's
-ORDER BY name does (equal names, equal ranks). A full load gives each distinct name its dense rank times GAP
-(repo.NAME_RANKS), which leaves room between neighbours: a catch-up that brings new, renamed or reactivated
-products places each between the ranks of its neighbours in the name order among the other active products
-(read in the catch-up's snapshot by one query on the name index), or on the rank of an equal name. Only
-when a gap is too narrow, or too many names change at once, are all the ranks loaded again.
+ORDER BY name does (equal names, equal ranks). A full load spreads the dense ranks of the distinct names over
+[0, 2**61] (repo.NAME_RANKS), which leaves room between neighbours: a catch-up that brings new, renamed or
+reactivated products gives each the rank of an equal name among the other active products, or places it
+between the ranks of the names around it (their neighbours read in the catch-up's snapshot by one query on
+the name index). Only when a gap is too narrow, or too many names change at once, are all the ranks loaded
+again.
+
+A run of new names that fall into one gap takes a slice low in it (from 1/32 to 5/32 of the gap): Zoho lists
+items by name, so a sync's batches arrive in name order and the next batch lands above this one, where most
+of the gap is left (a first import of 100 batches into one gap needs no reload; names in the reverse order
+would run a gap out after a few batches, then one full load spreads them again).
 
 Inactive products keep whatever rank they had (they are never listed): one that becomes active again is
 placed like a new one.
@@ -20,31 +26,34 @@ import asyncpg
 
 from server.catalog import repo
 
-GAP = repo.NAME_RANK_GAP
-# Ranks stay well inside int64 (the index's type): about 2**30 distinct names at GAP apart.
+# Ranks stay inside int64 (the index's type); a full load leaves [-2**62, 0) and (2**61, 2**62) free.
 LOW, HIGH = -(1 << 62), 1 << 62
 # More names than this to place in one catch-up: one full load is cheaper than the neighbour look-ups.
 PLACE_MAX = 5000
 
 
-def spread(lo: int | None, hi: int | None, count: int) -> list[int] | None:
-    """`count` increasing ranks strictly between lo and hi (None: no neighbour on that side); None when the
-    gap is too narrow."""
-    if lo is None and hi is None:
-        lo = 0
-    if hi is None:
-        assert lo is not None
-        out = [lo + GAP * k for k in range(1, count + 1)]
-    elif lo is None:
-        out = [hi - GAP * k for k in range(count, 0, -1)]
-    else:
-        step = (hi - lo) // (count + 1)
+def spread(lo: int, hi: int, count: int) -> list[int] | None:
+    """`count` increasing ranks strictly between lo and hi, in a slice low in the gap (or, when that slice
+    is too narrow, over all of it); None when the gap has no room for them."""
+    width = hi - lo
+    step = (width // 8) // (count + 1)
+    start = lo + width // 32
+    if step < 1:
+        step, start = width // (count + 1), lo
         if step < 1:
             return None
-        out = [lo + step * k for k in range(1, count + 1)]
-    if out and (out[0] <= LOW or out[-1] >= HIGH):
-        return None
-    return out
+    return [start + step * k for k in range(1, count + 1)]
+
+
+class _Group:
+    """Products to place that share one name, and that name's neighbours (repo.NAME_NEIGHBOURS)."""
+
+    __slots__ = ("above", "below", "equal", "ids", "rank")
+
+    def __init__(self, pid: int, below: int | None, equal: int | None, above: int | None) -> None:
+        self.ids = [pid]
+        self.below, self.equal, self.above = below, equal, above
+        self.rank: int | None = None
 
 
 def assign(
@@ -52,53 +61,60 @@ def assign(
 ) -> tuple[list[int], list[int]] | None:
     """(ids, ranks) of the products to place from repo.NAME_NEIGHBOURS' rows (in name order: id, same name as
     the row before, id below, id of an equal name, id above); None when only a full load can do it (a gap
-    too narrow, or a neighbour the index does not list: it would not be a neighbour there)."""
-    ids: list[int] = []
-    out: list[int] = []
+    too narrow, or a neighbour the index does not list)."""
+    groups: list[_Group] = []
+    for pid, same, below, equal, above in rows:
+        if same and groups:
+            groups[-1].ids.append(int(pid))  # type: ignore[arg-type]
+        else:
+            groups.append(_Group(int(pid), below, equal, above))  # type: ignore[arg-type]
+    placing = {pid for g in groups for pid in g.ids}
+    for g in groups:
+        if g.equal is not None:
+            if not listed(g.equal):
+                return None
+            g.rank = ranks[g.equal]
     k = 0
-    while k < len(rows):
-        pid, same, below, equal, above = rows[k]
-        assert isinstance(pid, int)
-        if equal is not None or (same and out):
-            if equal is not None:
-                assert isinstance(equal, int)
-                if not listed(equal):
-                    return None
-                rank = ranks[equal]
-            else:
-                rank = out[-1]
-            ids.append(pid)
-            out.append(rank)
+    while k < len(groups):
+        if groups[k].rank is not None:
             k += 1
             continue
-        # A run of new names between the same two neighbours: spread them over the gap.
+        # A run of new names with nothing else between them: the groups k..end-1.
         end = k + 1
-        while end < len(rows) and rows[end][3] is None and rows[end][2] == below and rows[end][4] == above:
+        while end < len(groups) and groups[end].rank is None and groups[end].below in groups[end - 1].ids:
             end += 1
-        bounds: list[int | None] = []
-        for n in (below, above):
-            if n is None:
-                bounds.append(None)
-                continue
-            assert isinstance(n, int)
-            if not listed(n):
-                return None
-            bounds.append(ranks[n])
-        lo, hi = bounds
-        if lo is not None and hi is not None and lo >= hi:
-            return None  # not this snapshot's order (never expected): reload
-        distinct = 1 + sum(1 for r in rows[k + 1 : end] if not r[1])
-        placed = spread(lo, hi, distinct)
+        lo = _bound(groups[k].below, groups[k - 1] if k else None, placing, ranks, listed, LOW)
+        hi = _bound(
+            groups[end - 1].above, groups[end] if end < len(groups) else None, placing, ranks, listed, HIGH
+        )
+        if lo is None or hi is None or lo >= hi:
+            return None
+        placed = spread(lo, hi, end - k)
         if placed is None:
             return None
-        at = -1
-        for r in rows[k:end]:
-            at += 0 if (r[1] and at >= 0) else 1
-            assert isinstance(r[0], int)
-            ids.append(r[0])
-            out.append(placed[at])
+        for g, rank in zip(groups[k:end], placed, strict=True):
+            g.rank = rank
         k = end
-    return ids, out
+    ids = [pid for g in groups for pid in g.ids]
+    out = [g.rank for g in groups for _ in g.ids]
+    return ids, out  # type: ignore[return-value]
+
+
+def _bound(
+    neighbour: int | None,
+    group: _Group | None,
+    placing: set[int],
+    ranks: array[int],
+    listed: Callable[[int], bool],
+    none: int,
+) -> int | None:
+    """The rank a run stops at: that of the neighbouring name (`none` when there is none), which is either a
+    product not being placed (its rank is right) or the adjacent group, whose rank is known; None: reload."""
+    if neighbour is None:
+        return none
+    if neighbour in placing:
+        return group.rank if group is not None and neighbour in group.ids else None
+    return ranks[neighbour] if listed(neighbour) else None
 
 
 async def load(conn: asyncpg.Connection) -> tuple[array[int], array[int]]:

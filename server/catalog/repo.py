@@ -453,20 +453,22 @@ async def catch_up(
     return epoch, current, _complete(changes, version, current), list(products or ())
 
 
-# Dense ranks GAP apart, so a catch-up can place new names between their neighbours (server/catalog/ranks.py).
-NAME_RANK_GAP = 1 << 32
-NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) * 4294967296 FROM products"  # GAP
+# Dense ranks spread over [0, 2**61] (2**61 / (rows + 1) apart), so a catch-up can place new names between
+# their neighbours' ranks (server/catalog/ranks.py).
+NAME_RANKS = """
+SELECT id, dense_rank() OVER (ORDER BY name) * (2305843009213693952 / (count(*) OVER () + 1))
+FROM products
+"""
 # Of each active product of $1, in name order (ORDER BY name, id): its id, whether its name equals the one
-# before, and the ids of its neighbours among the other active products: the last name below it, one equal
-# name, the first name above it (each one probe of products_name_idx).
+# before, the id of the last active product named below it, of an equal name among the active products not
+# in $1, and of the first active product named above it (each one probe of products_name_idx).
 NAME_NEIGHBOURS = """
 SELECT c.id, c.name = lag(c.name) OVER (ORDER BY c.name, c.id),
-       (SELECT p.id FROM products p WHERE p.is_active AND p.name < c.name AND p.id <> ALL($1::int[])
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name < c.name
         ORDER BY p.name DESC, p.id DESC LIMIT 1),
        (SELECT p.id FROM products p WHERE p.is_active AND p.name = c.name AND p.id <> ALL($1::int[])
         ORDER BY p.name, p.id LIMIT 1),
-       (SELECT p.id FROM products p WHERE p.is_active AND p.name > c.name AND p.id <> ALL($1::int[])
-        ORDER BY p.name, p.id LIMIT 1)
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name > c.name ORDER BY p.name, p.id LIMIT 1)
 FROM products c
 WHERE c.id = ANY($1::int[]) AND c.is_active
 ORDER BY c.name, c.id
