@@ -88,6 +88,20 @@ def _first_id(base: str) -> int:
         return int(json.loads(resp.read())["items"][0]["id"])
 
 
+def _freshness(base: str) -> str:
+    """What one process's catalog freshness did so far (/ready): index catch-ups and the image map's loads."""
+    with urllib.request.urlopen(f"{base}/ready", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    cat = doc["catalog"]
+    ix = cat.get("index") or {}
+    return (
+        f"pid {doc['pid']}: index rebuilds {ix.get('rebuilds')}, rank loads {ix.get('rank_loads')}, placings "
+        f"{ix.get('rank_places')}, catch-ups {ix.get('catch_up_ms')} ms in all (longest "
+        f"{ix.get('catch_up_max_ms')} ms); image map loads "
+        f"{cat['map_loads']}, updates {cat.get('map_updates')}"
+    )
+
+
 def _phase(
     base: str, key: str, detail_id: int, args: argparse.Namespace, wait: bool = True
 ) -> tuple[list[Result], str]:
@@ -107,6 +121,7 @@ def _phase(
         f"run #{run['id']} {run['status']}: {run['items_seen']:,} items seen, {run['items_changed']:,} "
         f"changed, {took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
         + ("" if wait else " when the load ended")
+        + f"\n  {_freshness(base)}"
     )
     return results, note
 

@@ -164,6 +164,7 @@ class LiveCatalog:
         self.rank_places = 0  # catch-ups that placed new names between their neighbours' ranks
         self.category_loads = 0
         self.served = 0  # pages answered from the index
+        self.catch_up_s = self.catch_up_max_s = 0.0  # time in catch-ups (what requests may wait for)
 
     def stamp(self, ids: Iterable[int]) -> str:
         """What an answer listing `ids` depends on beyond its query and counts: the ids in order and their
@@ -242,6 +243,8 @@ class LiveCatalog:
             "rank_places": self.rank_places,
             "category_loads": self.category_loads,
             "served": self.served,
+            "catch_up_ms": round(self.catch_up_s * 1000, 1),
+            "catch_up_max_ms": round(self.catch_up_max_s * 1000, 1),
             "search_memo": self.hits.report(),
             "item_store": self.items.report(),
             "detail_store": self.details.report(),
@@ -295,23 +298,38 @@ class LiveCatalog:
         if self.version < 0:
             await self.rebuild(conn)
             return
+        started = time.perf_counter()
         if not await self._quick_catch_up(conn):
             await self._full_catch_up(conn)
+        took = time.perf_counter() - started
+        self.catch_up_s += took
+        self.catch_up_max_s = max(self.catch_up_max_s, took)
 
     async def _quick_catch_up(self, conn: asyncpg.Connection) -> bool:
-        """The common case (stock, prices, product fields: no name or category change, no new product) in one
+        """The common case (stock, prices, product fields, new products: no rename, no category change) in one
         statement, so one round trip (one snapshot without a transaction's BEGIN and COMMIT: under load each
         round trip waits for a turn of the busy event loop). False when the full path must run instead."""
-        epoch, current, changes, rows = await repo.catch_up(conn, self.version, self.price_list)
+        known_max = len(self._hashes) - 1  # a product with a larger id is new
+        epoch, current, changes, rows, neighbours = await repo.catch_up(
+            conn, self.version, self.price_list, known_max
+        )
         if epoch != self.epoch or changes is None:
             return False
         if any(ids is None or tbl not in ("products", "product_prices") for _, tbl, ids in changes):
             return False
-        listed = self.is_listed
-        if any(
-            r[0] not in self.index or self._hashes[r[0]] != r[6] or (r[5] and not listed(r[0])) for r in rows
-        ):
-            return False  # renamed, new or listed again: it needs a name rank
+        index, listed = self.index, self.is_listed
+        if any(r[0] in index and (self._hashes[r[0]] != r[6] or (r[5] and not listed(r[0]))) for r in rows):
+            return False  # renamed or listed again: the full path places it
+        new = [r[0] for r in rows if r[0] not in index]
+        if any(pid <= known_max for pid in new):
+            return False  # new below the largest id: no neighbours read for it here
+        placed = None
+        if neighbours:  # new active products (all of them: ids above known_max)
+            placed = name_ranks.assign(neighbours, self._ranks, listed)
+            if placed is None:
+                return False
+            _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
+            self.rank_places += 1
         product_ids = sorted({i for _, _, ids in changes for i in ids or ()})
         searched = any(self.is_listed(r[0]) != r[5] for r in rows)
         self._commit(epoch, current, changes, rows, product_ids, None, None, searched)

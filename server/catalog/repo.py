@@ -416,13 +416,16 @@ INDEX_PRODUCTS_BY_ID = INDEX_PRODUCTS + "WHERE p.id = ANY($2::int[])"
 INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 
 # A catch-up in one statement (one snapshot, one round trip): the state, every change after $1 and the index
-# rows (INDEX_PRODUCTS' columns, the same expressions) of the products those changes name. LiveCatalog's
-# quick path; it falls back to the transactional one (changes_since and friends) for anything but product and
-# price changes.
+# rows (INDEX_PRODUCTS' columns, the same expressions) of the products those changes name, and
+# NAME_NEIGHBOURS' rows of the new active products among them (ids above $3, the largest the index can hold),
+# placed there and then (a sync's batch of inserts). LiveCatalog's quick path; it falls back to the
+# transactional one (changes_since and friends) for anything but product and price changes.
 CATCH_UP = """
 WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
 c AS (SELECT c.version, c.tbl, c.ids FROM catalog_changes c, s
-      WHERE c.version > $1 AND c.version <= s.version)
+      WHERE c.version > $1 AND c.version <= s.version),
+n AS (SELECT p.id, p.name FROM products p
+      WHERE p.is_active AND p.id > $3 AND p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl = 'products'))
 SELECT s.epoch, s.version,
        (SELECT array_agg((c.version, c.tbl, array_to_string(c.ids, ',')) ORDER BY c.version) FROM c),
        (SELECT array_agg((p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
@@ -432,25 +435,35 @@ SELECT s.epoch, s.version,
         FROM products p
         LEFT JOIN product_prices pp
                ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $2)
-        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices')))
+        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices'))),
+       (SELECT array_agg((n.id, n.name = n.before,
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name < n.name
+                           ORDER BY p.name DESC, p.id DESC LIMIT 1),
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name = n.name
+                           AND p.id NOT IN (SELECT id FROM n) ORDER BY p.name, p.id LIMIT 1),
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name > n.name
+                           ORDER BY p.name, p.id LIMIT 1))
+                         ORDER BY n.name, n.id)
+        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n)
 FROM s
 """
 
 
 async def catch_up(
-    conn: asyncpg.Connection, version: int, price_list: str
-) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]]]:
+    conn: asyncpg.Connection, version: int, price_list: str, known_max: int
+) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(epoch, current version, the changes after `version` (None: a gap), index rows of the products they
-    name), read in one snapshot."""
-    row = await conn.fetchrow(CATCH_UP, version, price_list)
+    name, NAME_NEIGHBOURS' rows of those of them that are active with an id above `known_max`), read in one
+    snapshot."""
+    row = await conn.fetchrow(CATCH_UP, version, price_list, known_max)
     assert row is not None
-    epoch, current, found, products = row
+    epoch, current, found, products, neighbours = row
     # The ids come as text (asyncpg decodes no array inside an anonymous record): '' is none, NULL all.
     changes: list[Change] = [
         (v, tbl, None if ids is None else [int(i) for i in ids.split(",")] if ids else [])
         for v, tbl, ids in found or ()
     ]
-    return epoch, current, _complete(changes, version, current), list(products or ())
+    return epoch, current, _complete(changes, version, current), list(products or ()), list(neighbours or ())
 
 
 # Dense ranks spread over [0, 2**61] (2**61 / (rows + 1) apart), so a catch-up can place new names between

@@ -208,7 +208,7 @@ def test_inserted_names_are_placed_like_a_fresh_build(big: Database) -> None:
 
 def test_a_full_gap_reloads_the_ranks(big: Database) -> None:
     live = run(_built(big))
-    loads = live.rank_loads
+    loads, quick = live.rank_loads, live.quick
     # The same gap halved again and again: each new name sorts just below the one before.
     for step in range(40):
         run(
@@ -221,4 +221,5 @@ def test_a_full_gap_reloads_the_ranks(big: Database) -> None:
         )
         _catch_up(live, big)
     assert live.rank_loads > loads  # the gap ran out: every rank loaded again
+    assert live.quick > quick  # inserts alone: placed in the one-statement catch-up
     assert _orders(live) == _orders(run(_built(big)))
