@@ -19,6 +19,7 @@ placed like a new one.
 
 from __future__ import annotations
 
+import logging
 from array import array
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,7 @@ import asyncpg
 
 from server.catalog import repo
 
+log = logging.getLogger("server.catalog.ranks")
 # Ranks stay inside int64 (the index's type); a full load leaves [-2**62, 0) and (2**61, 2**62) free.
 LOW, HIGH = -(1 << 62), 1 << 62
 # More names than this to place in one catch-up: one full load is cheaper than the neighbour look-ups.
@@ -72,6 +74,7 @@ def assign(
     for g in groups:
         if g.equal is not None:
             if not listed(g.equal):
+                log.info("name ranks: product %d (an equal name) is not listed; loading every rank", g.equal)
                 return None
             g.rank = ranks[g.equal]
     k = 0
@@ -87,10 +90,16 @@ def assign(
         hi = _bound(
             groups[end - 1].above, groups[end] if end < len(groups) else None, placing, ranks, listed, HIGH
         )
-        if lo is None or hi is None or lo >= hi:
-            return None
-        placed = spread(lo, hi, end - k)
+        placed = None if lo is None or hi is None or lo >= hi else spread(lo, hi, end - k)
         if placed is None:
+            log.info(
+                "name ranks: no room for %d names between %s and %s (neighbours %s, %s); loading every rank",
+                end - k,
+                lo,
+                hi,
+                groups[k].below,
+                groups[end - 1].above,
+            )
             return None
         for g, rank in zip(groups[k:end], placed, strict=True):
             g.rank = rank
