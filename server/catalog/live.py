@@ -144,6 +144,9 @@ class LiveCatalog:
         # rank it has.
         self._ranks = array("q")
         self._hashes = array("q")
+        # What the index and its stored rows show of the price lists (repo.SHOWN_PRICE_LISTS): a price-list
+        # change rebuilds only when that differs (a sync creating a Zoho price book's list changes nothing).
+        self._lists: tuple[tuple[Any, ...], ...] = ()
         self._categories: dict[int | None, list[Category]] = {None: []}
         # category_counts() of the (epoch, version) reflected: products change only with the version.
         self._counts: tuple[tuple[str, int], dict[int, int]] = (("", -1), {})
@@ -275,6 +278,7 @@ class LiveCatalog:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, version = await repo.catalog_state(conn)
             cats = await repo.index_categories(conn)
+            lists = await repo.shown_price_lists(conn, self.price_list)
             async for chunk in repo.index_product_chunks(conn, self.price_list):
                 _columns(chunk, columns)
             loaded = time.perf_counter()
@@ -284,7 +288,7 @@ class LiveCatalog:
         index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
         index.build(ids, categories, prices, stocks, created, [ranks[i] for i in ids], active)
         self.index, self.epoch, self.version = index, epoch, version
-        self._ranks, self._hashes = ranks, _by_id(ids, hashes)
+        self._ranks, self._hashes, self._lists = ranks, _by_id(ids, hashes), lists
         self._categories = category_lists(cats)
         self._new_rows(cats)
         self._versions = array("q", [version]) * (ids[-1] + 1 if ids else 1)
@@ -342,8 +346,14 @@ class LiveCatalog:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, current = await repo.catalog_state(conn)
             changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
-            if changes is None or any(ids is None or tbl == "price_lists" for _, tbl, ids in changes):
+            if changes is None or any(ids is None and tbl != "price_lists" for _, tbl, ids in changes):
                 rebuild = True
+            elif any(tbl == "price_lists" for _, tbl, _ in changes) and self._lists != (
+                await repo.shown_price_lists(conn, self.price_list)
+            ):
+                rebuild = (
+                    True  # the consumer list or one a detail shows changed (a list no one sees: nothing)
+                )
             else:
                 rebuild = False
                 product_ids = sorted(

@@ -344,6 +344,11 @@ CATALOG_MAP = "SELECT zoho_item_id, id FROM products WHERE is_active"
 # The image map's rows of some products (a catch-up of the map: server/catalog/feed.py).
 CATALOG_MAP_BY_ID = "SELECT zoho_item_id, id, is_active FROM products WHERE id = ANY($1::int[])"
 CATALOG_STATE = "SELECT epoch::text, version FROM catalog_state"
+# The price lists the catalog shows: the consumer one ($1: its price and currency) and those a detail lists.
+SHOWN_PRICE_LISTS = """
+SELECT id, code, name, name_ar, currency, sort_order, consumer_visible FROM price_lists
+WHERE consumer_visible OR code = $1 ORDER BY id
+"""
 
 
 async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
@@ -364,6 +369,11 @@ ORDER BY c.version
 PRUNE_CHANGES = "SELECT catalog_changes_prune($1)"
 
 Change = tuple[int, str, list[int] | None]
+
+
+async def shown_price_lists(conn: asyncpg.Connection, consumer: str) -> tuple[tuple[Any, ...], ...]:
+    """SHOWN_PRICE_LISTS' rows, comparable."""
+    return tuple(tuple(r) for r in await conn.fetch(SHOWN_PRICE_LISTS, consumer))
 
 
 async def changes_since(conn: asyncpg.Connection, version: int) -> list[Change] | None:

@@ -321,6 +321,27 @@ def test_price_list_change_rebuilds(servers: tuple[ServerProcess, ServerProcess]
     assert compare(servers, [{"sort": "price"}, {"sort": "-price", "max_price": "30"}]) == 2
 
 
+def test_a_list_no_one_sees_does_not_rebuild(
+    servers: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    # A sync creating the list of a new Zoho price book (not shown to shoppers): nothing the index shows.
+    before = ready(servers[0])["index"]
+    run(
+        database.execute(
+            "INSERT INTO price_lists (code, name, currency, consumer_visible, sort_order)"
+            " VALUES ('book_hidden', 'Hidden book', 'SAR', false, 99)"
+        )
+    )
+    run(database.execute("UPDATE price_lists SET name = 'Hidden book 2' WHERE code = 'book_hidden'"))
+    wait_caught_up(servers, current_version(database))
+    assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"]
+    # Shown to shoppers, it is in every detail: rebuilt.
+    run(database.execute("UPDATE price_lists SET consumer_visible = true WHERE code = 'book_hidden'"))
+    wait_caught_up(servers, current_version(database))
+    assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"] + 1
+    assert compare(servers, [{"sort": "price"}, {"sort": "-price", "max_price": "30"}]) == 2
+
+
 def test_catches_up_after_listen_reconnect(
     servers: tuple[ServerProcess, ServerProcess], database: Database
 ) -> None:
