@@ -29,7 +29,7 @@ def test_batches_in_name_order_fit_in_one_gap() -> None:
     names = {1: "apple", 2: "banana"}
     ranks = array("q", [0, GAP, 2 * GAP])
     next_id = 3
-    for batch_no in range(100):  # a first import: 100 batches of 200 names, each above the one before
+    for batch_no in range(20):  # 20 batches of 200 names, each above the one before, into one gap
         batch = [(next_id + k, f"apricot {batch_no:03d} {k:03d}") for k in range(200)]
         next_id += 200
         placed = assign(rows_of(batch, names), ranks, lambda _pid: True)
@@ -41,6 +41,21 @@ def test_batches_in_name_order_fit_in_one_gap() -> None:
     order = sorted(names, key=lambda pid: names[pid])
     assert [ranks[pid] for pid in order] == sorted(ranks[pid] for pid in order)
     assert len({ranks[pid] for pid in order}) == len(order)
+
+
+def test_one_name_at_a_time_in_either_order_fits() -> None:
+    for descending in (False, True):
+        names = {1: "apple", 2: "banana"}
+        ranks = array("q", [0, GAP, 2 * GAP])
+        for k in range(40):  # each new name next to the one before it
+            pid = 3 + k
+            name = f"apricot {(99 - k) if descending else k:02d}"
+            placed = assign(rows_of([(pid, name)], names), ranks, lambda _pid: True)
+            assert placed is not None, (descending, k)
+            ranks.append(placed[1][0])
+            names[pid] = name
+        order = sorted(names, key=lambda pid: names[pid])
+        assert [ranks[pid] for pid in order] == sorted(set(ranks[pid] for pid in order))
 
 
 def test_equal_names_share_a_rank_and_runs_stop_at_them() -> None:

@@ -210,13 +210,13 @@ def test_a_full_gap_reloads_the_ranks(big: Database) -> None:
     live = run(_built(big))
     loads, quick = live.rank_loads, live.quick
     # The same gap halved again and again: each new name sorts just below the one before.
-    for step in range(40):
+    for step in range(70):  # each halves the gap: ~47 bits at this size, then a reload
         run(
             big.execute(
                 "INSERT INTO products (id, zoho_item_id, name) VALUES ($1, $2, $3)",
                 700_000 + step,
                 f"gap-{step}",
-                "A rather long product name, number 1" + "0" * (40 - step),
+                "A rather long product name, number 1" + "0" * (70 - step),
             )
         )
         _catch_up(live, big)
