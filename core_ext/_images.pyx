@@ -17,9 +17,9 @@ from libc cimport errno as c
 from libc.errno cimport ENOENT, ENOTDIR
 from libc.stdint cimport int32_t, uint32_t, UINT32_MAX
 from libc.stdlib cimport calloc, free, qsort
-from libc.string cimport memcmp, memcpy, strlen, strncmp
+from libc.string cimport memchr, memcmp, memcpy, strlen, strncmp
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW
-from posix.stat cimport S_ISLNK, S_ISREG, fstatat, stat, struct_stat
+from posix.stat cimport S_ISLNK, S_ISREG, fstatat, lstat, stat, struct_stat
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 import hashlib
@@ -277,6 +277,81 @@ cdef _Names _build_names(object mapping):
     return names
 
 
+cdef _Names _merge_names(_Names old, _Names added, unsigned char* drop, Py_ssize_t drop_bits,
+                         unsigned char* touch):
+    """``old`` without the names of ids in ``drop`` and the names ``added`` holds, plus ``added`` (both
+    sorted: one merge). Marks in ``touch`` the ids whose names went or came."""
+    cdef _Names names = _Names.__new__(_Names)
+    cdef Py_ssize_t i = 0, j = 0, k = 0, at = 0, size
+    cdef Py_ssize_t cap = (old.offsets[old.n] if old.n else 0) + (added.offsets[added.n] if added.n else 0)
+    cdef int c
+    cdef long long ident
+    cdef const char* src
+    names.arena = <char*>PyMem_Malloc(cap if cap > 0 else 1)
+    names.offsets = <uint32_t*>PyMem_Malloc((old.n + added.n + 1) * sizeof(uint32_t))
+    names.ids = <int32_t*>PyMem_Malloc((old.n + added.n if old.n + added.n > 0 else 1) * sizeof(int32_t))
+    if names.arena is NULL or names.offsets is NULL or names.ids is NULL:
+        raise MemoryError()
+    if <size_t>cap > UINT32_MAX:
+        raise OverflowError("the catalog's names exceed 4 GiB")
+    names.offsets[0] = 0
+    names.nbits = 0
+    while i < old.n or j < added.n:
+        if i >= old.n:
+            c = 1
+        elif j >= added.n:
+            c = -1
+        else:
+            c = _compare(
+                old.arena + old.offsets[i], old.offsets[i + 1] - old.offsets[i],
+                added.arena + added.offsets[j], added.offsets[j + 1] - added.offsets[j],
+            )
+        if c < 0 or c == 0:
+            ident = old.ids[i]
+            i += 1
+            if c == 0 or (ident < drop_bits and (drop[ident >> 3] >> (ident & 7)) & 1):
+                touch[ident >> 3] |= <unsigned char>(1 << (ident & 7))  # its image may go with it
+                if c < 0:
+                    continue
+            else:
+                src = old.arena + old.offsets[i - 1]
+                size = old.offsets[i] - old.offsets[i - 1]
+                memcpy(names.arena + at, src, size)
+                at += size
+                names.ids[k] = <int32_t>ident
+                k += 1
+                names.offsets[k] = <uint32_t>at
+                if ident + 1 > names.nbits:
+                    names.nbits = ident + 1
+                continue
+        ident = added.ids[j]
+        size = added.offsets[j + 1] - added.offsets[j]
+        memcpy(names.arena + at, added.arena + added.offsets[j], size)
+        at += size
+        j += 1
+        touch[ident >> 3] |= <unsigned char>(1 << (ident & 7))
+        names.ids[k] = <int32_t>ident
+        k += 1
+        names.offsets[k] = <uint32_t>at
+        if ident + 1 > names.nbits:
+            names.nbits = ident + 1
+    names.n = k
+    names.nbytes = at + (k + 1) * sizeof(uint32_t) + k * sizeof(int32_t)
+    return names
+
+
+cdef bint _served(bytes path, Py_ssize_t stem_size, const char* stem, bytes prefix):
+    """Whether the scan would count ``{stem}.jpg`` now: a regular file, or a link the image route serves."""
+    cdef struct_stat st
+    if stem_size <= 0 or memchr(stem, 0x2F, stem_size) is not NULL or memchr(stem, 0, stem_size) is not NULL:
+        return False  # no directory entry has this name (the scan never looks it up)
+    if lstat(PyBytes_AS_STRING(path), &st) != 0:
+        return False
+    if S_ISREG(st.st_mode):
+        return True
+    return S_ISLNK(st.st_mode) and _link_is_served(path, prefix)
+
+
 @cython.auto_pickle(False)
 cdef class ImageIndex:
     """Which products have an image, as a bitset over dense product ids, rebuilt from the uploads folder."""
@@ -335,6 +410,65 @@ cdef class ImageIndex:
         self._last_check = _monotonic()
         wall = _wall_ns()
         self._rescan(wall, self._stat_mtime())
+
+    def update_catalog(self, upserts, remove_ids=()):
+        """Change the catalog in place of a ``set_catalog`` of all of it: drop every name of the ids in
+        ``remove_ids``, then add ``upserts`` (a mapping or pairs, as ``set_catalog`` takes; a name present
+        takes its new id). Only the changed names' files are looked at (no rescan): the bits of the other
+        ids stay as the last scan left them, and ``refresh()`` still rescans when the folder changes."""
+        cdef _Names added = _build_names(upserts)
+        cdef _Names old = self._names
+        cdef _Names names
+        cdef Py_ssize_t top = old.nbits if old.nbits > added.nbits else added.nbits
+        cdef Py_ssize_t drop_bits = 0, b, k, size
+        cdef long long ident
+        cdef unsigned char* drop = NULL
+        cdef unsigned char* touch = NULL
+        cdef _Bitset bits
+        cdef unsigned char byte
+        wanted = []
+        for value in remove_ids:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"remove_ids: expected int, got {type(value).__name__}")
+            if 0 <= value < old.nbits:  # other ids have no name to drop
+                wanted.append(value)
+                if value + 1 > drop_bits:
+                    drop_bits = value + 1
+        try:
+            drop = <unsigned char*>calloc(((drop_bits + 7) >> 3) + 1, 1)
+            touch = <unsigned char*>calloc(((top + 7) >> 3) + 1, 1)
+            if drop is NULL or touch is NULL:
+                raise MemoryError()
+            for value in wanted:
+                ident = value
+                drop[ident >> 3] |= <unsigned char>(1 << (ident & 7))
+            names = _merge_names(old, added, drop, drop_bits, touch)
+            bits = _Bitset((names.nbits + 7) >> 3)
+            size = bits.nbytes if bits.nbytes < self._bits.nbytes else self._bits.nbytes
+            memcpy(bits.data, self._bits.data, size)
+            for b in range(size):
+                bits.data[b] &= ~touch[b]  # touched ids: looked at again below
+            prefix = os.fsencode(os.path.join(os.path.realpath(self._folder), ""))
+            base = os.path.join(self._folder_b, b"")
+            for k in range(names.n):
+                ident = names.ids[k]
+                if not (touch[ident >> 3] >> (ident & 7)) & 1 or (bits.data[ident >> 3] >> (ident & 7)) & 1:
+                    continue
+                size = names.offsets[k + 1] - names.offsets[k]
+                stem = PyBytes_FromStringAndSize(names.arena + names.offsets[k], size)
+                if _served(base + stem + b".jpg", size, names.arena + names.offsets[k], prefix):
+                    bits.data[ident >> 3] |= <unsigned char>(1 << (ident & 7))
+            for b in range(bits.nbytes):
+                byte = bits.data[b]
+                while byte:
+                    byte &= byte - 1
+                    bits.count += 1
+        finally:
+            free(drop)
+            free(touch)
+        bits.seal()
+        self._names = names
+        self._bits = bits
 
     def has_item(self, zoho_item_id):
         """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""

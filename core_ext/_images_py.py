@@ -53,6 +53,10 @@ class _Names:
     def nbytes(self) -> int:
         return len(self.arena) + len(self.offsets) * self.offsets.itemsize + len(self.ids) * self.ids.itemsize
 
+    def stem(self, k: int) -> bytes:
+        """Name k."""
+        return self.arena[self.offsets[k] : self.offsets[k + 1]]
+
     def find(self, name: bytes) -> int:
         """Dense id of ``name``, or -1."""
         arena, offsets = self.arena, self.offsets
@@ -104,6 +108,20 @@ def _link_is_served(link: str, prefix: str) -> bool:
         return stat.S_ISREG(os.stat(real).st_mode)
     except OSError:
         return False  # dangling, a loop, or a component that is not a folder
+
+
+def _served(base: bytes, stem: bytes, prefix: str) -> bool:
+    """Whether the scan would count ``{stem}.jpg`` now: a regular file, or a link the image route serves."""
+    if not stem or b"/" in stem or b"\0" in stem:
+        return False  # no directory entry has this name (the scan never looks it up)
+    path = base + stem + b".jpg"
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    return stat.S_ISLNK(mode) and _link_is_served(os.fsdecode(path), prefix)
 
 
 class ImageIndex:
@@ -162,6 +180,47 @@ class ImageIndex:
         self._names = _build_names(mapping)
         self._last_check = time.monotonic()
         self._rescan(*self._probe())
+
+    def update_catalog(
+        self, upserts: Mapping[str, int] | Iterable[tuple[str, int]], remove_ids: Iterable[int] = ()
+    ) -> None:
+        """Change the catalog in place of a ``set_catalog`` of all of it: drop every name of the ids in
+        ``remove_ids``, then add ``upserts`` (a mapping or pairs, as ``set_catalog`` takes; a name present
+        takes its new id). Only the changed names' files are looked at (no rescan): the bits of the other
+        ids stay as the last scan left them, and ``refresh()`` still rescans when the folder changes."""
+        added = _build_names(upserts)
+        old = self._names
+        drop: set[int] = set()
+        for value in remove_ids:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"remove_ids: expected int, got {type(value).__name__}")
+            drop.add(value)
+        new_stems = {added.stem(k): added.ids[k] for k in range(len(added.ids))}
+        touched = set(new_stems.values())
+        kept: list[tuple[bytes, int]] = []
+        for k, ident in enumerate(old.ids):
+            stem = old.stem(k)
+            if ident in drop or stem in new_stems:
+                touched.add(ident)  # its image may go with it
+            else:
+                kept.append((stem, ident))
+        kept.extend(new_stems.items())
+        kept.sort()
+        offsets = array("I", [0])
+        for stem, _ in kept:
+            offsets.append(offsets[-1] + len(stem))
+        names = _Names(b"".join(stem for stem, _ in kept), offsets, array("i", (i for _, i in kept)))
+        bits = bytearray(self._snap.bits[: (names.nbits + 7) >> 3].ljust((names.nbits + 7) >> 3, b"\0"))
+        for ident in touched:
+            if ident < len(bits) * 8:
+                bits[ident >> 3] &= ~(1 << (ident & 7))
+        prefix = os.path.join(os.path.realpath(self._folder), "")
+        base = os.path.join(os.fsencode(self._folder), b"")
+        for stem, ident in kept:
+            if ident in touched and not bits[ident >> 3] >> (ident & 7) & 1 and _served(base, stem, prefix):
+                bits[ident >> 3] |= 1 << (ident & 7)
+        self._names = names
+        self._snap = _Snapshot(bytes(bits), sum(bin(b).count("1") for b in bits))
 
     def has_item(self, zoho_item_id: str) -> bool:
         """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""

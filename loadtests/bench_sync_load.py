@@ -32,6 +32,9 @@ from loadtests.bench_http import GZIP, Result, wrk
 from loadtests.service import LocalService, parse_env
 from loadtests.sync_demo import start_fake
 from server.admin import keys
+from server.settings import Settings
+
+NICE_DEFAULT = Settings.model_fields["ZOHO_SYNC_NICE"].default
 
 
 async def _scratch(admin_dsn: str) -> str:
@@ -85,6 +88,20 @@ def _first_id(base: str) -> int:
         return int(json.loads(resp.read())["items"][0]["id"])
 
 
+def _freshness(base: str) -> str:
+    """What one process's catalog freshness did so far (/ready): index catch-ups and the image map's loads."""
+    with urllib.request.urlopen(f"{base}/ready", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    cat = doc["catalog"]
+    ix = cat.get("index") or {}
+    return (
+        f"pid {doc['pid']}: index rebuilds {ix.get('rebuilds')}, rank loads {ix.get('rank_loads')}, placings "
+        f"{ix.get('rank_places')}, catch-ups {ix.get('catch_up_ms')} ms in all (longest "
+        f"{ix.get('catch_up_max_ms')} ms); image map loads "
+        f"{cat['map_loads']}, updates {cat.get('map_updates')}"
+    )
+
+
 def _phase(
     base: str, key: str, detail_id: int, args: argparse.Namespace, wait: bool = True
 ) -> tuple[list[Result], str]:
@@ -104,6 +121,7 @@ def _phase(
         f"run #{run['id']} {run['status']}: {run['items_seen']:,} items seen, {run['items_changed']:,} "
         f"changed, {took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
         + ("" if wait else " when the load ended")
+        + f"\n  {_freshness(base)}"
     )
     return results, note
 
@@ -130,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench_sync_load: set DATABASE_URL (a server where a scratch database can be made)")
     fake, zoho_env = start_fake(args.items, args.port or 19_000 + os.getpid() % 10_000)
     # The fake stands for Zoho, a remote service: its CPU (JSON for 200 items a page) is not the API's cost
-    # on a real deployment, so it runs at the sync child's priority, below the workers.
-    os.setpriority(os.PRIO_PROCESS, fake.pid, 10)
+    # on a real deployment, so it runs at the sync child's priority (ZOHO_SYNC_NICE), below the workers.
+    extra = parse_env(args.env)
+    os.setpriority(os.PRIO_PROCESS, fake.pid, int(extra.get("ZOHO_SYNC_NICE", NICE_DEFAULT)))
     dsn = asyncio.run(_scratch(admin))
     env = {
         **zoho_env,
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "ZOHO_SYNC_FULL_AT": "",
         "ZOHO_SYNC_IMAGES_PER_RUN": "0",
         "LOG_LEVEL": "WARNING",
-        **parse_env(args.env),
+        **extra,
     }
     env["DATABASE_URL"] = dsn
     if os.environ.get("REDIS_URL"):

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     ZOHO_SYNC_PRICEBOOKS_EVERY_RUN: bool = False
     # Images fetched per run at most (one call each, from the same budget); the rest wait, oldest first.
     ZOHO_SYNC_IMAGES_PER_RUN: int = Field(500, ge=0, le=1_000_000)
+    # Nice value of a sync run's process (the service's child and `python -m server sync`; 0-19): the workers
+    # serving requests keep the CPU while a run parses Zoho's pages.
+    ZOHO_SYNC_NICE: int = Field(10, ge=0, le=19)
 
     # The service's own sync schedule (server/sync/schedule.py), off while Zoho credentials are unset: an
     # incremental run every ZOHO_SYNC_INTERVAL_S seconds (0: none) and a full reconcile every day at

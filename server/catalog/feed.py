@@ -4,8 +4,11 @@ index's product map and the in-memory list index, each kept up to date from the 
 Every committed catalog write bumps `catalog_state.version` and notifies channel `catalog` in its own
 transaction (migrations 0001/0005). The listener takes each new version at once; its watchdog reconnects a
 lost connection and re-reads the state, so a notification lost while it was down never leaves this process
-behind. Product changes reload the image index's `{zoho_item_id: id}` map (off the event loop); every change
-wakes the list index's catch-up (server/catalog/live.py), one at a time, on a connection of its own.
+behind. A change to which products exist or to their zoho_item_id updates the image index's
+`{zoho_item_id: id}` map: only the products the change feed names since the version the map reflects
+(ImageIndex.update_catalog looks at their files alone), the whole map only when the feed cannot say (a gap,
+a TRUNCATE, another database). Every change wakes the list index's catch-up (server/catalog/live.py), one
+at a time, on a connection of its own.
 
 Resources (server/resources.py) owns the connections it hands in and runs the loops under its supervision.
 """
@@ -52,7 +55,8 @@ class CatalogState:
     version: int = 0
     listening: bool = False
     reconnects: int = 0
-    map_loads: int = 0
+    map_loads: int = 0  # whole image maps loaded
+    map_updates: int = 0  # image map catch-ups (only the changed products)
     last_change_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -69,6 +73,7 @@ class CatalogFeed:
         self._listen_conn: asyncpg.Connection | None = None
         self._index_conn: asyncpg.Connection | None = None  # the catch-ups' own connection
         self._map_dirty = asyncio.Event()
+        self._map_at: tuple[str, int] = ("", -1)  # the (epoch, version) the image map reflects
         self._live_dirty = asyncio.Event()
         self._closing = False
         # Notification received -> applied to the list index, seconds (/metrics catalog_change_lag_seconds).
@@ -193,7 +198,8 @@ class CatalogFeed:
         # as one sorted arena of names.
         names: list[str] = []
         ids = array("i")
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            at = await repo.catalog_state(conn)
             async for chunk in repo.catalog_map_chunks(conn):
                 names.extend([r[0] for r in chunk])
                 ids.extend([r[1] for r in chunk])
@@ -201,7 +207,28 @@ class CatalogFeed:
         await asyncio.to_thread(self.images.set_catalog, zip(names, ids, strict=True))
         del names, ids
         trim_heap()
+        self._map_at = at
         self.state.map_loads += 1
+
+    async def update_map(self, pool: ServicePool) -> bool:
+        """Apply to the image map the products changed since the version it reflects; False (nothing done)
+        when the change feed cannot say which (then load_map)."""
+        epoch, version = self._map_at
+        if version < 0:
+            return False
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            at = await repo.catalog_state(conn)
+            changes = await repo.changes_since(conn, version) if at[0] == epoch else None
+            if changes is None or any(ids is None for _, tbl, ids in changes if tbl == "products"):
+                return False
+            changed = sorted({i for _, tbl, ids in changes if tbl == "products" for i in ids or ()})
+            rows = await repo.catalog_map_rows(conn, changed) if changed else []
+        # Drop every changed product, add back the active ones: a deleted or deactivated product loses its
+        # name, a renamed one its old name.
+        self.images.update_catalog([(r[0], r[1]) for r in rows if r[2]], changed)
+        self._map_at = at
+        self.state.map_updates += 1
+        return True
 
     async def map_reloader(self, pool: ServicePool, health: Health) -> None:
         """Reload the map whenever the set of products may have changed (forever)."""
@@ -209,7 +236,8 @@ class CatalogFeed:
             await self._map_dirty.wait()
             self._map_dirty.clear()
             try:
-                await self.load_map(pool)
+                if not await self.update_map(pool):
+                    await self.load_map(pool)
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 health.failed(exc)

@@ -2,8 +2,9 @@
 
 Built once from SQL (repo.index_*), then each catch-up reads the changes after the version it reflects
 (repo.changes_since) and applies only those: changed products are refetched in one query, category
-changes reload the (small) tree, and the name ranks are reloaded only when a name changed or a product
-appeared. A gap in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
+changes reload the (small) tree, and new, renamed or reactivated products get name ranks between their
+neighbours' (server/catalog/ranks.py; all the ranks are reloaded only when that cannot be done). A gap
+in the feed, a TRUNCATE, a price-list change or another database rebuilds everything.
 Each catch-up reads in one REPEATABLE READ snapshot, so the index is exactly the catalog at `version`.
 
 Searches (`q`) are answered from memory too: `search` (core_ext.SearchIndex) holds every product's search
@@ -38,6 +39,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from core_ext import CatalogIndex, SearchIndex
+from server.catalog import ranks as name_ranks
 from server.catalog import repo
 from server.catalog.hits import SearchHits
 from server.catalog.rows import RowStore, tag_of
@@ -149,6 +151,9 @@ class LiveCatalog:
         # rank it has.
         self._ranks = array("q")
         self._hashes = array("q")
+        # What the index and its stored rows show of the price lists (repo.SHOWN_PRICE_LISTS): a price-list
+        # change rebuilds only when that differs (a sync creating a Zoho price book's list changes nothing).
+        self._lists: tuple[tuple[Any, ...], ...] = ()
         self._categories: dict[int | None, list[Category]] = {None: []}
         # category_counts() of the (epoch, version) reflected: products change only with the version.
         self._counts: tuple[tuple[str, int], dict[int, int]] = (("", -1), {})
@@ -166,8 +171,10 @@ class LiveCatalog:
         self.applied = 0  # changes applied incrementally
         self.quick = 0  # catch-ups done in one statement (_quick_catch_up)
         self.rank_loads = 0
+        self.rank_places = 0  # catch-ups that placed new names between their neighbours' ranks
         self.category_loads = 0
         self.served = 0  # pages answered from the index
+        self.catch_up_s = self.catch_up_max_s = 0.0  # time in catch-ups (what requests may wait for)
 
     def stamp(self, ids: Iterable[int]) -> str:
         """What an answer listing `ids` depends on beyond its query and counts: the ids in order and their
@@ -249,8 +256,11 @@ class LiveCatalog:
             "applied": self.applied,
             "quick_catch_ups": self.quick,
             "rank_loads": self.rank_loads,
+            "rank_places": self.rank_places,
             "category_loads": self.category_loads,
             "served": self.served,
+            "catch_up_ms": round(self.catch_up_s * 1000, 1),
+            "catch_up_max_ms": round(self.catch_up_max_s * 1000, 1),
             "search_memo": self.hits.report(),
             "item_store": self.items.report(),
             "detail_store": self.details.report(),
@@ -282,18 +292,19 @@ class LiveCatalog:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, version = await repo.catalog_state(conn)
             cats = await repo.index_categories(conn)
+            lists = await repo.shown_price_lists(conn, self.price_list)
             async for chunk in repo.index_product_chunks(conn, self.price_list):
                 _columns(chunk, columns)
                 search.set_many(ids[len(ids) - len(chunk) :], [r[7] for r in chunk])
             search.trim()
             loaded = time.perf_counter()
-            ranks = _scatter(array("q"), *await _name_ranks(conn))
+            ranks = _scatter(array("q"), *await name_ranks.load(conn))
         ranked = time.perf_counter()
         index = self._make_index()
         index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
         index.build(ids, categories, prices, stocks, created, [ranks[i] for i in ids], active)
         self.index, self.search, self.epoch, self.version = index, search, epoch, version
-        self._ranks, self._hashes = ranks, _by_id(ids, hashes)
+        self._ranks, self._hashes, self._lists = ranks, _by_id(ids, hashes), lists
         self._categories = category_lists(cats)
         self._new_rows(cats)
         self._versions = array("q", [version]) * (ids[-1] + 1 if ids else 1)
@@ -307,20 +318,38 @@ class LiveCatalog:
         if self.version < 0:
             await self.rebuild(conn)
             return
+        started = time.perf_counter()
         if not await self._quick_catch_up(conn):
             await self._full_catch_up(conn)
+        took = time.perf_counter() - started
+        self.catch_up_s += took
+        self.catch_up_max_s = max(self.catch_up_max_s, took)
 
     async def _quick_catch_up(self, conn: asyncpg.Connection) -> bool:
-        """The common case (stock, prices, product fields: no name or category change, no new product) in one
+        """The common case (stock, prices, product fields, new products: no rename, no category change) in one
         statement, so one round trip (one snapshot without a transaction's BEGIN and COMMIT: under load each
         round trip waits for a turn of the busy event loop). False when the full path must run instead."""
-        epoch, current, changes, rows = await repo.catch_up(conn, self.version, self.price_list)
+        known_max = len(self._hashes) - 1  # a product with a larger id is new
+        epoch, current, changes, rows, neighbours = await repo.catch_up(
+            conn, self.version, self.price_list, known_max
+        )
         if epoch != self.epoch or changes is None:
             return False
         if any(ids is None or tbl not in ("products", "product_prices") for _, tbl, ids in changes):
             return False
-        if any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows):
-            return False  # renamed or new: the name ranks must be reloaded
+        index, listed = self.index, self.is_listed
+        if any(r[0] in index and (self._hashes[r[0]] != r[6] or (r[5] and not listed(r[0]))) for r in rows):
+            return False  # renamed or listed again: the full path places it
+        new = [r[0] for r in rows if r[0] not in index]
+        if any(pid <= known_max for pid in new):
+            return False  # new below the largest id: no neighbours read for it here
+        placed = None
+        if neighbours:  # new active products (all of them: ids above known_max)
+            placed = name_ranks.assign(neighbours, self._ranks, listed)
+            if placed is None:
+                return False
+            _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
+            self.rank_places += 1
         product_ids = sorted({i for _, _, ids in changes for i in ids or ()})
         searched = any(self.is_listed(r[0]) != r[5] for r in rows)
         self._commit(epoch, current, changes, rows, product_ids, None, None, searched)
@@ -329,11 +358,18 @@ class LiveCatalog:
 
     async def _full_catch_up(self, conn: asyncpg.Connection) -> None:
         # Everything one REPEATABLE READ snapshot: state, changes, rows, categories and name ranks.
+        placed = None
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, current = await repo.catalog_state(conn)
             changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
-            if changes is None or any(ids is None or tbl == "price_lists" for _, tbl, ids in changes):
+            if changes is None or any(ids is None and tbl != "price_lists" for _, tbl, ids in changes):
                 rebuild = True
+            elif any(tbl == "price_lists" for _, tbl, _ in changes) and self._lists != (
+                await repo.shown_price_lists(conn, self.price_list)
+            ):
+                rebuild = (
+                    True  # the consumer list or one a detail shows changed (a list no one sees: nothing)
+                )
             else:
                 rebuild = False
                 product_ids = sorted(
@@ -343,12 +379,18 @@ class LiveCatalog:
                 cats = await repo.index_categories(conn) if categories_changed else None
                 rows = await repo.index_products(conn, self.price_list, product_ids) if product_ids else []
                 renamed = any(r[0] not in self.index or self._hashes[r[0]] != r[6] for r in rows)
-                ranks = await _name_ranks(conn) if renamed else None
                 searched = renamed or any(self.is_listed(r[0]) != r[5] for r in rows)
+                listed = self.is_listed
+                unranked = [r[0] for r in rows if r[5] and (not listed(r[0]) or self._hashes[r[0]] != r[6])]
+                placed = await name_ranks.place(conn, unranked, self._ranks, listed) if unranked else None
+                ranks = await name_ranks.load(conn) if unranked and placed is None else None
         if rebuild:
             await self.rebuild(conn)
             return
         assert changes is not None
+        if placed is not None:
+            _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
+            self.rank_places += 1
         self._commit(epoch, current, changes, rows, product_ids, cats, ranks, searched)
 
     def _commit(
@@ -414,24 +456,18 @@ class LiveCatalog:
 
     def _apply(self, rows: Sequence[Sequence[Any]], ids: list[int]) -> None:
         _scatter(self._hashes, [r[0] for r in rows], [r[6] for r in rows])
-        # Rows of the full path carry the search text (those of the quick path, where no hash changed, do
-        # not): set_many leaves an unchanged text as it is.
-        texts = [r for r in rows if len(r) > 7]
+        # Rows of the full path carry the search text; those of the quick path, only for new products (the
+        # others' hashes did not change): set_many leaves an unchanged text as it is.
+        texts = [r for r in rows if len(r) > 7 and r[7] is not None]
         self.search.set_many([r[0] for r in texts], [r[7] for r in texts])
+        ranks = self._ranks
         found = set()
         for r in rows:
             pid = r[0]
             found.add(pid)
-            self.index.upsert(pid, r[1], r[2], r[3], r[4], self._ranks[pid], r[5])
+            # A new inactive product has no rank yet (never listed; placed when it is listed again).
+            self.index.upsert(pid, r[1], r[2], r[3], r[4], ranks[pid] if pid < len(ranks) else 0, r[5])
         for pid in ids:
             if pid not in found:  # deleted from the table (its rank and hash are never read again)
                 self.index.remove(pid)
                 self.search.remove(pid)
-
-
-async def _name_ranks(conn: asyncpg.Connection) -> tuple[array[int], array[int]]:
-    """(ids, name ranks) of every product, streamed into arrays."""
-    ids, ranks = array("q"), array("q")
-    async for chunk in repo.name_rank_chunks(conn):
-        _columns(chunk, (ids, ranks))
-    return ids, ranks

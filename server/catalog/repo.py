@@ -331,7 +331,14 @@ async def list_categories(
 
 
 CATALOG_MAP = "SELECT zoho_item_id, id FROM products WHERE is_active"
+# The image map's rows of some products (a catch-up of the map: server/catalog/feed.py).
+CATALOG_MAP_BY_ID = "SELECT zoho_item_id, id, is_active FROM products WHERE id = ANY($1::int[])"
 CATALOG_STATE = "SELECT epoch::text, version FROM catalog_state"
+# The price lists the catalog shows: the consumer one ($1: its price and currency) and those a detail lists.
+SHOWN_PRICE_LISTS = """
+SELECT id, code, name, name_ar, currency, sort_order, consumer_visible FROM price_lists
+WHERE consumer_visible OR code = $1 ORDER BY id
+"""
 
 
 async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
@@ -352,6 +359,11 @@ ORDER BY c.version
 PRUNE_CHANGES = "SELECT catalog_changes_prune($1)"
 
 Change = tuple[int, str, list[int] | None]
+
+
+async def shown_price_lists(conn: asyncpg.Connection, consumer: str) -> tuple[tuple[Any, ...], ...]:
+    """SHOWN_PRICE_LISTS' rows, comparable."""
+    return tuple(tuple(r) for r in await conn.fetch(SHOWN_PRICE_LISTS, consumer))
 
 
 async def changes_since(conn: asyncpg.Connection, version: int) -> list[Change] | None:
@@ -407,44 +419,78 @@ INDEX_PRODUCTS_BY_ID = INDEX_PRODUCTS + "WHERE p.id = ANY($2::int[])"
 INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 
 # A catch-up in one statement (one snapshot, one round trip): the state, every change after $1 and the index
-# rows (INDEX_PRODUCTS' columns but the search text, the same expressions) of the products those changes
-# name. LiveCatalog's quick path; it falls back to the transactional one (changes_since and friends) for
-# anything but product and price changes.
+# rows (INDEX_PRODUCTS' columns, the same expressions; the search text only for the new products, ids
+# above $3, the largest the index can hold) of the products those changes name, and NAME_NEIGHBOURS' rows of
+# the new active products among them, placed there and then (a sync's batch of inserts). LiveCatalog's
+# quick path; it falls back to the transactional one (changes_since and friends) for anything but product
+# and price changes.
 CATCH_UP = """
 WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
 c AS (SELECT c.version, c.tbl, c.ids FROM catalog_changes c, s
-      WHERE c.version > $1 AND c.version <= s.version)
+      WHERE c.version > $1 AND c.version <= s.version),
+n AS (SELECT p.id, p.name FROM products p
+      WHERE p.is_active AND p.id > $3 AND p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl = 'products'))
 SELECT s.epoch, s.version,
        (SELECT array_agg((c.version, c.tbl, array_to_string(c.ids, ',')) ORDER BY c.version) FROM c),
        (SELECT array_agg((p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
                           (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
-                          hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0))
+                          hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0),
+                          CASE WHEN p.id > $3 THEN convert_to(p.search_text, 'UTF8') END)
                          ORDER BY p.id)
         FROM products p
         LEFT JOIN product_prices pp
                ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $2)
-        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices')))
+        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices'))),
+       (SELECT array_agg((n.id, n.name = n.before,
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name < n.name
+                           ORDER BY p.name DESC, p.id DESC LIMIT 1),
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name = n.name
+                           AND p.id NOT IN (SELECT id FROM n) ORDER BY p.name, p.id LIMIT 1),
+                          (SELECT p.id FROM products p WHERE p.is_active AND p.name > n.name
+                           ORDER BY p.name, p.id LIMIT 1))
+                         ORDER BY n.name, n.id)
+        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n)
 FROM s
 """
 
 
 async def catch_up(
-    conn: asyncpg.Connection, version: int, price_list: str
-) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]]]:
+    conn: asyncpg.Connection, version: int, price_list: str, known_max: int
+) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(epoch, current version, the changes after `version` (None: a gap), index rows of the products they
-    name), read in one snapshot."""
-    row = await conn.fetchrow(CATCH_UP, version, price_list)
+    name, NAME_NEIGHBOURS' rows of those of them that are active with an id above `known_max`), read in one
+    snapshot."""
+    row = await conn.fetchrow(CATCH_UP, version, price_list, known_max)
     assert row is not None
-    epoch, current, found, products = row
+    epoch, current, found, products, neighbours = row
     # The ids come as text (asyncpg decodes no array inside an anonymous record): '' is none, NULL all.
     changes: list[Change] = [
         (v, tbl, None if ids is None else [int(i) for i in ids.split(",")] if ids else [])
         for v, tbl, ids in found or ()
     ]
-    return epoch, current, _complete(changes, version, current), list(products or ())
+    return epoch, current, _complete(changes, version, current), list(products or ()), list(neighbours or ())
 
 
-NAME_RANKS = "SELECT id, dense_rank() OVER (ORDER BY name) FROM products"
+# Dense ranks spread over [0, 2**61] (2**61 / (rows + 1) apart), so a catch-up can place new names between
+# their neighbours' ranks (server/catalog/ranks.py).
+NAME_RANKS = """
+SELECT id, dense_rank() OVER (ORDER BY name) * (2305843009213693952 / (count(*) OVER () + 1))
+FROM products
+"""
+# Of each active product of $1, in name order (ORDER BY name, id): its id, whether its name equals the one
+# before, the id of the last active product named below it, of an equal name among the active products not
+# in $1, and of the first active product named above it (each one probe of products_name_idx).
+NAME_NEIGHBOURS = """
+SELECT c.id, c.name = lag(c.name) OVER (ORDER BY c.name, c.id),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name < c.name
+        ORDER BY p.name DESC, p.id DESC LIMIT 1),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name = c.name AND p.id <> ALL($1::int[])
+        ORDER BY p.name, p.id LIMIT 1),
+       (SELECT p.id FROM products p WHERE p.is_active AND p.name > c.name ORDER BY p.name, p.id LIMIT 1)
+FROM products c
+WHERE c.id = ANY($1::int[]) AND c.is_active
+ORDER BY c.name, c.id
+"""
 # Rows of a full load per round trip: the load streams through a cursor, so it never holds every row.
 INDEX_CHUNK = 50_000
 
@@ -501,6 +547,16 @@ def catalog_map_chunks(conn: asyncpg.Connection) -> AsyncIterator[list[asyncpg.R
     """(zoho_item_id, id) of every active product, for the image index, INDEX_CHUNK rows at a time
     (inside a transaction)."""
     return _chunks(conn, CATALOG_MAP)
+
+
+async def name_neighbours(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+    """NAME_NEIGHBOURS' rows for these products (inactive ones left out)."""
+    return list(await conn.fetch(NAME_NEIGHBOURS, ids))
+
+
+async def catalog_map_rows(conn: asyncpg.Connection, ids: list[int]) -> list[asyncpg.Record]:
+    """(zoho_item_id, id, is_active) of these products (the missing ones were deleted)."""
+    return list(await conn.fetch(CATALOG_MAP_BY_ID, ids))
 
 
 async def page_by_ids(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:

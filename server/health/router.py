@@ -115,6 +115,7 @@ def _details(state: AppState, readiness: Readiness, probe: Probe, res: Resources
         "listening": res.catalog.listening,
         "reconnects": res.catalog.reconnects,
         "map_loads": res.catalog.map_loads,
+        "map_updates": res.catalog.map_updates,
         "generation": res.generation,
     }
     if res.live is not None:

@@ -67,16 +67,22 @@ class ProgressBar:
 
 
 ANNOUNCE = "sync-run"  # `--announce`: "sync-run <id>" on stdout once the run is recorded
-CHILD_NICE = 10  # a run started by the service yields the CPU to the workers serving requests
 _PR_SET_PDEATHSIG = 1
 
 
-def as_service_child() -> None:
-    """A run started by the service: lower CPU priority, SIGINT (a clean, recorded stop) when the worker
-    that started it dies, and no line per Zoho call in the service's log (httpx logs each at INFO)."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def lower_priority(nice: int) -> None:
+    """Yield the CPU to the workers serving requests (ZOHO_SYNC_NICE): a run's Python work (parsing Zoho's
+    pages, planning batches) is never urgent."""
     with contextlib.suppress(OSError):
-        os.nice(CHILD_NICE)
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def as_service_child() -> None:
+    """A run started by the service: SIGINT (a clean, recorded stop) when the worker that started it dies,
+    and no line per Zoho call in the service's log (httpx logs each at INFO)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
@@ -87,6 +93,7 @@ async def sync_command(
     """Migrate, run one sync, print its summary; returns the exit code. `announce` (the service starting a
     run in a child process): print the run's id as soon as it is recorded, and no progress bar.
     `traceparent`: the trace of the request that started the run, sent on every Zoho call (W3C)."""
+    lower_priority(settings.ZOHO_SYNC_NICE)
     if announce:
         as_service_child()
     if traceparent is not None and parse_traceparent(traceparent) is not None:

@@ -264,6 +264,11 @@ WRITES = [
     "DELETE FROM categories"
     " WHERE id = (SELECT max(id) FROM categories WHERE zoho_category_id LIKE 'newcat-%')",
     "UPDATE products SET name = 'Fresh قهوة {n}' WHERE id = {id}",
+    # Many new names at once: equal to existing ones, to each other, or just after them (placed ranks).
+    "INSERT INTO products (zoho_item_id, sku, name, category_id, stock_on_hand)"
+    " SELECT 'many-{n}-' || g, NULL,"
+    " (SELECT name FROM products ORDER BY id OFFSET ({n} + g * 7) % 50 LIMIT 1)"
+    " || CASE WHEN g % 3 = 0 THEN '' ELSE ' ' || (g % 2) END, {cat}, g % 3 FROM generate_series(1, 30) g",
 ]
 CATEGORY_NAMES = ["apple", "Apple", "Banana", "banana", "éclair", "Eclair", "zebra", "Zebra", "ألبان"]
 
@@ -298,11 +303,12 @@ def test_index_follows_random_writes(
         categories = random_category_queries(database, rng, 6)
         assert compare(servers, [{"page_size": 200}, *categories], CATEGORIES) > 0, sql
         assert ready(servers[0])["index"]["served"] == served + index_served(queries) + 1 + len(categories)
-    # Ordinary writes never rebuilt the index; renames reloaded the ranks, tree moves the categories.
+    # Ordinary writes never rebuilt the index; renames and new products were placed between their neighbours'
+    # name ranks (no reload), tree moves reloaded the categories.
     after = ready(servers[0])["index"]
     assert after["rebuilds"] == before["rebuilds"]
     assert after["applied"] >= before["applied"] + 40
-    assert after["rank_loads"] > before["rank_loads"]
+    assert after["rank_places"] > before["rank_places"]
     assert after["category_loads"] > before["category_loads"]
 
 
@@ -324,6 +330,27 @@ def test_stock_update_is_incremental(
 def test_price_list_change_rebuilds(servers: tuple[ServerProcess, ServerProcess], database: Database) -> None:
     before = ready(servers[0])["index"]
     run(database.execute("UPDATE price_lists SET currency = 'USD' WHERE code = 'consumer'"))
+    wait_caught_up(servers, current_version(database))
+    assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"] + 1
+    assert compare(servers, [{"sort": "price"}, {"sort": "-price", "max_price": "30"}]) == 2
+
+
+def test_a_list_no_one_sees_does_not_rebuild(
+    servers: tuple[ServerProcess, ServerProcess], database: Database
+) -> None:
+    # A sync creating the list of a new Zoho price book (not shown to shoppers): nothing the index shows.
+    before = ready(servers[0])["index"]
+    run(
+        database.execute(
+            "INSERT INTO price_lists (code, name, currency, consumer_visible, sort_order)"
+            " VALUES ('book_hidden', 'Hidden book', 'SAR', false, 99)"
+        )
+    )
+    run(database.execute("UPDATE price_lists SET name = 'Hidden book 2' WHERE code = 'book_hidden'"))
+    wait_caught_up(servers, current_version(database))
+    assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"]
+    # Shown to shoppers, it is in every detail: rebuilt.
+    run(database.execute("UPDATE price_lists SET consumer_visible = true WHERE code = 'book_hidden'"))
     wait_caught_up(servers, current_version(database))
     assert ready(servers[0])["index"]["rebuilds"] == before["rebuilds"] + 1
     assert compare(servers, [{"sort": "price"}, {"sort": "-price", "max_price": "30"}]) == 2

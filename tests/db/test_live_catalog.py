@@ -1,5 +1,6 @@
-"""LiveCatalog's own memory and its name ranks: no name text kept (the search texts only, in one buffer), a
-rename found by its hash."""
+"""LiveCatalog's own memory and its name ranks: no name text kept (the search texts only, in one buffer),
+a rename found by its hash, new names placed between their neighbours' ranks in the order a fresh build
+gives."""
 
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def test_rename_reloads_ranks_and_catch_up_matches_rebuild(big: Database) -> Non
         )
     )
     run(catch_up())
-    assert live.rank_loads == loads + 1
+    assert live.rank_loads == loads  # placed between their neighbours' ranks, no reload
+    assert live.rank_places == 1
     fresh = run(_built(big))
     assert _orders(live) == _orders(fresh)
     assert _orders(live)["name"][0] == 1000 + EXTRA // 2
@@ -151,3 +153,101 @@ def test_product_and_price_changes_catch_up_in_one_statement(big: Database) -> N
             await conn.close()
 
     run(scenario())
+
+
+def _catch_up(live: LiveCatalog, db: Database) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(db.url)
+        try:
+            await live.catch_up(conn)
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+# Names that land everywhere in the order: before the first, after the last, between two neighbours, equal to
+# an existing name and to each other, many into one gap (ordered and reversed), and ones an earlier step made.
+INSERTED_NAMES = [
+    [
+        "  aaa first",
+        "zzzz last",
+        "A rather long product name, number 15",
+        "A rather long product name, number 15",
+    ],
+    [f"A rather long product name, number 150{k}" for k in range(10)],
+    [f"A rather long product name, number 1500{k}x" for k in reversed(range(10))],
+    ["Mango", "mango", "MANGO", "Mango ", "Mango", "é", "e", "E", "ü", "ألبان", "zzzz last"],
+    [f"Between {k:04d}" for k in range(300)],
+]
+
+
+async def _insert(db: Database, rows: list[tuple[int, str, str]], step: int) -> None:
+    conn = await asyncpg.connect(db.url)
+    try:
+        async with conn.transaction():
+            await conn.executemany(
+                "INSERT INTO products (id, zoho_item_id, name, stock_on_hand) VALUES ($1, $2, $3, 1)", rows
+            )
+            # A renamed product, and one deactivated or listed again (renamed while away, every other time).
+            await conn.execute("UPDATE products SET name = $1 WHERE id = $2", f"Mango {step}", 1000 + step)
+            await conn.execute("UPDATE products SET is_active = NOT is_active WHERE id = 1100")
+            if step % 2 == 0:
+                await conn.execute("UPDATE products SET name = name || '!' WHERE id = 1100")
+    finally:
+        await conn.close()
+
+
+def test_inserted_names_are_placed_like_a_fresh_build(big: Database) -> None:
+    live = run(_built(big))
+    loads, placed = live.rank_loads, live.rank_places
+    next_id = 600_000
+    for step, names in enumerate(INSERTED_NAMES):
+        rows = [(next_id + k, f"ins-{step}-{k}", name) for k, name in enumerate(names)]
+        next_id += len(names)
+        run(_insert(big, rows, step))
+        _catch_up(live, big)
+        assert _orders(live) == _orders(run(_built(big))), step
+    assert live.rank_loads == loads
+    assert live.rank_places == placed + len(INSERTED_NAMES)
+
+
+def test_new_products_caught_up_in_one_statement_are_searchable(big: Database) -> None:
+    live = run(_built(big))
+    quick = live.quick
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(big.url)
+        try:
+            await conn.executemany(
+                "INSERT INTO products (id, zoho_item_id, name, sku, stock_on_hand)"
+                " VALUES ($1, $2, $3, $4, 1)",
+                [(650_000 + k, f"srch-{k}", f"Quokka Lantern {k}", f"QK-{k}") for k in range(3)],
+            )
+        finally:
+            await conn.close()
+
+    run(insert())  # ids above every earlier test's (600_000 + ...) and below the next test's (700_000 + ...)
+    _catch_up(live, big)
+    assert live.quick == quick + 1  # the one-statement path, which now carries new products' texts
+    assert sorted(live.search.search(b"quokka lantern")) == [650_000, 650_001, 650_002]
+    assert sorted(live.search.search(b"qk-1")) == [650_001]
+
+
+def test_a_full_gap_reloads_the_ranks(big: Database) -> None:
+    live = run(_built(big))
+    loads, quick = live.rank_loads, live.quick
+    # The same gap halved again and again: each new name sorts just below the one before.
+    for step in range(70):  # each halves the gap: ~47 bits at this size, then a reload
+        run(
+            big.execute(
+                "INSERT INTO products (id, zoho_item_id, name) VALUES ($1, $2, $3)",
+                700_000 + step,
+                f"gap-{step}",
+                "A rather long product name, number 1" + "0" * (70 - step),
+            )
+        )
+        _catch_up(live, big)
+    assert live.rank_loads > loads  # the gap ran out: every rank loaded again
+    assert live.quick > quick  # inserts alone: placed in the one-statement catch-up
+    assert _orders(live) == _orders(run(_built(big)))

@@ -110,3 +110,19 @@ def test_run_killed_mid_sweep_resumes(env: SyncEnv, tmp_path: Path) -> None:
     assert result.status == "succeeded" and result.resumed and result.kind == "full"
     assert synced(env) == 1000
     assert env.value("SELECT error FROM sync_runs WHERE id = 1").startswith("interrupted")
+
+
+@pytest.mark.parametrize(("start", "nice", "expected"), [(0, 10, 10), (0, 19, 19), (12, 5, 12), (0, 0, 0)])
+def test_runs_at_the_sync_nice_value(start: int, nice: int, expected: int) -> None:
+    # In a process of its own: a nice value once raised cannot be lowered again without privileges.
+    code = (
+        "import os\n"
+        f"os.setpriority(os.PRIO_PROCESS, 0, {start})\n"
+        "from server.sync.cli import lower_priority\n"
+        f"lower_priority({nice})\n"
+        "print(os.getpriority(os.PRIO_PROCESS, 0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(done.stdout) == expected  # raised to ZOHO_SYNC_NICE, never lowered
