@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from server.settings import Settings
 
 MIN_CHARS = 8
 MAX_CHARS = 128
+RETRY_AFTER_MAX_S = 4
 
 
 class HashingBusy(ServiceUnavailable):
@@ -139,7 +141,7 @@ class Hasher:
         """503 now when a hash would be refused: a sign-in turned away costs no Redis or SQL round trip."""
         if self.pending >= self.limit:
             self.refused += 1
-            raise HashingBusy(headers={"Retry-After": "1"})
+            raise HashingBusy(headers={"Retry-After": _retry_after()})
 
     async def _run(self, request: list[str]) -> Any:
         self.check_capacity()
@@ -153,7 +155,7 @@ class Hasher:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.wait_s)
         except TimeoutError:
             self.timed_out += 1
-            raise HashingBusy(headers={"Retry-After": "1"}) from None
+            raise HashingBusy(headers={"Retry-After": _retry_after()}) from None
         finally:
             self.pending -= 1
 
@@ -202,6 +204,12 @@ class Hasher:
         for child in self._children:
             child.close()
         self._children.clear()
+
+
+def _retry_after() -> str:
+    # Spread over 1-4 s: a burst of sign-ins refused together and told "1" comes back together, and each
+    # such wave queues the catalog's requests behind a few hundred 503s on the event loops.
+    return str(random.randint(1, RETRY_AFTER_MAX_S))
 
 
 class _Child:
