@@ -101,7 +101,8 @@ def test_hashing_queue_full_is_503(database: Database, services: Services, folde
         for t in threads:
             t.join()
         assert set(statuses) <= {401, 503} and 401 in statuses and 503 in statuses, statuses
-        assert all(r == "1" for s, r in zip(statuses, retry, strict=True) if s == 503)
+        # Spread over 1-4 s, so refused clients do not all come back in the same second.
+        assert all(r in {"1", "2", "3", "4"} for s, r in zip(statuses, retry, strict=True) if s == 503)
         with proc.client() as api:  # the pool drains: the next sign-in is served
             assert post(api, "/login", {"email": new_email(), "password": PASSWORD}).status_code == 401
     finally:
