@@ -16,9 +16,8 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from catalog_testlib import Database, ServerProcess, Services, run
 from prometheus_client.parser import text_string_to_metric_families
-
-from tests.catalog_testlib import Database, ServerProcess, Services, run
 
 TOKEN = "scrape-token-0123456789"
 PRODUCTS = "/api/consumer/products"
