@@ -7,6 +7,7 @@ import math
 import operator
 import os
 import stat
+import threading
 import time
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,7 +128,7 @@ def _served(base: bytes, stem: bytes, prefix: str) -> bool:
 class ImageIndex:
     """Which products have an image, as a bitset over dense product ids, rebuilt from the uploads folder."""
 
-    __slots__ = ("_folder", "_interval", "_last_check", "_names", "_racy", "_scan_mtime", "_snap")
+    __slots__ = ("_folder", "_interval", "_last_check", "_lock", "_names", "_racy", "_scan_mtime", "_snap")
 
     def __init__(self, folder: str | os.PathLike[str], refresh_interval_s: float = 1.0) -> None:
         path = os.fspath(folder)
@@ -143,6 +144,9 @@ class ImageIndex:
         self._last_check: float | None = None
         self._scan_mtime: int | None = None
         self._racy = False
+        # refresh() runs in a worker thread while the catalog changes on the event loop: without one lock a
+        # scan over the old names could overwrite an update's snapshot (the compiled module holds the GIL).
+        self._lock = threading.RLock()
 
     @property
     def folder(self) -> str:
@@ -177,9 +181,10 @@ class ImageIndex:
     def set_catalog(self, mapping: Mapping[str, int] | Iterable[tuple[str, int]]) -> None:
         """Replace the catalog (a ``{zoho_item_id: dense_id}`` mapping or an iterable of such pairs; of
         equal names the last wins) and rescan the folder now."""
-        self._names = _build_names(mapping)
-        self._last_check = time.monotonic()
-        self._rescan(*self._probe())
+        with self._lock:
+            self._names = _build_names(mapping)
+            self._last_check = time.monotonic()
+            self._rescan(*self._probe())
 
     def update_catalog(
         self, upserts: Mapping[str, int] | Iterable[tuple[str, int]], remove_ids: Iterable[int] = ()
@@ -188,6 +193,12 @@ class ImageIndex:
         ``remove_ids``, then add ``upserts`` (a mapping or pairs, as ``set_catalog`` takes; a name present
         takes its new id). Only the changed names' files are looked at (no rescan): the bits of the other
         ids stay as the last scan left them, and ``refresh()`` still rescans when the folder changes."""
+        with self._lock:
+            self._update_catalog(upserts, remove_ids)
+
+    def _update_catalog(
+        self, upserts: Mapping[str, int] | Iterable[tuple[str, int]], remove_ids: Iterable[int]
+    ) -> None:
         added = _build_names(upserts)
         old = self._names
         drop: set[int] = set()
@@ -252,6 +263,10 @@ class ImageIndex:
 
     def refresh(self, force: bool = False) -> bool:
         """Rescan if due and the folder changed; True only when a rescan ran and the image set changed."""
+        with self._lock:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> bool:
         now = time.monotonic()
         if not force and self._last_check is not None and now - self._last_check < self._interval:
             return False
