@@ -35,6 +35,8 @@ cdef class ImageIndex:
 
     cdef object _stat_mtime(self)
     cdef bint _rescan(self, object wall, object mtime) except -1
+    cdef _Bitset _scan(self, _Names names)
+    cdef tuple _updated(self, _Names added, list wanted, _Names old, _Bitset prior)
 
 
 cdef inline bint bitset_test(_Bitset bits, long long i) noexcept:

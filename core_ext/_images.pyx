@@ -417,7 +417,26 @@ cdef class ImageIndex:
         takes its new id). Only the changed names' files are looked at (no rescan): the bits of the other
         ids stay as the last scan left them, and ``refresh()`` still rescans when the folder changes."""
         cdef _Names added = _build_names(upserts)
-        cdef _Names old = self._names
+        cdef _Names old
+        cdef _Bitset prior
+        wanted = []
+        for value in remove_ids:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"remove_ids: expected int, got {type(value).__name__}")
+            if value >= 0:
+                wanted.append(value)
+        # A rescan in another thread (refresh) may store its bits while this looks at files (the GIL is
+        # given up in os.path.realpath): both start from what they read and store only if nothing else was
+        # stored meanwhile, else they start again from the new state, so neither undoes the other.
+        while True:
+            old, prior = self._names, self._bits
+            result = self._updated(added, wanted, old, prior)
+            if self._names is old and self._bits is prior:
+                self._names, self._bits = result
+                return
+
+    cdef tuple _updated(self, _Names added, list wanted, _Names old, _Bitset prior):
+        # (names, bits) of update_catalog from the state (old, prior).
         cdef _Names names
         cdef Py_ssize_t top = old.nbits if old.nbits > added.nbits else added.nbits
         cdef Py_ssize_t drop_bits = 0, b, k, size
@@ -426,26 +445,22 @@ cdef class ImageIndex:
         cdef unsigned char* touch = NULL
         cdef _Bitset bits
         cdef unsigned char byte
-        wanted = []
-        for value in remove_ids:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"remove_ids: expected int, got {type(value).__name__}")
-            if 0 <= value < old.nbits:  # other ids have no name to drop
-                wanted.append(value)
-                if value + 1 > drop_bits:
-                    drop_bits = value + 1
+        kept = [v for v in wanted if v < old.nbits]  # other ids have no name to drop
+        for value in kept:
+            if value + 1 > drop_bits:
+                drop_bits = value + 1
         try:
             drop = <unsigned char*>calloc(((drop_bits + 7) >> 3) + 1, 1)
             touch = <unsigned char*>calloc(((top + 7) >> 3) + 1, 1)
             if drop is NULL or touch is NULL:
                 raise MemoryError()
-            for value in wanted:
+            for value in kept:
                 ident = value
                 drop[ident >> 3] |= <unsigned char>(1 << (ident & 7))
             names = _merge_names(old, added, drop, drop_bits, touch)
             bits = _Bitset((names.nbits + 7) >> 3)
-            size = bits.nbytes if bits.nbytes < self._bits.nbytes else self._bits.nbytes
-            memcpy(bits.data, self._bits.data, size)
+            size = bits.nbytes if bits.nbytes < prior.nbytes else prior.nbytes
+            memcpy(bits.data, prior.data, size)
             for b in range(size):
                 bits.data[b] &= ~touch[b]  # touched ids: looked at again below
             prefix = os.fsencode(os.path.join(os.path.realpath(self._folder), ""))
@@ -467,8 +482,7 @@ cdef class ImageIndex:
             free(drop)
             free(touch)
         bits.seal()
-        self._names = names
-        self._bits = bits
+        return names, bits
 
     def has_item(self, zoho_item_id):
         """Whether the catalog product with this ``zoho_item_id`` has an image; no file-system access."""
@@ -525,7 +539,27 @@ cdef class ImageIndex:
         return <long long>st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec
 
     cdef bint _rescan(self, object wall, object mtime) except -1:
-        cdef _Names names = self._names
+        # The scan gives up the GIL (os.path.realpath, symlink checks), and update_catalog or set_catalog
+        # may store a new catalog meanwhile: bits made for the old names would undo it, so scan again.
+        cdef _Names names
+        cdef _Bitset prior, bits
+        while True:
+            names, prior = self._names, self._bits
+            bits = self._scan(names)
+            if self._names is names and self._bits is prior:
+                break
+        if bits is None:
+            mtime = None  # no folder: no image
+            bits = _Bitset((names.nbits + 7) >> 3)
+            bits.seal()
+        changed = bits.fingerprint != self._bits.fingerprint
+        self._bits = bits
+        self._scan_mtime = mtime
+        self._racy = mtime is not None and wall - mtime < _RACY_WINDOW_NS
+        return changed
+
+    cdef _Bitset _scan(self, _Names names):
+        # The bits of `names` found in the folder, sealed; None when there is no folder.
         cdef _Bitset bits = _Bitset((names.nbits + 7) >> 3)
         cdef DIR* d
         cdef dirent* entry
@@ -546,7 +580,7 @@ cdef class ImageIndex:
             err = c.errno
             if err != ENOENT and err != ENOTDIR:
                 raise OSError(err, os.strerror(err), self._folder)
-            mtime = None
+            return None
         else:
             try:
                 while True:
@@ -589,8 +623,4 @@ cdef class ImageIndex:
             finally:
                 closedir(d)
         bits.seal()
-        changed = bits.fingerprint != self._bits.fingerprint
-        self._bits = bits
-        self._scan_mtime = mtime
-        self._racy = mtime is not None and wall - mtime < _RACY_WINDOW_NS
-        return changed
+        return bits

@@ -76,9 +76,8 @@ class CatalogFeed:
         self._map_at: tuple[str, int] = ("", -1)  # the (epoch, version) the image map reflects
         self._live_dirty = asyncio.Event()
         self._closing = False
-        # Notification received -> applied to the list index, seconds (/metrics catalog_change_lag_seconds).
+        # Each change: committed -> applied to the list index, seconds (/metrics catalog_change_lag_seconds).
         self.lag = Histogram.of("catalog_change_lag_seconds")
-        self.lag.last_since = self.state.last_change_monotonic  # the start-up load is no change
 
     # -- what requests read -------------------------------------------------------------------------
 
@@ -260,9 +259,8 @@ class CatalogFeed:
             await self._live_dirty.wait()
             self._live_dirty.clear()
             try:
-                heard = self.state.last_change_monotonic
-                await live.catch_up(await self._index_connection())
-                self.lag.observe_since(heard)
+                committed = await live.catch_up(await self._index_connection())
+                self._observe_lag(committed)
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 await self._drop_index_connection()
@@ -273,6 +271,13 @@ class CatalogFeed:
             except Exception:
                 self._live_dirty.set()  # the restarted loop must still catch up
                 raise
+
+    def _observe_lag(self, committed: repo.CommitTimes) -> None:
+        # The commit times are the database's clock, `now` this host's: on another host the two must agree
+        # (NTP keeps them within milliseconds); a clock behind the database's counts 0, not less.
+        now = time.time()
+        for at in committed:
+            self.lag.observe(max(0.0, now - at))
 
     async def _index_connection(self) -> asyncpg.Connection:
         # Not a pool connection: under load the pool's queue holds every request in arrival order, and a

@@ -313,55 +313,60 @@ class LiveCatalog:
         self._moved()
         return loaded, ranked
 
-    async def catch_up(self, conn: asyncpg.Connection) -> None:
-        """Apply every change after `version` (a full rebuild only when the feed cannot say what changed)."""
+    async def catch_up(self, conn: asyncpg.Connection) -> repo.CommitTimes:
+        """Apply every change after `version` (a full rebuild only when the feed cannot say what changed);
+        return when the changes it applied committed (none for a rebuild after a gap)."""
         if self.version < 0:
             await self.rebuild(conn)
-            return
+            return []
         started = time.perf_counter()
-        if not await self._quick_catch_up(conn):
-            await self._full_catch_up(conn)
+        times = await self._quick_catch_up(conn)
+        if times is None:
+            times = await self._full_catch_up(conn)
         took = time.perf_counter() - started
         self.catch_up_s += took
         self.catch_up_max_s = max(self.catch_up_max_s, took)
+        return times
 
-    async def _quick_catch_up(self, conn: asyncpg.Connection) -> bool:
+    async def _quick_catch_up(self, conn: asyncpg.Connection) -> repo.CommitTimes | None:
         """The common case (stock, prices, product fields, new products: no rename, no category change) in one
         statement, so one round trip (one snapshot without a transaction's BEGIN and COMMIT: under load each
-        round trip waits for a turn of the busy event loop). False when the full path must run instead."""
+        round trip waits for a turn of the busy event loop). None when the full path must run instead."""
         known_max = len(self._hashes) - 1  # a product with a larger id is new
-        epoch, current, changes, rows, neighbours = await repo.catch_up(
+        epoch, current, changes, rows, neighbours, times = await repo.catch_up(
             conn, self.version, self.price_list, known_max
         )
         if epoch != self.epoch or changes is None:
-            return False
+            return None
         if any(ids is None or tbl not in ("products", "product_prices") for _, tbl, ids in changes):
-            return False
+            return None
         index, listed = self.index, self.is_listed
         if any(r[0] in index and (self._hashes[r[0]] != r[6] or (r[5] and not listed(r[0]))) for r in rows):
-            return False  # renamed or listed again: the full path places it
+            return None  # renamed or listed again: the full path places it
         new = [r[0] for r in rows if r[0] not in index]
         if any(pid <= known_max for pid in new):
-            return False  # new below the largest id: no neighbours read for it here
+            return None  # new below the largest id: no neighbours read for it here
         placed = None
         if neighbours:  # new active products (all of them: ids above known_max)
             placed = name_ranks.assign(neighbours, self._ranks, listed)
             if placed is None:
-                return False
+                return None
             _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
             self.rank_places += 1
         product_ids = sorted({i for _, _, ids in changes for i in ids or ()})
         searched = any(self.is_listed(r[0]) != r[5] for r in rows)
         self._commit(epoch, current, changes, rows, product_ids, None, None, searched)
         self.quick += 1
-        return True
+        return times
 
-    async def _full_catch_up(self, conn: asyncpg.Connection) -> None:
+    async def _full_catch_up(self, conn: asyncpg.Connection) -> repo.CommitTimes:
         # Everything one REPEATABLE READ snapshot: state, changes, rows, categories and name ranks.
         placed = None
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             epoch, current = await repo.catalog_state(conn)
-            changes = await repo.changes_since(conn, self.version) if epoch == self.epoch else None
+            changes, times = (
+                await repo.timed_changes_since(conn, self.version) if epoch == self.epoch else (None, [])
+            )
             if changes is None or any(ids is None and tbl != "price_lists" for _, tbl, ids in changes):
                 rebuild = True
             elif any(tbl == "price_lists" for _, tbl, _ in changes) and self._lists != (
@@ -386,12 +391,13 @@ class LiveCatalog:
                 ranks = await name_ranks.load(conn) if unranked and placed is None else None
         if rebuild:
             await self.rebuild(conn)
-            return
+            return times
         assert changes is not None
         if placed is not None:
             _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
             self.rank_places += 1
         self._commit(epoch, current, changes, rows, product_ids, cats, ranks, searched)
+        return times
 
     def _commit(
         self,

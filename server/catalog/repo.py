@@ -351,7 +351,7 @@ async def catalog_state(conn: asyncpg.Connection) -> tuple[str, int]:
 # Current version and every logged change after $1, in one snapshot (migration 0005). Versions are handed
 # out in commit order and each has one row, so "all changes since v" is exactly v+1 .. current, no hole.
 CHANGES_SINCE = """
-SELECT s.version, c.version, c.tbl, c.ids
+SELECT s.version, c.version, c.tbl, c.ids, extract(epoch FROM c.committed_at)::float8
 FROM catalog_state s
 LEFT JOIN catalog_changes c ON c.version > $1 AND c.version <= s.version
 ORDER BY c.version
@@ -359,6 +359,9 @@ ORDER BY c.version
 PRUNE_CHANGES = "SELECT catalog_changes_prune($1)"
 
 Change = tuple[int, str, list[int] | None]
+# When the changes a catch-up read committed (seconds since the epoch, the database's clock; migration
+# 0013): the lag metric's starting points. A change logged before that migration has none.
+CommitTimes = list[float]
 
 
 async def shown_price_lists(conn: asyncpg.Connection, consumer: str) -> tuple[tuple[Any, ...], ...]:
@@ -369,8 +372,17 @@ async def shown_price_lists(conn: asyncpg.Connection, consumer: str) -> tuple[tu
 async def changes_since(conn: asyncpg.Connection, version: int) -> list[Change] | None:
     """(version, table, ids or None = everything) of each change after `version`, in commit order;
     None when the log no longer reaches back to version + 1 (a gap: rebuild instead)."""
+    return (await timed_changes_since(conn, version))[0]
+
+
+async def timed_changes_since(
+    conn: asyncpg.Connection, version: int
+) -> tuple[list[Change] | None, CommitTimes]:
+    """changes_since, and when those changes committed."""
     rows = await conn.fetch(CHANGES_SINCE, version)
-    return _complete([(r[1], r[2], r[3]) for r in rows if r[1] is not None], version, rows[0][0])
+    found = [r for r in rows if r[1] is not None]
+    times = [r[4] for r in found if r[4] is not None]
+    return _complete([(r[1], r[2], r[3]) for r in found], version, rows[0][0]), times
 
 
 def _complete(changes: list[Change], version: int, current: int) -> list[Change] | None:
@@ -426,7 +438,7 @@ INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 # and price changes.
 CATCH_UP = """
 WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
-c AS (SELECT c.version, c.tbl, c.ids FROM catalog_changes c, s
+c AS (SELECT c.version, c.tbl, c.ids, c.committed_at FROM catalog_changes c, s
       WHERE c.version > $1 AND c.version <= s.version),
 n AS (SELECT p.id, p.name FROM products p
       WHERE p.is_active AND p.id > $3 AND p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl = 'products'))
@@ -449,26 +461,28 @@ SELECT s.epoch, s.version,
                           (SELECT p.id FROM products p WHERE p.is_active AND p.name > n.name
                            ORDER BY p.name, p.id LIMIT 1))
                          ORDER BY n.name, n.id)
-        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n)
+        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n),
+       (SELECT array_agg(extract(epoch FROM c.committed_at)::float8) FROM c WHERE c.committed_at IS NOT NULL)
 FROM s
 """
 
 
 async def catch_up(
     conn: asyncpg.Connection, version: int, price_list: str, known_max: int
-) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]], list[tuple[Any, ...]], CommitTimes]:
     """(epoch, current version, the changes after `version` (None: a gap), index rows of the products they
-    name, NAME_NEIGHBOURS' rows of those of them that are active with an id above `known_max`), read in one
-    snapshot."""
+    name, NAME_NEIGHBOURS' rows of those of them that are active with an id above `known_max`, when the
+    changes committed), read in one snapshot."""
     row = await conn.fetchrow(CATCH_UP, version, price_list, known_max)
     assert row is not None
-    epoch, current, found, products, neighbours = row
+    epoch, current, found, products, neighbours, times = row
     # The ids come as text (asyncpg decodes no array inside an anonymous record): '' is none, NULL all.
     changes: list[Change] = [
         (v, tbl, None if ids is None else [int(i) for i in ids.split(",")] if ids else [])
         for v, tbl, ids in found or ()
     ]
-    return epoch, current, _complete(changes, version, current), list(products or ()), list(neighbours or ())
+    complete = _complete(changes, version, current)
+    return epoch, current, complete, list(products or ()), list(neighbours or ()), list(times or ())
 
 
 # Dense ranks spread over [0, 2**61] (2**61 / (rows + 1) apart), so a catch-up can place new names between

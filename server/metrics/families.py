@@ -106,7 +106,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "catalog_change_lag_seconds",
         "histogram",
-        "Catalog change: notification received to applied in this process's list index.",
+        "Catalog change: committed (database clock) to applied in this process's list index.",
         buckets=LAG_BUCKETS,
     ),
     Family("catalog_version", "gauge", "Latest catalog version a process has heard of.", combine="max"),

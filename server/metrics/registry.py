@@ -58,12 +58,11 @@ class RouteTimer:
 class Histogram:
     """A histogram without labels, for rare events (catalog change lag)."""
 
-    __slots__ = ("bounds", "last_since", "row")
+    __slots__ = ("bounds", "row")
 
     def __init__(self, family: Family) -> None:
         self.bounds = family.buckets
         self.row = [0.0] * (len(family.buckets) + 2)
-        self.last_since = 0.0
 
     @classmethod
     def of(cls, name: str) -> Histogram:
@@ -74,13 +73,6 @@ class Histogram:
         """Record one value."""
         self.row[bisect_left(self.bounds, value)] += 1
         self.row[-1] += value
-
-    def observe_since(self, since: float) -> None:
-        """Record time.monotonic() - since, once per distinct `since` (an event applied several times, or a
-        round with no new event, is not counted again)."""
-        if since != self.last_since:
-            self.last_since = since
-            self.observe(max(0.0, time.monotonic() - since))
 
 
 class Metrics:

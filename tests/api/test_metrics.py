@@ -305,19 +305,40 @@ def test_sign_ins_counted(metrics_server: ServerProcess) -> None:
     assert _value(families, "auth_mfa_verifications", outcome="failed") == mfa_before + 1
 
 
-def test_catalog_change_lag_observed(metrics_server: ServerProcess, database: Database) -> None:
+def test_catalog_change_lag_counts_from_commit(metrics_server: ServerProcess, database: Database) -> None:
+    """Each process observes each change once, from its commit: a transaction that waits 1.5 s after its
+    write and before COMMIT adds nothing to the lag (measured from the statement, each would be >= 1.5 s)."""
     base = metrics_server.base_url
     settle()
-    before = _value(scrape(base), "catalog_change_lag_seconds")
-    run(database.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = 1"))
+    families = scrape(base)
+    before = _value(families, "catalog_change_lag_seconds")
+    before_sum = _lag_sum(families)
+    run(
+        database.execute(
+            "BEGIN; SELECT clock_timestamp() AS written;"
+            " UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = 1;"
+            " SELECT pg_sleep(1.5); COMMIT"
+        )
+    )
     deadline = time.monotonic() + 10
     families = scrape(base)
     while _value(families, "catalog_change_lag_seconds") < before + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
         families = scrape(base)
     assert _value(families, "catalog_change_lag_seconds") == before + 2  # once in each process
-    lag_sum = sum(s.value for s in families["catalog_change_lag_seconds"].samples if s.name.endswith("_sum"))
-    assert 0 < lag_sum < 10
+    assert 0 < _lag_sum(families) - before_sum < 2 * 1.0
+    # The stamp is the commit's: the change row's committed_at is after the sleep, its version's own.
+    row = run(
+        database.fetch(
+            "SELECT c.committed_at - s.changed_at AS wait FROM catalog_changes c"
+            " JOIN catalog_state s ON s.version = c.version"
+        )
+    )
+    assert row and row[0]["wait"].total_seconds() >= 1.5
+
+
+def _lag_sum(families: dict[str, Any]) -> float:
+    return sum(s.value for s in families["catalog_change_lag_seconds"].samples if s.name.endswith("_sum"))
 
 
 def test_dead_process_counts_stay(metrics_server: ServerProcess) -> None:

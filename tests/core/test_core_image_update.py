@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,45 @@ def test_update_rejects_bad_input_and_changes_nothing(
     with pytest.raises(error, match=match):
         ix.update_catalog(upserts, remove_ids)
     assert (ix.has_many([0, 1]), ix.fingerprint, ix.catalog_nbytes) == before
+
+
+def test_refresh_in_a_thread_never_undoes_an_update(impl: Impl, tmp_path: Path) -> None:
+    """The service rescans in a worker thread while the event loop applies catalog updates: whatever the
+    interleaving, the index ends as a set_catalog of the final catalog would leave it (a rescan that read the
+    names before an update must not store bits made for them, nor an update undo a rescan)."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    for k in range(400):
+        make_entry(folder, f"old{k}.jpg", "file" if k % 3 else "symlink")
+    ix = impl.ImageIndex(folder, 0)
+    ix.set_catalog({f"old{k}": k for k in range(400)})
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def rescans() -> None:
+        try:
+            while not stop.is_set():
+                ix.refresh(force=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=rescans)
+    thread.start()
+    try:
+        for k in range(300):
+            make_entry(folder, f"new{k}.jpg", "file")
+            ix.update_catalog({f"new{k}": 1000 + k}, [k] if k % 5 == 0 else [])
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    final = impl.ImageIndex(folder, 3600)
+    final.set_catalog(
+        {
+            **{f"old{k}": k for k in range(400) if not (k < 300 and k % 5 == 0)},
+            **{f"new{k}": 1000 + k for k in range(300)},
+        }
+    )
+    top = 1400
+    assert ix.has_many(range(top)) == final.has_many(range(top))
+    assert (ix.count, ix.fingerprint) == (final.count, final.fingerprint)
