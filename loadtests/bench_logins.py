@@ -6,7 +6,8 @@ unless --url is given, then alternates phases of the same Locust run (`make load
 each with a fresh email and a fresh X-Forwarded-For address (a credential-stuffing botnet: neither the
 per-address limit nor the per-account throttle slows it), honouring `Retry-After` on 503 and 429 as a
 well-behaved client does. Prints each phase's catalog p50/p99 and throughput (Locust's aggregate, stats reset
-after the ramp), the flood's answers by status and its sign-in latency, and the p99 ratio (goal: ≤ 1.2).
+after the ramp), the CPU the service used over it by kind (`cores`: server event loops, hashing children),
+the flood's answers by status, its sign-in latency and its own CPU, and the p99 ratio (goal: ≤ 1.2).
 
     python -m loadtests.bench_logins [--url URL] [--phase 20s] [--rounds 2] [--logins 200]  # bench-logins
 """
@@ -18,12 +19,15 @@ import asyncio
 import csv
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import psutil
 
 from loadtests.run_load import ROOT, locust_env, run_locust, seconds, target
 from loadtests.service import parse_env
@@ -98,7 +102,9 @@ async def _flood(url: str, logins: int, duration_s: float) -> dict[str, object]:
     def pct(q: float) -> float:
         return round(answered[min(len(answered) - 1, int(q * len(answered)))] * 1000, 1) if answered else 0.0
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # the flood client's own CPU
         "statuses": dict(sorted(statuses.items())),
         "answered": len(answered),
         "p50_ms": pct(0.5),
@@ -120,6 +126,38 @@ def _aggregate(prefix: Path) -> dict[str, float]:
     raise RuntimeError(f"no aggregate row in {prefix}_stats.csv")
 
 
+def _service(url: str) -> psutil.Process | None:
+    """The top process of the service listening on `url`'s port (None when it is not found here)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        conns = psutil.net_connections("tcp")
+    except psutil.Error:  # not allowed to list other processes' sockets: no CPU figures
+        return None
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            proc = psutil.Process(conn.pid)
+            while (parent := proc.parent()) is not None and "server" in " ".join(parent.cmdline()):
+                proc = parent
+            return proc
+    return None
+
+
+def _cpu(top: psutil.Process | None) -> dict[str, float]:
+    """CPU seconds so far of the service's processes: server (the event loops), hash (argon2 children),
+    other (its embedded PostgreSQL and Redis, when it started them)."""
+    out = {"server": 0.0, "hash": 0.0, "other": 0.0}
+    if top is None:
+        return out
+    for proc in [top, *top.children(recursive=True)]:
+        try:
+            times, cmd = proc.cpu_times(), " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        kind = "hash" if "hashd" in cmd else "server" if "python" in cmd else "other"
+        out[kind] += times.user + times.system
+    return out
+
+
 def _phase(url: str, out: Path, name: str, args: argparse.Namespace) -> dict[str, object]:
     flood: subprocess.Popen[bytes] | None = None
     if name.startswith("flood"):
@@ -128,8 +166,13 @@ def _phase(url: str, out: Path, name: str, args: argparse.Namespace) -> dict[str
         flood = subprocess.Popen(cmd, cwd=ROOT, env=locust_env(), stdout=subprocess.PIPE)
         time.sleep(2)  # the flood at full strength before the measured load starts
     prefix = out / name
+    top = _service(url)
+    cpu0, t0 = _cpu(top), time.monotonic()
     run_locust(url, prefix, args.users, max(10.0, args.users / 2), seconds(args.phase), reset_stats=True)
+    cpu1, wall = _cpu(top), time.monotonic() - t0
     result: dict[str, object] = {"phase": name, **_aggregate(prefix)}
+    # Cores used over the phase (ramp included), by kind: where a flood's cost lands.
+    result["cores"] = {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in cpu0}
     if flood is not None:
         stdout, _ = flood.communicate(timeout=120)
         result["flood"] = json.loads(stdout)

@@ -5,7 +5,11 @@ loop, nor in this process: AUTH_HASH_WORKERS child processes (server.accounts.ha
 each driven by one pool thread that waits on its pipe, and at most AUTH_HASH_QUEUE calls wait for a thread.
 Beyond that the caller gets 503 + Retry-After at once, and a call that waited AUTH_HASH_WAIT_S (a machine
 so busy that idle-priority work gets no CPU) gets it too, so a burst of sign-ins can pile up neither
-unbounded work nor latency behind the catalog's requests.
+unbounded work nor latency behind the catalog's requests. AUTH_HASH_MAX_PER_S caps the hashes a second
+(a token bucket per server process): at idle priority, hashing still slowed the catalog's requests in
+proportion to the hashes a second (its memory traffic, or the CPU time the catalog then waits for), so only a
+rate bounds what a sign-in flood costs. A sign-in takes its token before any Redis or SQL work (`admit`), so
+one beyond the cap costs almost nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -106,6 +111,7 @@ class Hasher:
         nice: int = 0,
         idle: bool = True,
         wait_s: float = 10.0,
+        max_per_s: float = 0.0,
     ) -> None:
         self.ph = argon2.PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=1, type=argon2.Type.ID
@@ -115,6 +121,12 @@ class Hasher:
         self.wait_s = wait_s
         self.pending = 0
         self.refused = 0
+        self.rate_refused = 0
+        # Token bucket (0: no cap): max_per_s tokens a second, holding a quarter second's worth (>= 1).
+        self.max_per_s = max_per_s
+        self._burst = max(1.0, max_per_s / 4)
+        self._tokens = self._burst
+        self._refilled = time.monotonic()
         self.timed_out = 0
         self._argv = [sys.executable, "-m", "server.accounts.hashd", str(memory_kib), str(time_cost)]
         self._argv += [str(nice), str(int(idle))]
@@ -135,6 +147,7 @@ class Hasher:
             nice=s.AUTH_HASH_NICE,
             idle=s.AUTH_HASH_IDLE,
             wait_s=s.AUTH_HASH_WAIT_S,
+            max_per_s=s.AUTH_HASH_MAX_PER_S,
         )
 
     def check_capacity(self) -> None:
@@ -142,9 +155,37 @@ class Hasher:
         if self.pending >= self.limit:
             self.refused += 1
             raise HashingBusy(headers={"Retry-After": _retry_after()})
+        if self.max_per_s and self._refill() < 1.0:
+            self.rate_refused += 1
+            raise HashingBusy(headers={"Retry-After": _retry_after()})
 
-    async def _run(self, request: list[str]) -> Any:
+    def admit(self) -> None:
+        """`check_capacity`, then take the rate cap's token for one hash: a sign-in calls this before its
+        Redis and SQL work, then `verify(..., admitted=True)`: one that will be refused is refused first."""
         self.check_capacity()
+        if self.max_per_s:
+            self._tokens -= 1.0  # on the event loop, right after the check: no await between them
+
+    def refund(self) -> None:
+        """Give back the token `admit` took, for a sign-in that ends before hashing (throttled: 429)."""
+        if self.max_per_s:
+            self._tokens = min(self._burst, self._tokens + 1.0)
+
+    def _refill(self) -> float:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.max_per_s)
+        self._refilled = now
+        return self._tokens
+
+    async def _run(self, request: list[str], admitted: bool = False) -> Any:
+        # admitted: the token was taken by `admit` (a sign-in), or the call is not one a client can repeat at
+        # will (the rehash after a correct password, the dummy hash made once per process).
+        if admitted:
+            if self.pending >= self.limit:
+                self.refused += 1
+                raise HashingBusy(headers={"Retry-After": _retry_after()})
+        else:
+            self.admit()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2")
         self.pending += 1
@@ -167,19 +208,22 @@ class Hasher:
             self._children.append(child)
         return child.call(request)
 
-    async def hash(self, password: str) -> str:
+    async def hash(self, password: str, *, admitted: bool = False) -> str:
         """The PHC string of `password` (NFKC already applied)."""
-        return str(await self._run(["hash", password]))
+        return str(await self._run(["hash", password], admitted))
 
-    async def verify(self, stored: str | None, password: str) -> tuple[bool, str | None]:
+    async def verify(
+        self, stored: str | None, password: str, *, admitted: bool = False
+    ) -> tuple[bool, str | None]:
         """(matches, a new hash when the stored one used other parameters). `stored` None: compare with
-        a dummy hash of the same cost, so an unknown email costs what a known one does."""
+        a dummy hash of the same cost, so an unknown email costs what a known one does. admitted: the
+        caller took the rate cap's token with `admit`."""
         if stored is None:
-            await self._run(["verify", await self._dummy_hash(), password])
+            await self._run(["verify", await self._dummy_hash(), password], admitted)
             return False, None
-        ok = bool(await self._run(["verify", stored, password]))
+        ok = bool(await self._run(["verify", stored, password], admitted))
         if ok and self.ph.check_needs_rehash(stored):
-            return True, await self.hash(password)
+            return True, await self.hash(password, admitted=True)
         return ok, None
 
     async def _dummy_hash(self) -> str:
@@ -187,7 +231,9 @@ class Hasher:
         if self._dummy is not None:
             return self._dummy
         if self._dummy_task is None:
-            self._dummy_task = asyncio.ensure_future(self.hash("dummy password for unknown accounts"))
+            self._dummy_task = asyncio.ensure_future(
+                self.hash("dummy password for unknown accounts", admitted=True)
+            )
         task = self._dummy_task
         try:
             self._dummy = await asyncio.shield(task)

@@ -148,9 +148,10 @@ class Accounts:
         """Tokens, or an MFA challenge; the same 401 for every failure; 429 while throttled."""
         email = normalize_email(email)
         password = passwords.normalize(password)
-        self.hasher.check_capacity()
+        self.hasher.admit()  # 503 before any Redis or SQL work when hashing is at its cap
         wait = await self.throttle.wait_s(email)
         if wait:
+            self.hasher.refund()  # a throttled try hashes nothing: it must not use up others' share
             raise RateLimited(
                 "Too many failed sign-ins for this account; retry after the time in Retry-After.",
                 "محاولات دخول فاشلة كثيرة لهذا الحساب؛ أعد المحاولة بعد المدة المذكورة في Retry-After.",
@@ -159,7 +160,7 @@ class Accounts:
         async with pool.acquire() as conn:
             user = await repo.user_by_email(conn, email)
         stored = user["password_hash"] if user is not None else None
-        ok, new_hash = await self.hasher.verify(stored, password)
+        ok, new_hash = await self.hasher.verify(stored, password, admitted=True)
         if not ok or user is None or user["email_verified_at"] is None:
             await self.throttle.failed(email)
             raise bad_login()

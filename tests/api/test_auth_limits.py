@@ -109,6 +109,38 @@ def test_hashing_queue_full_is_503(database: Database, services: Services, folde
         proc.stop()
 
 
+def test_hashing_rate_cap_is_503_then_sign_in_works(
+    database: Database, services: Services, folder: Path
+) -> None:
+    # One hash per 10 s (the bucket holds one): signing up takes it, so the sign-ins right after are refused
+    # at once, an unknown email and a known one with its right password alike.
+    proc = start(database, services, folder, PROCESSES=1, AUTH_HASH_MAX_PER_S=0.1)
+    try:
+        with proc.client() as api:
+            address = new_email()
+            sign_up(api, proc, address)
+            answers = set()
+            for email in (new_email("ghost"), address):
+                started = time.monotonic()
+                resp = post(api, "/login", {"email": email, "password": PASSWORD})
+                assert time.monotonic() - started < 5  # refused, not queued
+                assert resp.status_code == 503, resp.text
+                assert resp.headers["retry-after"] in {"1", "2", "3", "4"}
+                doc = resp.json()
+                doc.pop("request_id")
+                answers.add(orjson.dumps(doc))
+            assert len(answers) == 1, answers  # the same answer: the cap tells nothing about the email
+            # A token comes back within 10 s: the right password then signs in.
+            wait_for(
+                lambda: post(api, "/login", {"email": address, "password": PASSWORD}).status_code == 200,
+                timeout=25,
+                step=0.5,
+            )
+            assert post(api, "/login", {"email": address, "password": PASSWORD}).status_code == 503
+    finally:
+        proc.stop()
+
+
 def _kid(token: str) -> str:
     header = token.split(".")[0]
     return str(orjson.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
