@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # A request that finds the index behind the version this process has heard of waits this long for its
     # catch-up (milliseconds, usually a few) before answering from SQL instead.
     CATALOG_INDEX_WAIT_MS: int = Field(200, ge=0, le=5000)
+    # While changes keep coming (each within 2 s of the one before: a sync's batches), a request is answered
+    # from the index as of the version it has applied, without waiting, for at most this long after the
+    # first change it has not applied (milliseconds); then it waits as above. 0: always wait.
+    CATALOG_INDEX_STALE_MS: int = Field(1000, ge=0, le=60_000)
     # With the index: per process, the ids each recent search matched in the current catalog version, so
     # the other pages and sorts of a search need no SQL. Bounded by searches and by ids in all (4 B each).
     SEARCH_MEMO_ENTRIES: int = Field(64, ge=0, le=100_000)

@@ -60,6 +60,30 @@ class CatalogState:
     last_change_monotonic: float = field(default_factory=time.monotonic)
 
 
+# Changes this close together are a burst (a sync's batches, a run of orders): while one goes on, one request
+# at a time waits for each catch-up (a client reading right after its own write sees it), and the others are
+# answered from the index as of the version it has applied, instead of all waiting for every catch-up.
+BURST_S = 2.0
+
+
+@dataclass(slots=True)
+class Behind:
+    """Since when the list index is behind the notified version, and what requests did meanwhile (/ready)."""
+
+    since: float = 0.0  # monotonic time of the first change the index has not applied (or earlier)
+    burst: bool = False  # that change came within BURST_S of the one before
+    waiting: int = 0  # requests waiting for the catch-up now
+    served: int = 0  # requests answered from the index as of an older version (a burst)
+    waits: int = 0  # requests that waited for a catch-up
+    sql: int = 0  # of those, answered from SQL (the catch-up took longer than CATALOG_INDEX_WAIT_MS)
+
+    def start(self, now: float, burst: bool) -> None:
+        self.since, self.burst = now, burst
+
+    def report(self) -> dict[str, int]:
+        return {"served_behind": self.served, "waits": self.waits, "waits_to_sql": self.sql}
+
+
 class CatalogFeed:
     """The catalog state, the LISTEN connection and what follows it (image map, list index)."""
 
@@ -75,6 +99,7 @@ class CatalogFeed:
         self._map_dirty = asyncio.Event()
         self._map_at: tuple[str, int] = ("", -1)  # the (epoch, version) the image map reflects
         self._live_dirty = asyncio.Event()
+        self.behind = Behind()
         self._closing = False
         # Each change: committed -> applied to the list index, seconds (/metrics catalog_change_lag_seconds).
         self.lag = Histogram.of("catalog_change_lag_seconds")
@@ -95,15 +120,34 @@ class CatalogFeed:
         return f"{live.epoch}:i{live.structure}:{self.images.fingerprint}"
 
     async def fresh_index(self) -> LiveCatalog | None:
-        """The index, once it reflects every change this process has heard of (waiting at most
-        CATALOG_INDEX_WAIT_MS for its catch-up); None when it is off or still behind: answer from SQL."""
+        """The index once it reflects every change this process has heard of (waiting at most
+        CATALOG_INDEX_WAIT_MS for its catch-up); None when it is off or still behind: answer from SQL.
+        While changes keep coming (a burst), one request at a time waits so; the others are answered
+        meanwhile from the index as of the version it has applied (exact for that version), for at most
+        CATALOG_INDEX_STALE_MS after the first change it has not applied."""
         live, c = self.live, self.state
         if live is None:
             return None
         if live.epoch == c.epoch and live.version >= c.version:
             return live
-        wait_s = self.settings.CATALOG_INDEX_WAIT_MS / 1000
-        return live if await live.wait_for(c.epoch, c.version, wait_s) else None
+        behind = self.behind
+        if (
+            behind.waiting
+            and behind.burst
+            and live.epoch == c.epoch
+            and live.version >= 0
+            and time.monotonic() - behind.since < self.settings.CATALOG_INDEX_STALE_MS / 1000
+        ):
+            behind.served += 1
+            return live
+        behind.waiting += 1
+        try:
+            ok = await live.wait_for(c.epoch, c.version, self.settings.CATALOG_INDEX_WAIT_MS / 1000)
+        finally:
+            behind.waiting -= 1
+        behind.waits += 1
+        behind.sql += not ok
+        return live if ok else None
 
     # -- start and stop -----------------------------------------------------------------------------
 
@@ -137,8 +181,13 @@ class CatalogFeed:
         with contextlib.suppress(ValueError):
             version = int(version_text)
             if version > self.state.version:
+                now = time.monotonic()
+                live = self.live
+                if live is not None and live.version >= self.state.version:
+                    # The index falls behind now: a burst when this change came soon after the one before.
+                    self.behind.start(now, now - self.state.last_change_monotonic < BURST_S)
                 self.state.version = version
-                self.state.last_change_monotonic = time.monotonic()
+                self.state.last_change_monotonic = now
         if table in ("", "products"):
             self._map_dirty.set()
         self._live_dirty.set()
@@ -259,8 +308,13 @@ class CatalogFeed:
             await self._live_dirty.wait()
             self._live_dirty.clear()
             try:
+                started = time.monotonic()
                 committed = await live.catch_up(await self._index_connection())
                 self._observe_lag(committed)
+                if live.version < self.state.version:
+                    # Still behind: the changes it has not applied were notified after it started (its
+                    # snapshot holds every change committed before), so they are at most this old.
+                    self.behind.since = started
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 await self._drop_index_connection()

@@ -119,7 +119,7 @@ def _details(state: AppState, readiness: Readiness, probe: Probe, res: Resources
         "generation": res.generation,
     }
     if res.live is not None:
-        doc["catalog"]["index"] = res.live.report()
+        doc["catalog"]["index"] = {**res.live.report(), **res.feed.behind.report()}
     doc["images"] = {
         "count": res.images.count,
         "fingerprint": res.images.fingerprint,
