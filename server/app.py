@@ -145,8 +145,10 @@ def create_app(settings: Settings, metrics_dir: Path | None = None) -> tuple[Rob
 def settle_heap() -> None:
     """Move what start-up made (modules, functions, routes, the index's objects) out of the collector's
     sight: a full collection then walks only what serving made since (cached pages, memos). Without this,
-    each full collection walked every object of the process: 50-100 ms with the event loop stopped, a few
-    times a second on the shopper mix (the p99 of every request in flight, and of freshness)."""
+    each full collection walked every object of the process: 50-100 ms of CPU with the event loop stopped,
+    every few seconds on the shopper mix (in the p99 of whatever was in flight). Frozen objects are still
+    freed by reference counting; only a cycle among them would stay (start-up's objects live as long as
+    the process anyway)."""
     gc.collect()
     gc.freeze()
 
