@@ -82,8 +82,10 @@ class Page:
     etag: str
     status: int = 200
     length: int = -1  # of the identity bytes (from `raw` when not given)
-    # coding -> bytes, or None once it proved not worth keeping; only zstd/br, only for compressed pages
-    lazy: dict[str, bytes | None] = field(default_factory=dict, repr=False)
+    # coding -> bytes, or None once it proved not worth keeping; only zstd/br, only for compressed pages.
+    # Made on the first such request (most pages are only ever sent as gzip: one object fewer for the
+    # garbage collector to walk per cached page).
+    lazy: dict[str, bytes | None] | None = field(default=None, repr=False)
     _offer: tuple[str, ...] = field(default=(), init=False, repr=False)  # codings(), kept current
 
     def __post_init__(self) -> None:
@@ -122,12 +124,15 @@ class Page:
         gz = self.gzip
         if gz is None:
             return None
+        lazy = self.lazy
+        if lazy is None:
+            lazy = self.lazy = {}
         try:
-            return self.lazy[coding]
+            return lazy[coding]
         except KeyError:
             out = encode(self.body, coding)
             kept = out if len(out) <= _room(gz) else None
-            self.lazy[coding] = kept
+            lazy[coding] = kept
             if kept is None:
                 self._offer = tuple(c for c in self._offer if c != coding)
             return kept

@@ -146,7 +146,7 @@ def test_each_coding_has_its_own_etag() -> None:
 def test_page_encodes_lazily_once_within_its_reserved_size() -> None:
     page = Page.build(BODY)
     size = page.size
-    assert page.codings() == ALL and page.lazy == {}  # gzip only at fill time
+    assert page.codings() == ALL and not page.lazy  # gzip only at fill time
     for coding in ALL:
         first = page.encoded(coding)
         assert first is not None and DECODE[coding](first) == BODY
@@ -172,7 +172,7 @@ def test_redis_form_keeps_gzip_and_drops_old_formats() -> None:
     page.encoded("br")
     back = Page.unpack(page.pack())
     assert back is not None and (back.body, back.gzip, back.etag) == (page.body, page.gzip, page.etag)
-    assert back.lazy == {}  # made again per process on demand
+    assert not back.lazy  # made again per process on demand
     assert back.raw is None and back.length == len(BODY)  # Redis holds the gzip alone: a slim page
     for version in (2, 3, 4):  # 2 held zlib level 6 bytes; 3 and 4 the identity beside the gzip
         assert Page.unpack(bytes([version]) + page.pack()[1:]) is None

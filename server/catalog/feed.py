@@ -28,7 +28,7 @@ import asyncpg
 from core_ext import ImageIndex
 from server.catalog import repo
 from server.catalog.hits import SearchHits
-from server.catalog.live import LiveCatalog, trim_heap
+from server.catalog.live import ANSWER_MEMO_ENTRIES, ANSWER_MEMO_WHOLE_ENTRIES, LiveCatalog, trim_heap
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool
 from server.metrics.registry import Histogram
 from server.settings import Settings
@@ -161,6 +161,8 @@ class CatalogFeed:
                 s.CONSUMER_PRICE_LIST,
                 hits=SearchHits(s.SEARCH_MEMO_ENTRIES, s.SEARCH_MEMO_IDS),
                 row_store_bytes=s.ROW_STORE_MB * 1_048_576,
+                # Stamps with the page cache on, whole answers (bigger) with it off (catalog/router.py).
+                answer_entries=ANSWER_MEMO_ENTRIES if s.CACHE_ENABLED else ANSWER_MEMO_WHOLE_ENTRIES,
             )
             async with pool.acquire() as conn:
                 await self.live.rebuild(conn)

@@ -46,9 +46,13 @@ from server.catalog.rows import RowStore, tag_of
 
 log = logging.getLogger("server.catalog.live")
 _U64 = (1 << 64) - 1
-# Answers remembered per process (keys are validated, normalised query keys of at most a few hundred bytes;
-# an answer holds at most one page of ids): a few MB at most.
-ANSWER_MEMO_ENTRIES = 4096
+# Answers remembered per process (keys are validated, normalised query keys of at most a few hundred bytes,
+# held by the wrapper's memo too). With the page cache on, a list's answer is kept as its stamp (a cached
+# hit needs no more), so an entry is a few hundred bytes: as many as the shopper mix's distinct URLs (18,600
+# at 10,000 products; at 4,096 the memo emptied every few seconds there, and a third of the cached hits
+# paid an index query and a stamp again). With it off, whole answers (up to a page of ids): fewer.
+ANSWER_MEMO_ENTRIES = 32_768
+ANSWER_MEMO_WHOLE_ENTRIES = 4096
 
 # glibc keeps the heap a full load freed (its mmap threshold grows with each large block freed): at 1M
 # products ~40 MB stayed resident after the build, and more after the start's other loads. malloc_trim
@@ -128,8 +132,10 @@ class LiveCatalog:
         hits: SearchHits | None = None,
         row_store_bytes: int = 0,
         make_search: Callable[[], SearchIndex] = SearchIndex,
+        answer_entries: int = ANSWER_MEMO_ENTRIES,
     ) -> None:
         self.price_list = price_list
+        self._answer_entries = answer_entries
         # Serialized list items and detail bodies by product id (rows.py): new ones whenever what every row
         # shows changes (category names, the price list: a rebuild or a category change).
         self._row_store_bytes = row_store_bytes
@@ -211,7 +217,7 @@ class LiveCatalog:
 
     def remember(self, key: str, answer: Any) -> None:
         """Keep an answer computed at the current version (bounded: emptied when full)."""
-        if len(self._answers) >= ANSWER_MEMO_ENTRIES:
+        if len(self._answers) >= self._answer_entries:
             self._answers.clear()
         self._answers[key] = (self.epoch, self.version, answer)
 

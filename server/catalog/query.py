@@ -9,7 +9,7 @@ The answer is computed from the same normalised values, so two requests that sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -103,6 +103,12 @@ class ProductQuery:
     facets: tuple[str, ...] = ()  # sorted: the set of facets asked for
     ids: tuple[str, ...] = ()  # canonical entries (_entry), first occurrence kept
     batch: bool = False  # `ids=` was given (perhaps empty): a look-up by ids and SKUs, not a listing
+    # Unambiguous key of the answer (page cache), made once: the wrapper memoises queries, and a cached hit
+    # reads it several times (the index's answer memo, the page cache).
+    cache_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_key", _key("products", self._values()))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ProductQuery:
@@ -146,11 +152,6 @@ class ProductQuery:
         return (self.page - 1) * self.page_size
 
     @property
-    def cache_key(self) -> str:
-        """Unambiguous key of the answer (page cache)."""
-        return _key("products", self._values())
-
-    @property
     def total_key(self) -> str:
         """Unambiguous key of what the total depends on: the filters, not the sort or the page."""
         return _key("total", self._values()[2:7])
@@ -177,16 +178,15 @@ class ProductId:
     """`GET /api/consumer/products/{id}`."""
 
     id: int
+    cache_key: str = field(init=False, repr=False, compare=False)  # key of the answer (page cache)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_key", _key("product", (self.id,)))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ProductId:
         """From the wrapper's validated params."""
         return cls(params["id"])
-
-    @property
-    def cache_key(self) -> str:
-        """Key of the answer (page cache)."""
-        return _key("product", (self.id,))
 
     @property
     def page(self) -> int:
@@ -201,6 +201,10 @@ class CategoryQuery:
     page: int
     page_size: int
     parent_id: int | None
+    cache_key: str = field(init=False, repr=False, compare=False)  # key of the answer (page cache)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_key", _key("categories", (self.page, self.page_size, self.parent_id)))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CategoryQuery:
@@ -211,8 +215,3 @@ class CategoryQuery:
     def offset(self) -> int:
         """Rows skipped before this page."""
         return (self.page - 1) * self.page_size
-
-    @property
-    def cache_key(self) -> str:
-        """Key of the answer (page cache)."""
-        return _key("categories", (self.page, self.page_size, self.parent_id))

@@ -30,6 +30,9 @@ def cached_reply(page: Page) -> Reply:
 def routes(state: AppState) -> list[Route]:
     """The consumer catalog endpoints."""
     max_shared_page = state.settings.CACHE_L2_MAX_PAGE
+    # The index's answer memo keeps a list's stamp when the page cache is on (the key of a hit), the whole
+    # answer when it is off (every request then makes its page from it).
+    keep_answers = not state.settings.CACHE_ENABLED
 
     async def cached(query: Any, make: Callable[[], Awaitable[Made]], *, stamp: str | None = None) -> Reply:
         # Every catalog read: the page cache in front, `make` on a miss. The key comes from the typed,
@@ -63,13 +66,24 @@ def routes(state: AppState) -> list[Route]:
             if ids is None:
                 return await cached(query, lambda: service.product_batch(res, query))
             return await cached(query, lambda: service.product_batch(res, query), stamp=live.stamp(ids))
-        found = live.remembered(query.cache_key)
-        if found is None:
+
+        def answer() -> service.IndexAnswer:
             # A search takes its hits from the memo or the in-memory search texts (service.search_hits); the
             # index does the rest, so its answer is keyed by its stamp like any other list.
             hits = None if query.q is None else service.search_hits(live, query.q)
-            found = service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
-            live.remember(query.cache_key, found)
+            return service.index_answer(live, query, res.settings.FACET_PRICE_BUCKETS, hits)
+
+        got = live.remembered(query.cache_key)
+        if got is None:
+            found = answer()
+            live.remember(query.cache_key, found if keep_answers else found.stamp)
+        elif isinstance(got, service.IndexAnswer):
+            found = got
+        else:
+            # Only the stamp is remembered (a cached hit needs no more): a page that must be made computes
+            # the answer again, with no await between here and there, so at the version the stamp was
+            # remembered at (the index changes only with its version), with this very stamp.
+            return await cached(query, lambda: service.indexed_page(res, query, answer()), stamp=got)
         return await cached(query, lambda: service.indexed_page(res, query, found), stamp=found.stamp)
 
     async def get_product(call: Call) -> Reply:
