@@ -20,7 +20,7 @@ import gevent
 from locust import User, tag, task
 from locust.env import Environment
 
-from loadtests.account_users import AUTH, PASSWORD, PRODUCTS, mailed_token
+from loadtests.account_users import AUTH, PASSWORD, PRODUCTS, mailed_token, post_auth
 from loadtests.users import GZIP, CatalogUser
 
 ORDERS = "/api/consumer/orders"
@@ -45,17 +45,13 @@ class OrderingUser(CatalogUser):
         self.email = f"order-{uuid.uuid4().hex[:12]}@example.com"
         self.access = ""
         self.orders: list[int] = []
-        self.client.post(
-            f"{AUTH}/register", json={"email": self.email, "password": PASSWORD}, name=f"{AUTH}/register"
-        )
+        post_auth(self.client, "/register", {"email": self.email, "password": PASSWORD}, 202)
         token = mailed_token(self.email)
         self.client.post(f"{AUTH}/verify-email", json={"token": token}, name=f"{AUTH}/verify-email")
         self._sign_in()
 
     def _sign_in(self) -> None:
-        resp = self.client.post(
-            f"{AUTH}/login", json={"email": self.email, "password": PASSWORD}, name=f"{AUTH}/login"
-        )
+        resp = post_auth(self.client, "/login", {"email": self.email, "password": PASSWORD}, 200)
         if resp.status_code == 200:
             self.access = resp.json().get("access_token", "")
 

@@ -231,8 +231,8 @@ class Settings(BaseSettings):
     # At most this many hashes a second per server process (a token bucket holding a quarter second's worth):
     # caps what hashing costs the catalog, which idle priority alone does not (the hashes still take every
     # cycle the catalog leaves, and the catalog's latency rose with their rate). Beyond: 503 + Retry-After at
-    # once. 0: no cap.
-    AUTH_HASH_MAX_PER_S: float = Field(0.0, ge=0, le=100_000)
+    # once. 0: no cap. 8 a second is ~0.2 of a core of argon2 per process (README, Sign-in flood).
+    AUTH_HASH_MAX_PER_S: float = Field(8.0, ge=0, le=100_000)
     # Per account (and per unknown email alike): after this many failed sign-ins in a row, each further try
     # waits base * 2^(failures - threshold) seconds, capped (never a permanent lock).
     AUTH_THROTTLE_AFTER: int = Field(5, ge=1, le=100)

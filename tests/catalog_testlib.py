@@ -120,6 +120,9 @@ class ServerProcess:
             "SERVER_TIMING": "true",
             # Functional tests send far more than a shopper's quota; tests/api/test_ratelimit.py turns it on.
             "RATE_LIMIT_ENABLED": "false",
+            # Likewise the hashing rate cap (sign-in tests hash far faster than 8 a second);
+            # tests/api/test_auth_limits.py sets one.
+            "AUTH_HASH_MAX_PER_S": "0",
             # Exact-count tests must not flip to the local fallback because a loaded CI machine delayed a
             # Redis answer past the production timeouts (the stall cost is `make redis-stall`'s job).
             "RATE_LIMIT_REDIS_TIMEOUT_MS": "1000",

@@ -61,8 +61,9 @@ class CatalogState:
 
 
 # Changes this close together are a burst (a sync's batches, a run of orders): while one goes on, one request
-# at a time waits for each catch-up (a client reading right after its own write sees it), and the others are
-# answered from the index as of the version it has applied, instead of all waiting for every catch-up.
+# at a time waits for each catch-up (the first request after a write, often its writer's read, sees it), and
+# the others are answered from the index as of the version it has applied, instead of all waiting for every
+# catch-up. Read-your-writes is then not guaranteed to a client whose read finds another request waiting.
 BURST_S = 2.0
 
 
