@@ -31,7 +31,8 @@ from accounts_testlib import (
 from admin_testlib import wait_for
 from catalog_testlib import Database, ServerProcess, Services, free_port, run
 
-ROUNDS = 40
+ROUNDS = 200  # sign-ins of each kind (the measure)
+ACCOUNTS = 3  # each kind spread over this many accounts: at most 67 failures each, below the throttle's 100
 
 
 def key() -> str:
@@ -57,18 +58,24 @@ def quiet_server(database: Database, services: Services, folder: Path) -> Iterat
 
 def test_failed_sign_ins_look_the_same(quiet_server: ServerProcess) -> None:
     with quiet_server.client() as api:
-        verified, unverified = new_email("v"), new_email("n")
-        sign_up(api, quiet_server, verified)
-        assert post(api, "/register", {"email": unverified, "password": PASSWORD}).status_code == 202
+        verified = [new_email("v") for _ in range(ACCOUNTS)]
+        unverified = [new_email("n") for _ in range(ACCOUNTS)]
+        for address in verified:
+            sign_up(api, quiet_server, address)
+        for address in unverified:
+            assert post(api, "/register", {"email": address, "password": PASSWORD}).status_code == 202
+        ghosts = [new_email("ghost") for _ in range(ACCOUNTS)]
         cases = {
-            "unknown email": (new_email("ghost"), PASSWORD),
-            "wrong password": (verified, "wrong password 123"),
-            "unverified": (unverified, PASSWORD),  # the right password of an unverified account
+            "unknown email": [(a, PASSWORD) for a in ghosts],
+            "wrong password": [(a, "wrong password 123") for a in verified],
+            # the right password of an unverified account
+            "unverified": [(a, PASSWORD) for a in unverified],
         }
         answers = set()
         times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(ROUNDS):
-            for name, (address, password) in cases.items():
+        for k in range(ROUNDS):
+            for name, tries in cases.items():
+                address, password = tries[k % ACCOUNTS]
                 started = time.perf_counter()
                 resp = post(api, "/login", {"email": address, "password": password})
                 times[name].append((time.perf_counter() - started) * 1000)
