@@ -302,7 +302,9 @@ class WorkerPool:
 
     def _on_death(self, slot: int) -> None:
         proc = self.procs.pop(slot)
-        proc.join(0)
+        # Its sentinel is readable once the process closed its files, which is a moment before the kernel
+        # can hand back its exit status: wait for that moment (join(0) sometimes found none: "code None").
+        proc.join(1.0)
         self.table.set(slot, 0, EMPTY)
         if self._stopping:
             return
