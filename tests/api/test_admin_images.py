@@ -66,19 +66,22 @@ def put(api: httpx.Client, key: str, pid: int, data: bytes, content_type: str) -
     )
 
 
-def served_size(api: httpx.Client, item: str) -> tuple[int, int] | None:
-    """The served picture's size, None while it is not served (404)."""
-    resp = api.get(f"/product-images/{item}.jpg", headers={"Connection": "close"})
-    if resp.status_code == 404:
-        return None
-    assert resp.status_code == 200, resp.text
-    size: tuple[int, int] = Image.open(io.BytesIO(resp.content)).size
-    return size
+def served_jpeg(api: httpx.Client, item: str, size: tuple[int, int]) -> Image.Image:
+    """The served picture once it has `size`, checked clean. Each request opens a new connection and may
+    reach another process, one that has not rescanned the folder yet (404, or the old file meanwhile):
+    poll for up to 10 s rather than trust that an earlier answer came from every process."""
+    found: list[httpx.Response] = []
 
+    def served() -> bool:
+        resp = api.get(f"/product-images/{item}.jpg", headers={"Connection": "close"})
+        if resp.status_code == 404:
+            return False
+        assert resp.status_code == 200, resp.text
+        found[:] = [resp]
+        return Image.open(io.BytesIO(resp.content)).size == size
 
-def served_jpeg(api: httpx.Client, item: str) -> Image.Image:
-    resp = api.get(f"/product-images/{item}.jpg", headers={"Connection": "close"})
-    assert resp.status_code == 200, resp.text
+    wait_for(served, 10.0)
+    (resp,) = found
     assert resp.headers["content-type"] == "image/jpeg"
     assert b"Exif" not in resp.content[:4096] and b"PhoneMaker" not in resp.content
     assert b"private note" not in resp.content
@@ -113,10 +116,7 @@ def test_upload_jpeg_with_exif_is_cleaned_served_and_flagged(
     assert stored.is_file() and not stored.is_symlink() and doc["size_bytes"] == stored.stat().st_size
     assert not [n for n in listing(database.uploads) if n.endswith(".tmp")]
     wait_for(lambda: has_image(api, pid) is True, 10.0)
-    # served_jpeg opens a new connection: the other process may not have applied the new product yet.
-    wait_for(lambda: served_size(api, item) is not None, 10.0)
-    img = served_jpeg(api, item)
-    assert img.size == (48, 64)  # EXIF orientation 6 applied before the metadata was dropped
+    served_jpeg(api, item, (48, 64))  # EXIF orientation 6 applied before the metadata was dropped
     (row,) = run(database.fetch("SELECT * FROM audit_log WHERE target = $1", f"product:{pid}"))
     assert row["action"] == "product.image.put"
     assert orjson.loads(row["before"]) == {"has_image": False}
@@ -134,9 +134,7 @@ def test_png_and_webp_become_jpeg(
     resp = put(api, key, pid, image_bytes(fmt, (40, 30), mode), media)
     assert resp.status_code == 200, resp.text
     assert (database.uploads / f"{item}.jpg").read_bytes() != before
-    # The product is new: a process that has not applied its insert yet answers 404 meanwhile.
-    wait_for(lambda: served_size(api, item) == (40, 30), 10.0)
-    assert served_jpeg(api, item).size == (40, 30)
+    served_jpeg(api, item, (40, 30))
 
 
 def test_an_upload_replaces_a_hard_link_not_its_other_names(
@@ -217,7 +215,9 @@ def test_delete_removes_the_file(api: httpx.Client, database: Database, key: str
     assert resp.json()["removed"] is True and resp.json()["has_image"] is False
     assert not os.path.lexists(database.uploads / f"{item}.jpg")
     wait_for(lambda: has_image(api, pid) is False, 10.0)
-    assert api.get(f"/product-images/{item}.jpg").status_code == 404
+    # Any process that has not rescanned yet may still serve the old bytes: poll over fresh connections.
+    gone = f"/product-images/{item}.jpg"
+    wait_for(lambda: api.get(gone, headers={"Connection": "close"}).status_code == 404, 10.0)
     again = api.delete(f"{ADMIN}/{pid}/image", headers=bearer(key))
     assert again.status_code == 200 and again.json()["removed"] is False
     actions = [
