@@ -141,9 +141,13 @@ async def _run(
     try:
         await phases.sync_categories(job)
         await phases.prepare_rate_list(job)
+        mark = job.counts.catalog_rows()
         result.watermark_after = await Sweep(job, cursor).run()
+        await writer.refresh_statistics(conn, job.counts.catalog_rows() - mark)
         if result.kind == "full" or options.pricebooks_every_run:
+            mark = job.counts.catalog_rows()
             await phases.sync_pricebooks(job)
+            await writer.refresh_statistics(conn, job.counts.catalog_rows() - mark)
         await sync_images(job)
         status, error = "succeeded", None
     except ZohoPaused as exc:

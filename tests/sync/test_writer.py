@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from catalog_testlib import Database, Services, drop_database, make_database, run
 
-from server.sync import writer
+from server.sync import repo, writer
 from server.sync.mapping import Category, FieldMap, Item, PriceBook, map_item
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -226,6 +226,43 @@ def test_price_books_and_complete_lists(db: Database) -> None:
                 == 1
             )
             assert await version(conn) == before + 1  # one delete statement
+        finally:
+            await conn.close()
+
+    run(go())
+
+
+def test_a_grown_price_book_is_checked_by_probes_whatever_the_statistics(db: Database) -> None:
+    # A first import: product_prices was analyzed before the book's list had a row, so the planner thinks
+    # the list is (nearly) empty and loops over its rows in the complete-list check. Each loop must be one
+    # probe of the staged rows' index, not a scan of every staged row (20,000 x 20,000 rows, 35 s).
+    async def go() -> None:
+        conn = await connect(db)
+        try:
+            n = 2000
+            await write(conn, [item(k) for k in range(n)])
+            lists = await writer.price_lists(conn)
+            book = PriceBook("pb-9", "Book", "SAR", True, True)
+            async with conn.transaction():
+                list_id, _ = await writer.ensure_price_book(conn, book, lists)
+            await conn.execute("ANALYZE product_prices")  # the list has no row yet
+            prices = [(f"z{k}", Decimal("1.00")) for k in range(n)]
+            async with conn.transaction():
+                assert await writer.write_prices(conn, list_id, prices, complete=True) == n
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "stage_prices",
+                    records=[(i, list_id, p) for i, p in prices[: n // 2]],
+                    columns=repo.STAGE_PRICES_COLUMNS,
+                )
+                await conn.execute("ANALYZE stage_prices")
+                query = repo.COUNT_PRICES_NOT_STAGED.replace("$1", str(list_id))
+                plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + query))
+                assert await conn.fetchval(repo.COUNT_PRICES_NOT_STAGED, list_id) == n - n // 2
+            # Either the planner knows better and hashes, or each of its loops probes the index.
+            assert "Hash" in plan or "stage_prices_item" in plan, plan
+            scans = [line for line in plan.splitlines() if "Seq Scan on stage_prices" in line]
+            assert all("loops=1)" in line for line in scans), plan  # never one scan per outer row
         finally:
             await conn.close()
 
