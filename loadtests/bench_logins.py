@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import random
 import resource
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtests.run_load import ROOT, locust_env, run_locust, seconds, target
+from loadtests.run_load import ROOT, aggregate, locust_env, run_locust, seconds, target
 from loadtests.service import parse_env
 
 LOGIN = "/api/auth/login"
@@ -113,19 +112,6 @@ async def _flood(url: str, logins: int, duration_s: float) -> dict[str, object]:
     }
 
 
-def _aggregate(prefix: Path) -> dict[str, float]:
-    with open(f"{prefix}_stats.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["Name"] == "Aggregated":
-                return {
-                    "requests": float(row["Request Count"]),
-                    "rps": float(row["Requests/s"]),
-                    "p50_ms": float(row["50%"]),
-                    "p99_ms": float(row["99%"]),
-                }
-    raise RuntimeError(f"no aggregate row in {prefix}_stats.csv")
-
-
 def _service(url: str) -> psutil.Process | None:
     """The top process of the service listening on `url`'s port (None when it is not found here)."""
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -170,7 +156,7 @@ def _phase(url: str, out: Path, name: str, args: argparse.Namespace) -> dict[str
     cpu0, t0 = _cpu(top), time.monotonic()
     run_locust(url, prefix, args.users, max(10.0, args.users / 2), seconds(args.phase), reset_stats=True)
     cpu1, wall = _cpu(top), time.monotonic() - t0
-    result: dict[str, object] = {"phase": name, **_aggregate(prefix)}
+    result: dict[str, object] = {"phase": name, **aggregate(prefix)}
     # Cores used over the phase (ramp included), by kind: where a flood's cost lands.
     result["cores"] = {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in cpu0}
     if flood is not None:

@@ -59,6 +59,20 @@ def locust_cmd(*args: str) -> list[str]:
     ]
 
 
+def aggregate(prefix: Path) -> dict[str, float]:
+    """Locust's Aggregated row of `{prefix}_stats.csv`: requests, req/s, p50 and p99 (ms)."""
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                return {
+                    "requests": float(row["Request Count"]),
+                    "rps": float(row["Requests/s"]),
+                    "p50_ms": float(row["50%"]),
+                    "p99_ms": float(row["99%"]),
+                }
+    raise RuntimeError(f"no aggregate row in {prefix}_stats.csv")
+
+
 def run_locust(
     url: str,
     prefix: Path,

@@ -73,13 +73,14 @@ class Behind:
 
     since: float = 0.0  # monotonic time of the first change the index has not applied (or earlier)
     burst: bool = False  # that change came within BURST_S of the one before
+    plain: bool = True  # a change the index has not applied is not bulk (0014_bulk_changes.sql)
     waiting: int = 0  # requests waiting for the catch-up now
     served: int = 0  # requests answered from the index as of an older version (a burst)
     waits: int = 0  # requests that waited for a catch-up
     sql: int = 0  # of those, answered from SQL (the catch-up took longer than CATALOG_INDEX_WAIT_MS)
 
-    def start(self, now: float, burst: bool) -> None:
-        self.since, self.burst = now, burst
+    def start(self, now: float, burst: bool, bulk: bool) -> None:
+        self.since, self.burst, self.plain = now, burst, not bulk
 
     def report(self) -> dict[str, int]:
         return {"served_behind": self.served, "waits": self.waits, "waits_to_sql": self.sql}
@@ -125,7 +126,8 @@ class CatalogFeed:
         CATALOG_INDEX_WAIT_MS for its catch-up); None when it is off or still behind: answer from SQL.
         While changes keep coming (a burst), one request at a time waits so; the others are answered
         meanwhile from the index as of the version it has applied (exact for that version), for at most
-        CATALOG_INDEX_STALE_MS after the first change it has not applied."""
+        CATALOG_INDEX_STALE_MS after the first change it has not applied. When every change it has not
+        applied is bulk (the sync's: nobody reads right after them), no request waits within that bound."""
         live, c = self.live, self.state
         if live is None:
             return None
@@ -133,8 +135,7 @@ class CatalogFeed:
             return live
         behind = self.behind
         if (
-            behind.waiting
-            and behind.burst
+            (not behind.plain or (behind.waiting and behind.burst))
             and live.epoch == c.epoch
             and live.version >= 0
             and time.monotonic() - behind.since < self.settings.CATALOG_INDEX_STALE_MS / 1000
@@ -180,7 +181,9 @@ class CatalogFeed:
     # -- LISTEN ---------------------------------------------------------------------------------------
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        version_text, _, table = payload.partition(":")
+        version_text, _, topic = payload.partition(":")
+        table, _, flag = topic.partition(":")
+        bulk = flag == "bulk"
         with contextlib.suppress(ValueError):
             version = int(version_text)
             if version > self.state.version:
@@ -188,7 +191,9 @@ class CatalogFeed:
                 live = self.live
                 if live is not None and live.version >= self.state.version:
                     # The index falls behind now: a burst when this change came soon after the one before.
-                    self.behind.start(now, now - self.state.last_change_monotonic < BURST_S)
+                    self.behind.start(now, now - self.state.last_change_monotonic < BURST_S, bulk)
+                elif not bulk:
+                    self.behind.plain = True
                 self.state.version = version
                 self.state.last_change_monotonic = now
         if table in ("", "products"):

@@ -26,6 +26,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_categories (
 CREATE TEMP TABLE IF NOT EXISTS stage_ids (zoho_item_id text NOT NULL) ON COMMIT DELETE ROWS;
 CREATE INDEX IF NOT EXISTS stage_prices_item ON stage_prices (zoho_item_id);
 """
+# The run's catalog changes are notified as bulk (0014_bulk_changes.sql, server/catalog/feed.py).
+BULK_CHANGES = "SET catalog.bulk = 'on'"
 # Why stage_prices has an index: a whole price book is checked against its list (COUNT_PRICES_NOT_STAGED,
 # an anti-join). When the list is new, or grew in this run, product_prices' statistics still say it holds
 # (almost) no rows, so the planner loops over the list's rows and, without the index, scans every staged

@@ -47,8 +47,11 @@ class PriceLists:
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
-    """Create this connection's staging tables (temporary; emptied at every commit)."""
+    """Create this connection's staging tables (temporary; emptied at every commit), and mark its catalog
+    changes bulk (0014_bulk_changes.sql): no reader waits for a sync batch's catch-up. A pool's reset
+    (RESET ALL) clears the mark when the connection goes back."""
     await conn.execute(repo.CREATE_STAGING)
+    await conn.execute(repo.BULK_CHANGES)
 
 
 # Rows a phase must have written for the run to refresh the catalog's planner statistics.
