@@ -109,7 +109,7 @@ def _freshness(base: str) -> str:
         f"{ix.get('catch_up_max_ms')} ms); requests served behind {ix.get('served_behind')}, waited "
         f"{ix.get('waits')} (to SQL {ix.get('waits_to_sql')}); image map loads "
         f"{cat['map_loads']}, updates {cat.get('map_updates')}; list item store misses "
-        f"{(ix.get('item_store') or {}).get('misses')}"
+        f"{(ix.get('item_store') or {}).get('misses')}, refilled after catch-ups {ix.get('items_refilled')}"
     )
 
 

@@ -29,6 +29,7 @@ from core_ext import ImageIndex
 from server.catalog import repo
 from server.catalog.hits import SearchHits
 from server.catalog.live import ANSWER_MEMO_ENTRIES, ANSWER_MEMO_WHOLE_ENTRIES, LiveCatalog, trim_heap
+from server.catalog.rows import fetch_items
 from server.db.pool import DATABASE_UNAVAILABLE, ServicePool
 from server.metrics.registry import Histogram
 from server.settings import Settings
@@ -65,6 +66,8 @@ class CatalogState:
 # the others are answered from the index as of the version it has applied, instead of all waiting for every
 # catch-up. Read-your-writes is then not guaranteed to a client whose read finds another request waiting.
 BURST_S = 2.0
+# List items fetched again after one catch-up at most (CatalogFeed._refill): a sync batch is 200 products.
+REFILL_MAX = 1000
 
 
 @dataclass(slots=True)
@@ -317,12 +320,14 @@ class CatalogFeed:
             self._live_dirty.clear()
             try:
                 started = time.monotonic()
-                committed = await live.catch_up(await self._index_connection())
+                conn = await self._index_connection()
+                committed = await live.catch_up(conn)
                 self._observe_lag(committed)
                 if live.version < self.state.version:
                     # Still behind: the changes it has not applied were notified after it started (its
                     # snapshot holds every change committed before), so they are at most this old.
                     self.behind.since = started
+                await self._refill(conn, live)
                 health.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 await self._drop_index_connection()
@@ -333,6 +338,24 @@ class CatalogFeed:
             except Exception:
                 self._live_dirty.set()  # the restarted loop must still catch up
                 raise
+
+    async def _refill(self, conn: asyncpg.Connection, live: LiveCatalog) -> None:
+        """Fetch again the list items of the products the last catch-up changed or added (at most
+        REFILL_MAX), after it, off the request path: while a sync writes, a page that shows them would
+        otherwise fetch each by primary key (one query per page while PostgreSQL is busy with the sync)."""
+        ids, live.refill = live.refill[-REFILL_MAX:], []
+        if not ids:
+            return
+        store = live.items
+        flags = self.images.has_many(ids)
+        tags = live.row_tags(ids, flags)  # as of the catch-up: the rows read next are no older (page_items)
+        s = self.settings
+        made = await fetch_items(conn, s.CONSUMER_PRICE_LIST, s.PUBLIC_BASE_URL, ids, flags)
+        if made is None:
+            return  # deleted meanwhile: the next catch-up says so, requests fetch the others
+        for pid, tag, item in zip(ids, tags, made, strict=True):
+            store.put(pid, tag, item)
+        live.refilled += len(ids)
 
     def _observe_lag(self, committed: repo.CommitTimes) -> None:
         # The commit times are the database's clock, `now` this host's: on another host the two must agree

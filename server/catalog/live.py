@@ -181,6 +181,8 @@ class LiveCatalog:
         self.category_loads = 0
         self.served = 0  # pages answered from the index
         self.catch_up_s = self.catch_up_max_s = 0.0  # time in catch-ups (what requests may wait for)
+        self.refill: list[int] = []  # list items to fetch again after the last catch-up (_commit)
+        self.refilled = 0  # list items fetched so
 
     def stamp(self, ids: Iterable[int]) -> str:
         """What an answer listing `ids` depends on beyond its query and counts: the ids in order and their
@@ -269,6 +271,7 @@ class LiveCatalog:
             "catch_up_max_ms": round(self.catch_up_max_s * 1000, 1),
             "search_memo": self.hits.report(),
             "item_store": self.items.report(),
+            "items_refilled": self.refilled,
             "detail_store": self.details.report(),
         }
 
@@ -429,6 +432,10 @@ class LiveCatalog:
                 present = [i for i in ranks[0] if i in self.index]
                 self.index.set_name_ranks(present, [self._ranks[i] for i in present])
                 self.rank_loads += 1
+            # What the feed fetches again after this catch-up (CatalogFeed._refill): the changed active
+            # products whose list item was kept (it was shown), and new ones (a first page may list them).
+            store, index = self.items, self.index
+            self.refill = [r[0] for r in rows if r[5] and (r[0] not in index or store.holds(r[0]))]
             self._apply(rows, product_ids)
             self._touch(changes)
         except BaseException:

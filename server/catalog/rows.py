@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import asyncpg
+
+from core_ext import serialize_items
+from server.catalog import repo
+
 # Per entry beyond its bytes: the dict slot, the tuple, the int tag and the bytes header (CPython 3.11).
 ENTRY_OVERHEAD = 160
 
@@ -40,6 +45,10 @@ class RowStore:
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
+
+    def holds(self, product_id: int) -> bool:
+        """Whether some entry (at any tag) is kept for this product."""
+        return product_id in self._young or product_id in self._old
 
     def get(self, product_id: int, tag: int) -> bytes | None:
         """The bytes kept for this product at this tag, or None."""
@@ -89,3 +98,31 @@ class RowStore:
     def report(self) -> dict[str, int]:
         """Counters for /ready."""
         return {"entries": len(self), "hits": self.hits, "misses": self.misses}
+
+
+class _Flags:
+    """has_many() answering from flags read once (serialize_items asks for the rows' ids in order)."""
+
+    __slots__ = ("flags",)
+
+    def __init__(self, flags: list[bool]) -> None:
+        self.flags = flags
+
+    def has_many(self, ids: Sequence[int]) -> list[bool]:
+        return self.flags
+
+
+async def fetch_items(
+    conn: asyncpg.Connection, price_list: str, base_url: str, ids: Sequence[int], flags: Sequence[bool]
+) -> list[bytes] | None:
+    """The list items of these (distinct) products in the order of `ids`, each with its image flag, by
+    primary key (one query); None when some no longer exist."""
+    rows = await repo.page_by_ids(conn, price_list, list(ids))
+    if len(rows) != len(ids):
+        return None
+    at = sorted(range(len(ids)), key=ids.__getitem__)  # the rows come by ascending id
+    made = serialize_items(rows, _Flags([flags[k] for k in at]), base_url)
+    out: list[bytes] = [b""] * len(ids)
+    for k, item in zip(at, made, strict=True):
+        out[k] = item
+    return out

@@ -11,13 +11,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from core_ext import ImageIndex, join_items, serialize_items, serialize_page
+from core_ext import ImageIndex, join_items, serialize_page
 from server.cache import Made, PageCache
 from server.catalog import repo
 from server.catalog.facets import FacetCounts, cents, render
 from server.catalog.feed import CatalogState
 from server.catalog.live import LiveCatalog, digest
 from server.catalog.query import CategoryQuery, ProductId, ProductQuery, entry_sku
+from server.catalog.rows import fetch_items
 from server.catalog.schemas import page_meta
 from server.catalog.search import normalise
 from server.db.pool import ServicePool
@@ -155,18 +156,6 @@ async def indexed_page(res: Resources, query: ProductQuery, answer: IndexAnswer)
     return Made(join_items(items, meta), shared=bool(items))
 
 
-class _Flags:
-    """has_many() answering from flags read once (serialize_items asks for the rows' ids in order)."""
-
-    __slots__ = ("flags",)
-
-    def __init__(self, flags: list[bool]) -> None:
-        self.flags = flags
-
-    def has_many(self, ids: Sequence[int]) -> list[bool]:
-        return self.flags
-
-
 async def page_items(res: Resources, live: LiveCatalog, ids: list[int]) -> list[bytes] | None:
     """The list items of these products in order: from the row store, the rest by primary key (one query,
     then kept); None when some no longer exist (the caller then asks SQL)."""
@@ -179,15 +168,15 @@ async def page_items(res: Resources, live: LiveCatalog, ids: list[int]) -> list[
     missing = [k for k, item in enumerate(found) if item is None]
     if not missing:
         return found  # type: ignore[return-value]  # no None left
+    wanted, wanted_flags = [ids[k] for k in missing], [flags[k] for k in missing]
+    s = res.settings
     async with res.pool.acquire() as conn:
-        rows = await repo.page_by_ids(conn, res.settings.CONSUMER_PRICE_LIST, [ids[k] for k in missing])
-    if len(rows) != len(missing):
+        made = await fetch_items(conn, s.CONSUMER_PRICE_LIST, s.PUBLIC_BASE_URL, wanted, wanted_flags)
+    if made is None:
         return None  # deleted since the index's version: a newer version is on its way
-    # The rows come by ascending id; the tags were read before the query, from a version no newer than
-    # its snapshot, so a row kept under its tag is never older than the state the tag names.
-    at = sorted(missing, key=ids.__getitem__)
-    made = serialize_items(rows, _Flags([flags[k] for k in at]), res.settings.PUBLIC_BASE_URL)
-    for k, item in zip(at, made, strict=True):
+    # The tags were read before the query, from a version no newer than its snapshot, so a row kept under
+    # its tag is never older than the state the tag names.
+    for k, item in zip(missing, made, strict=True):
         found[k] = item
         store.put(ids[k], tags[k], item)
     return found  # type: ignore[return-value]
