@@ -435,7 +435,8 @@ class LiveCatalog:
             # What the feed fetches again after this catch-up (CatalogFeed._refill): the changed active
             # products whose list item was kept (it was shown), and new ones (a first page may list them).
             store, index = self.items, self.index
-            self.refill = [r[0] for r in rows if r[5] and (r[0] not in index or store.holds(r[0]))]
+            if self._row_store_bytes:  # with the stores off (ROW_STORE_MB=0) nothing is kept: no query
+                self.refill = [r[0] for r in rows if r[5] and (r[0] not in index or store.holds(r[0]))]
             self._apply(rows, product_ids)
             self._touch(changes)
         except BaseException:
