@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def _phase(
         if run["status"] != "running" or not wait:
             break
         time.sleep(0.2)
-    took = time.monotonic() - started
+    took = _run_seconds(run) if run["finished_at"] else time.monotonic() - started
     note = (
         f"run #{run['id']} {run['status']}: {run['items_seen']:,} items seen, {run['items_changed']:,} "
         f"changed, {took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
@@ -138,16 +139,47 @@ def _phase(
 
 
 async def _make_differ(dsn: str) -> int:
-    """Move the stock of every synced product by one (so the next full run rewrites each); rows changed."""
+    """Move the stock of every synced product by one (so the next full run rewrites each); rows changed.
+    Then VACUUM the table, so that autovacuum does not clean up after this write during a later phase."""
     conn = await asyncpg.connect(dsn)
     try:
         done = await conn.execute(
             "UPDATE products SET stock_on_hand = stock_on_hand + 1 "
             "WHERE zoho_item_id IN (SELECT zoho_item_id FROM sync_items)"
         )
+        await conn.execute("VACUUM (ANALYZE) products")
     finally:
         await conn.close()
     return int(done.split()[-1])
+
+
+async def _version(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT version FROM catalog_state"))
+    finally:
+        await conn.close()
+
+
+def _settle(base: str, dsn: str, processes: int = 2, timeout_s: float = 60.0) -> None:
+    """Wait until every process's list index reflects the catalog as it is now (its catch-up of the last
+    write done), so that no phase measures the one before."""
+    version = asyncio.run(_version(dsn))
+    caught_up: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(caught_up) < processes and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}/ready", timeout=10) as resp:  # a new connection: either process
+            doc = json.loads(resp.read())
+        if (doc["catalog"].get("index") or {}).get("version", -1) >= version:
+            caught_up.add(doc["pid"])
+        else:
+            time.sleep(0.2)
+
+
+def _run_seconds(run: dict[str, Any]) -> float:
+    """How long a finished run took, from its own record."""
+    started = datetime.fromisoformat(run["started_at"])
+    return (datetime.fromisoformat(run["finished_at"]) - started).total_seconds()
 
 
 def _locust(base: str, out: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +196,7 @@ def _locust_rounds(base: str, key: str, dsn: str, args: argparse.Namespace) -> l
     for n in range(1, args.rounds + 1):
         if n > 1:
             changed = asyncio.run(_make_differ(dsn))
-            time.sleep(5)  # the catch-ups of that write, outside both phases
+            _settle(base, dsn)  # the catch-ups of that write, outside both phases
             print(f"round {n}: {changed:,} synced products made to differ from Zoho", flush=True)
         results.append(_locust(base, out, f"alone{n}", args))
         print(json.dumps(results[-1]), flush=True)
@@ -175,13 +207,15 @@ def _locust_rounds(base: str, key: str, dsn: str, args: argparse.Namespace) -> l
         loaded_s = time.monotonic() - started
         while (run := _request(base + location, key)[2])["status"] == "running":
             time.sleep(0.5)
-        took = time.monotonic() - started
+        took = _run_seconds(run)
         result["run"] = (
             f"#{run['id']} {run['status']}: {run['items_changed']:,} of {run['items_seen']:,} items changed, "
-            f"{took:.1f} s ({'covered the whole load' if took >= loaded_s else 'ENDED BEFORE THE LOAD'})"
+            f"{took:.1f} s for a {loaded_s:.1f} s load "
+            f"({'covered all of it' if took >= loaded_s else 'ENDED BEFORE THE LOAD: use more --items'})"
         )
         result["fresh"] = _freshness(base)
         results.append(result)
+        _settle(base, dsn)
         print(json.dumps(results[-1]), flush=True)
     return results
 

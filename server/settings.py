@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # Nice value of a sync run's process (the service's child and `python -m server sync`; 0-19): the workers
     # serving requests keep the CPU while a run parses Zoho's pages.
     ZOHO_SYNC_NICE: int = Field(10, ge=0, le=19)
+    # The share of a run's wall time its catalog writes may take (server/sync/pace.py): after a batch that
+    # took w seconds it pauses w * (1 - share) / share, while the serving processes catch up. 1: no pauses.
+    ZOHO_SYNC_WRITE_SHARE: float = Field(0.5, gt=0, le=1)
 
     # The service's own sync schedule (server/sync/schedule.py), off while Zoho credentials are unset: an
     # incremental run every ZOHO_SYNC_INTERVAL_S seconds (0: none) and a full reconcile every day at

@@ -435,24 +435,33 @@ INDEX_PRODUCTS_ALL = INDEX_PRODUCTS + "ORDER BY p.id"
 # above $3, the largest the index can hold) of the products those changes name, and NAME_NEIGHBOURS' rows of
 # the new active products among them, placed there and then (a sync's batch of inserts). LiveCatalog's
 # quick path; it falls back to the transactional one (changes_since and friends) for anything but product
-# and price changes.
+# and price changes, and for changes naming more than $4 products (`fits` false, no rows read): one value
+# holding them all would be decoded in one go, holding the event loop (50,000 rows: ~0.7 s), where the
+# transactional path reads them through a cursor. Each price comes by a probe of product_prices' primary key:
+# joined, the planner (unaware of how many ids the changes hold) hashed the consumer list's every price for
+# each catch-up (~15 ms of a busy database's CPU per 200-row batch, twice, once per serving process).
 CATCH_UP = """
 WITH s AS (SELECT epoch::text AS epoch, version FROM catalog_state),
 c AS (SELECT c.version, c.tbl, c.ids, c.committed_at FROM catalog_changes c, s
       WHERE c.version > $1 AND c.version <= s.version),
 n AS (SELECT p.id, p.name FROM products p
-      WHERE p.is_active AND p.id > $3 AND p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl = 'products'))
+      WHERE p.is_active AND p.id > $3 AND p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl = 'products')),
+k AS (SELECT count(*) <= $4 AS fits FROM c, unnest(c.ids) WHERE c.tbl IN ('products', 'product_prices'))
 SELECT s.epoch, s.version,
        (SELECT array_agg((c.version, c.tbl, array_to_string(c.ids, ',')) ORDER BY c.version) FROM c),
-       (SELECT array_agg((p.id, p.category_id, (pp.price * 100)::bigint, p.stock_on_hand,
-                          (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
+       k.fits,
+       CASE WHEN k.fits THEN
+       (SELECT array_agg((p.id, p.category_id,
+                          (SELECT (pp.price * 100)::bigint FROM product_prices pp
+                           WHERE pp.product_id = p.id
+                             AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $2)),
+                          p.stock_on_hand, (extract(epoch FROM p.created_at) * 1000000)::bigint, p.is_active,
                           hashtextextended(p.name || E'\x1f' || coalesce(p.search_text, ''), 0),
                           CASE WHEN p.id > $3 THEN convert_to(p.search_text, 'UTF8') END)
                          ORDER BY p.id)
         FROM products p
-        LEFT JOIN product_prices pp
-               ON pp.product_id = p.id AND pp.price_list_id = (SELECT id FROM price_lists WHERE code = $2)
-        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices'))),
+        WHERE p.id IN (SELECT unnest(c.ids) FROM c WHERE c.tbl IN ('products', 'product_prices'))) END,
+       CASE WHEN k.fits THEN
        (SELECT array_agg((n.id, n.name = n.before,
                           (SELECT p.id FROM products p WHERE p.is_active AND p.name < n.name
                            ORDER BY p.name DESC, p.id DESC LIMIT 1),
@@ -461,9 +470,9 @@ SELECT s.epoch, s.version,
                           (SELECT p.id FROM products p WHERE p.is_active AND p.name > n.name
                            ORDER BY p.name, p.id LIMIT 1))
                          ORDER BY n.name, n.id)
-        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n),
+        FROM (SELECT n.*, lag(n.name) OVER (ORDER BY n.name, n.id) AS before FROM n) n) END,
        (SELECT array_agg(extract(epoch FROM c.committed_at)::float8) FROM c WHERE c.committed_at IS NOT NULL)
-FROM s
+FROM s, k
 """
 
 
@@ -472,10 +481,13 @@ async def catch_up(
 ) -> tuple[str, int, list[Change] | None, list[tuple[Any, ...]], list[tuple[Any, ...]], CommitTimes]:
     """(epoch, current version, the changes after `version` (None: a gap), index rows of the products they
     name, NAME_NEIGHBOURS' rows of those of them that are active with an id above `known_max`, when the
-    changes committed), read in one snapshot."""
-    row = await conn.fetchrow(CATCH_UP, version, price_list, known_max)
+    changes committed), read in one snapshot. The changes are None (as for a gap) when they name more than
+    INDEX_CHUNK products: the caller reads those in its transactional path."""
+    row = await conn.fetchrow(CATCH_UP, version, price_list, known_max, INDEX_CHUNK)
     assert row is not None
-    epoch, current, found, products, neighbours, times = row
+    epoch, current, found, fits, products, neighbours, times = row
+    if not fits:
+        return epoch, current, None, [], [], []
     # The ids come as text (asyncpg decodes no array inside an anonymous record): '' is none, NULL all.
     changes: list[Change] = [
         (v, tbl, None if ids is None else [int(i) for i in ids.split(",")] if ids else [])
@@ -505,8 +517,11 @@ FROM products c
 WHERE c.id = ANY($1::int[]) AND c.is_active
 ORDER BY c.name, c.id
 """
-# Rows of a full load per round trip: the load streams through a cursor, so it never holds every row.
-INDEX_CHUNK = 50_000
+# Rows of a full load per round trip: the load streams through a cursor, so it never holds every row, and
+# the event loop serves requests between chunks. Decoding a chunk holds the loop: 50,000 index rows did so
+# for ~0.3 s (a stall every request of the process waited for); 5,000 take ~20 ms, and the round trips a
+# million rows then need (200) add ~40 ms to a load of seconds.
+INDEX_CHUNK = 5_000
 
 # One page of list rows by primary key, in the column shape of _BASE (core_ext.PRODUCT_COLUMNS), by
 # ascending id (the order the primary-key scan reads them in: no sort). Inactive rows are returned too: the
@@ -534,8 +549,13 @@ async def index_categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def index_products(conn: asyncpg.Connection, price_list: str, ids: list[int]) -> list[asyncpg.Record]:
     """(id, category_id, price_cents, stock, created_us, is_active, name_hash, search text as UTF-8) of these
-    products."""
-    return list(await conn.fetch(INDEX_PRODUCTS_BY_ID, price_list, ids))
+    products; more than INDEX_CHUNK through a cursor, a chunk at a time (inside a transaction)."""
+    if len(ids) <= INDEX_CHUNK:
+        return list(await conn.fetch(INDEX_PRODUCTS_BY_ID, price_list, ids))
+    rows: list[asyncpg.Record] = []
+    async for chunk in _chunks(conn, INDEX_PRODUCTS_BY_ID, price_list, ids):
+        rows.extend(chunk)
+    return rows
 
 
 async def _chunks(conn: asyncpg.Connection, sql: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:

@@ -24,6 +24,7 @@ from server.sync import phases, repo, runs, writer
 from server.sync.image_sync import sync_images
 from server.sync.job import Job, Options, ProgressFn, Source
 from server.sync.mapping import FieldMap
+from server.sync.pace import Pacer
 from server.sync.runs import RunKind, RunResult
 from server.sync.sweep import Cursor, Sweep
 from server.sync.zoho import ZohoClient, ZohoPaused
@@ -42,6 +43,7 @@ def options_from_settings(settings: Settings) -> Options:
         images_per_run=settings.ZOHO_SYNC_IMAGES_PER_RUN,
         pricebooks_every_run=settings.ZOHO_SYNC_PRICEBOOKS_EVERY_RUN,
         concurrency=settings.ZOHO_MAX_CONCURRENCY,
+        write_share=settings.ZOHO_SYNC_WRITE_SHARE,
     )
 
 
@@ -136,7 +138,14 @@ async def _run(
         # One page of overlap: items deleted in Zoho meanwhile shift the list up by as many places.
         cursor.page = max(1, cursor.page - 1)
         log.info("sync: resuming a %s sweep at page %d", cursor.kind, cursor.page)
-    job = Job(conn=conn, client=client, options=options, result=result, progress=progress)
+    job = Job(
+        conn=conn,
+        client=client,
+        options=options,
+        result=result,
+        progress=progress,
+        pacer=Pacer(options.write_share),
+    )
     job.report("start", 0)  # also takes the client's call counts as this run's zero
     try:
         await phases.sync_categories(job)
@@ -160,4 +169,5 @@ async def _run(
         log.exception("sync run %s failed", result.run_id)
         status, error = "failed", runs.clean_error(exc)
     job.count_calls()
+    result.paused_s = job.pacer.paused_s
     return await _end(conn, result, status, error, started)

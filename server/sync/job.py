@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from server.sync.mapping import FieldMap
+from server.sync.pace import Pacer
 from server.sync.runs import Counts, RunResult, record_run
 
 log = logging.getLogger("server.sync")
@@ -58,6 +59,7 @@ class Options:
     images_per_run: int
     pricebooks_every_run: bool
     concurrency: int
+    write_share: float = 1.0  # ZOHO_SYNC_WRITE_SHARE (server/sync/pace.py)
     per_page: int = PER_PAGE
 
 
@@ -71,6 +73,7 @@ class Job:
     result: RunResult
     progress: ProgressFn | None = None
     rate_list_id: int | None = None
+    pacer: Pacer = field(default_factory=Pacer)  # paces the run's catalog writes (server/sync/pace.py)
     _logged_invalid: int = field(default=0)
     _calls_base: int = field(default=-1)
     _throttles_base: int = field(default=0)

@@ -87,7 +87,7 @@ async def sync_pricebooks(job: Job) -> None:
             job.invalid("price book", book.zoho_pricebook_id, "pricebook_items: missing")
             continue
         prices = _book_prices(job, book.zoho_pricebook_id, lines)
-        async with job.conn.transaction():
+        async with job.pacer.write(), job.conn.transaction():
             list_id, made = await writer.ensure_price_book(job.conn, book, lists)
             job.counts.price_lists_changed += made
             # Read whole, so the list is replaced: prices of items the book no longer has go.

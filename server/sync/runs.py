@@ -67,6 +67,7 @@ class RunResult:
     watermark_after: datetime | None = None
     error: str | None = None
     seconds: float = 0.0
+    paused_s: float = 0.0  # pauses after writes (ZOHO_SYNC_WRITE_SHARE, server/sync/pace.py)
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -81,6 +82,7 @@ class RunResult:
             f"price lists {c.price_lists_changed}, prices {c.prices_changed}; images {c.images_fetched} "
             f"fetched, {c.images_removed} removed, {c.images_failed} failed, {c.images_deferred} waiting; "
             f"{c.calls} calls, {c.throttles} throttled"
+            + (f"; writes paced: {self.paused_s:.1f} s of pauses" if self.paused_s >= 0.05 else "")
         )
         return line + (f"; error: {self.error}" if self.error else "")
 

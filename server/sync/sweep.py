@@ -146,19 +146,20 @@ class Sweep:
                     fetch = asyncio.ensure_future(job.client.get("/items", self._params(page_no + 1)))
                 cursor.seen += len(page.items) + len(page.invalid_ids)
                 cursor.page, cursor.high = page_no + 1, _iso(self.high)
-                async with job.conn.transaction():
-                    written = await writer.write_items(
-                        job.conn,
-                        page.items,
-                        sweep=cursor.sweep,
-                        rate_list_id=job.rate_list_id,
-                        invalid_ids=page.invalid_ids,
-                    )
-                    if not done:
-                        await job.conn.execute(repo.SAVE_CURSOR, cursor.dumps())
-                self._count(page, written)
-                job.report("items", job.counts.items_seen)
-                await job.checkpoint()
+                async with job.pacer.write():
+                    async with job.conn.transaction():
+                        written = await writer.write_items(
+                            job.conn,
+                            page.items,
+                            sweep=cursor.sweep,
+                            rate_list_id=job.rate_list_id,
+                            invalid_ids=page.invalid_ids,
+                        )
+                        if not done:
+                            await job.conn.execute(repo.SAVE_CURSOR, cursor.dumps())
+                    self._count(page, written)
+                    job.report("items", job.counts.items_seen)
+                    await job.checkpoint()
                 if done:
                     return await self._finish()
                 page_no += 1

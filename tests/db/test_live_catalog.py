@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from catalog_testlib import Database, Services, drop_database, make_database, run
 
+from server.catalog import repo
 from server.catalog.live import LiveCatalog
 
 EXTRA = 20_000
@@ -149,6 +150,35 @@ def test_product_and_price_changes_catch_up_in_one_statement(big: Database) -> N
             await asyncio.sleep(0.05)
             assert len(statements) > 1 and live.quick == quick + 1
             assert live.category_loads == 1
+        finally:
+            await conn.close()
+
+    run(scenario())
+
+
+def test_a_change_naming_more_than_a_chunk_is_read_by_the_cursor_path(big: Database) -> None:
+    # One UPDATE of EXTRA (20,000) products: the quick path's single value would be decoded in one go (the
+    # event loop held ~0.3 s), so it hands over to the transactional path, which reads through a cursor
+    # (asyncpg's query loggers do not see a cursor's statement).
+    assert EXTRA > repo.INDEX_CHUNK
+    live = run(_built(big))
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(big.url)
+        statements: list[str] = []
+        try:
+            quick, applied, rebuilds = live.quick, live.applied, live.rebuilds
+            await conn.execute("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id > 1000")
+            conn.add_query_logger(lambda q: statements.append(q.query))
+            await live.catch_up(conn)
+            await asyncio.sleep(0.05)  # asyncpg calls query loggers soon after, not at once
+            assert (live.quick, live.applied, live.rebuilds) == (quick, applied + 1, rebuilds)
+            # The quick statement (no rows: `fits` false), then the transactional path.
+            assert repo.CATCH_UP in statements
+            assert "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" in statements
+            fresh = await _built(big)
+            assert _orders(live) == _orders(fresh)
+            assert live.index.count(in_stock=True) == fresh.index.count(in_stock=True)
         finally:
             await conn.close()
 

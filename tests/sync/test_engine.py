@@ -84,6 +84,18 @@ def test_unchanged_rerun_writes_nothing(env: SyncEnv) -> None:
     assert analyzed(env) == once  # nothing written: nothing to analyze
 
 
+def test_writes_are_paced_to_their_share_of_the_run(env: SyncEnv) -> None:
+    # Share 0.25: after each batch a pause three times as long as its write (the fake's 1,000 items are
+    # 5 item pages and the price books' writes).
+    paced = env.run(full=True, ZOHO_SYNC_WRITE_SHARE=0.25)
+    assert paced.status == "succeeded" and paced.counts.items_changed > 0
+    assert paced.paused_s > 0 and "writes paced" in paced.summary()
+    # The pauses are 3/4 of the time spent writing and pausing, so the run lasted at least 4/3 of them.
+    assert paced.seconds >= paced.paused_s * 4 / 3 * 0.95
+    unpaced = env.run(full=True, ZOHO_SYNC_WRITE_SHARE=1.0)
+    assert unpaced.status == "succeeded" and unpaced.paused_s == 0
+
+
 def test_ignored_filter_still_stops_at_the_watermark(env: SyncEnv) -> None:
     assert env.run(full=True).status == "succeeded"
     env.fake.ignore_modified_filter = True
