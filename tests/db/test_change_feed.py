@@ -271,6 +271,52 @@ def test_notify_payload_unchanged(db: Database) -> None:
     run(go())
 
 
+def test_many_row_updates_name_the_identity_change_of_any_row(db: Database) -> None:
+    # 0015 finds an identity change (zoho_item_id, is_active, id) by a set difference of the statement's
+    # new and old rows, not by joining them (which could loop over one for each row of the other).
+    async def go() -> None:
+        listener = await asyncpg.connect(db.url)
+        got: asyncio.Queue[str] = asyncio.Queue()
+        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
+        writer = await asyncpg.connect(db.url)
+        try:
+            ids = [r[0] for r in await writer.fetch("SELECT id FROM products ORDER BY id LIMIT 50")]
+            new_id = await writer.fetchval(
+                "INSERT INTO products (zoho_item_id, name) VALUES ('feed-id-move', 'Moved') RETURNING id"
+            )
+            await asyncio.wait_for(got.get(), 2)
+            before = await _version(writer)
+            statements = [
+                ("UPDATE products SET stock_on_hand = stock_on_hand + 1 WHERE id = ANY($1)", ids),
+                (
+                    "UPDATE products SET stock_on_hand = stock_on_hand + 1, is_active = (id <> $1[10])"
+                    " WHERE id = ANY($1)",
+                    ids,
+                ),
+                ("UPDATE products SET is_active = true WHERE id = ANY($1)", ids),
+                (
+                    "UPDATE products SET zoho_item_id = zoho_item_id || 'x'"
+                    " WHERE id = ANY($1) AND id = (SELECT max(i) FROM unnest($1::int[]) i)",
+                    ids,
+                ),
+                ("UPDATE products SET id = id + 1000000 WHERE id = ANY($1)", [new_id]),
+                ("UPDATE products SET name = name WHERE id = ANY($1)", ids),
+            ]
+            for sql, args in statements:
+                await writer.execute(sql, args)
+            payloads = [await asyncio.wait_for(got.get(), 2) for _ in statements]
+            topics = ["product_data", "products", "products", "products", "products", "product_data"]
+            assert payloads == [f"{before + k}:{t}" for k, t in enumerate(topics, 1)]
+            # Every row the statements touched is named, once.
+            changed = await writer.fetchval("SELECT ids FROM catalog_changes WHERE version = $1", before + 1)
+            assert sorted(changed) == sorted(ids)
+        finally:
+            await writer.close()
+            await listener.close()
+
+    run(go())
+
+
 def test_trigger_overhead_of_single_row_stock_updates(services: Services) -> None:
     """Prints the time of 1,000 single-row stock updates (autocommit) under 0004's triggers, 0005's and
     0005's with 0013's commit stamp."""
