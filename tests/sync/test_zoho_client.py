@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from catalog_testlib import Database, Services, free_port, run
 from fakes.zoho import FakeZoho
-from zoho_testlib import client, shared, statuses, unique_org, zoho_settings
+from zoho_testlib import client, own_account, shared, statuses, zoho_settings
 
 from server.settings import SettingsError, load_settings
 from server.sync.zoho import (
@@ -25,7 +25,7 @@ from server.sync.zoho import (
 @pytest.fixture
 def fake() -> Iterator[FakeZoho]:
     """A fake Zoho with 30 items and an organisation of its own."""
-    with FakeZoho(items=30, organization_id=unique_org()) as server:
+    with FakeZoho(items=30, **own_account()) as server:
         yield server
 
 
@@ -101,7 +101,7 @@ def test_without_a_pool_each_client_mints_its_own(fake: FakeZoho) -> None:
 
 
 def test_at_most_ten_mints_per_ten_minutes(database: Database) -> None:
-    with FakeZoho(items=3, organization_id=unique_org(), mint_cap=1000) as fake:
+    with FakeZoho(items=3, **own_account(), mint_cap=1000) as fake:
         settings = zoho_settings(fake)
 
         async def go() -> None:
@@ -271,7 +271,7 @@ def test_never_exceeds_rate_or_concurrency(
     never more than `rate` arrivals in any window nor more than `inflight` at once."""
     with FakeZoho(
         items=5,
-        organization_id=unique_org(),
+        **own_account(),
         rate_per_min=rate,
         rate_window_s=window,
         max_concurrency=inflight,
@@ -301,7 +301,7 @@ def test_never_exceeds_rate_or_concurrency(
 
 
 def test_iter_pages_walks_has_more_page() -> None:
-    with FakeZoho(items=450, organization_id=unique_org()) as fake:
+    with FakeZoho(items=450, **own_account()) as fake:
 
         async def go() -> list[tuple[int, int, bool]]:
             async with client(zoho_settings(fake)) as zoho:

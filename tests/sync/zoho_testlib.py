@@ -50,3 +50,10 @@ def statuses(log: list[LoggedRequest]) -> list[tuple[int, int | None]]:
 def unique_org() -> str:
     """An organisation id of its own (the daily counts in the shared database are per organisation)."""
     return str(uuid.uuid4().int % 10**11)
+
+
+def own_account() -> dict[str, str]:
+    """FakeZoho arguments for an organisation and a refresh token of its own: the daily counts in the
+    module's shared database are per organisation, and its token row (with the mint times the 10-per-600-s
+    cap counts) per refresh token, so one test's mints never count against another's."""
+    return {"organization_id": unique_org(), "refresh_token": f"1000.{uuid.uuid4().hex}"}
