@@ -94,7 +94,8 @@ async def _drop(admin_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
-async def _version(dsn: str) -> int:
+async def catalog_version(dsn: str) -> int:
+    """The catalog version of this database (catalog_state)."""
     conn = await asyncpg.connect(dsn)
     try:
         return int(await conn.fetchval("SELECT version FROM catalog_state"))
@@ -132,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         env.pop("REDIS_URL", None)
         for label, run_args in (("full", ["--full"]), ("full, unchanged", ["--full"]), ("incremental", [])):
-            before = asyncio.run(_version(dsn))
+            before = asyncio.run(catalog_version(dsn))
             seconds, rss, summary, code = _run_sync(env, *run_args)
-            bumped = asyncio.run(_version(dsn)) - before
+            bumped = asyncio.run(catalog_version(dsn)) - before
             calls = re.search(r"(\d+) calls", summary)
             print(
                 f"{label:<16} {args.items:,} items: {seconds:6.1f} s, peak RSS {rss:5.0f} MB, "

@@ -38,6 +38,7 @@ from typing import Any
 import asyncpg
 
 from loadtests.bench_http import GZIP, Result, wrk
+from loadtests.bench_sync import catalog_version
 from loadtests.run_load import aggregate, run_locust, seconds
 from loadtests.service import LOAD_ENV, LocalService, parse_env
 from loadtests.sync_demo import start_fake
@@ -153,18 +154,10 @@ async def _make_differ(dsn: str) -> int:
     return int(done.split()[-1])
 
 
-async def _version(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT version FROM catalog_state"))
-    finally:
-        await conn.close()
-
-
 def _settle(base: str, dsn: str, processes: int = 2, timeout_s: float = 60.0) -> None:
     """Wait until every process's list index reflects the catalog as it is now (its catch-up of the last
     write done), so that no phase measures the one before."""
-    version = asyncio.run(_version(dsn))
+    version = asyncio.run(catalog_version(dsn))
     caught_up: set[int] = set()
     deadline = time.monotonic() + timeout_s
     while len(caught_up) < processes and time.monotonic() < deadline:
