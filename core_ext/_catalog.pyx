@@ -559,6 +559,26 @@ cdef class CatalogIndex:
             free(rid)
             free(rrank)
 
+    def ranked_between(self, low, high):
+        """(ids, name ranks) of the active products whose name rank is in [low, high], in name order
+        ((rank, id) ascending): the names a local relabel spreads anew (server/catalog/ranks.py)."""
+        cdef int64_t lo = _int64(low, "low", -1), hi = _int64(high, "high", -1)
+        cdef Py_ssize_t n = self._n, pos
+        cdef int32_t i
+        ids, ranks = [], []
+        if lo > hi:
+            return ids, ranks
+        pos = _lower(self._by_name, 0, n, self._rank, lo, -1)
+        while pos < n:
+            i = self._by_name[pos]
+            if self._rank[i] > hi:
+                break
+            if self._flags[i] & ACTIVE:
+                ids.append(i)
+                ranks.append(self._rank[i])
+            pos += 1
+        return ids, ranks
+
     def remove(self, product_id):
         """Forget a product; False when it was not there."""
         cdef int32_t i = _id(product_id, "product_id", -1)

@@ -183,6 +183,23 @@ class CatalogIndex:
             self._rank[i] = rank
         self._by_name = array("i", sorted(self._by_name, key=lambda j: (self._rank[j], j)))
 
+    def ranked_between(self, low: int, high: int) -> tuple[list[int], list[int]]:
+        """(ids, name ranks) of the active products whose name rank is in [low, high], in name order
+        ((rank, id) ascending): the names a local relabel spreads anew (server/catalog/ranks.py)."""
+        lo, hi = check_int64(low, "low"), check_int64(high, "high")
+        ids: list[int] = []
+        ranks: list[int] = []
+        if lo > hi:
+            return ids, ranks
+        order = self._by_name
+        pos = bisect_left(order, (lo, -1), key=lambda j: (self._rank[j], j))
+        while pos < len(order) and self._rank[i := order[pos]] <= hi:
+            if self._flags[i] & _ACTIVE:
+                ids.append(i)
+                ranks.append(self._rank[i])
+            pos += 1
+        return ids, ranks
+
     def remove(self, product_id: int) -> bool:
         """Forget a product; False when it was not there."""
         i = check_id(product_id, "product_id")

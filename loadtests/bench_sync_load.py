@@ -107,7 +107,8 @@ def _freshness(base: str) -> str:
     ix = cat.get("index") or {}
     return (
         f"pid {doc['pid']}: index rebuilds {ix.get('rebuilds')}, rank loads {ix.get('rank_loads')}, placings "
-        f"{ix.get('rank_places')}, catch-ups {ix.get('catch_up_ms')} ms in all (longest "
+        f"{ix.get('rank_places')}, relabels {ix.get('rank_relabels')}, catch-ups {ix.get('catch_up_ms')} ms "
+        "in all (longest "
         f"{ix.get('catch_up_max_ms')} ms); requests served behind {ix.get('served_behind')}, waited "
         f"{ix.get('waits')} (to SQL {ix.get('waits_to_sql')}); image map loads "
         f"{cat['map_loads']}, updates {cat.get('map_updates')}; list item store misses "

@@ -178,6 +178,7 @@ class LiveCatalog:
         self.quick = 0  # catch-ups done in one statement (_quick_catch_up)
         self.rank_loads = 0
         self.rank_places = 0  # catch-ups that placed new names between their neighbours' ranks
+        self.rank_relabels = 0  # narrow gaps widened by spreading the names around them anew (ranks.widen)
         self.category_loads = 0
         self.served = 0  # pages answered from the index
         self.catch_up_s = self.catch_up_max_s = 0.0  # time in catch-ups (what requests may wait for)
@@ -265,6 +266,7 @@ class LiveCatalog:
             "quick_catch_ups": self.quick,
             "rank_loads": self.rank_loads,
             "rank_places": self.rank_places,
+            "rank_relabels": self.rank_relabels,
             "category_loads": self.category_loads,
             "served": self.served,
             "catch_up_ms": round(self.catch_up_s * 1000, 1),
@@ -357,7 +359,7 @@ class LiveCatalog:
             return None  # new below the largest id: no neighbours read for it here
         placed = None
         if neighbours:  # new active products (all of them: ids above known_max)
-            placed = name_ranks.assign(neighbours, self._ranks, listed)
+            placed = name_ranks.assign(neighbours, self._ranks, listed, self._relabel)
             if placed is None:
                 return None
             _scatter(self._ranks, *placed)  # before _commit upserts them: nothing is read in between
@@ -396,7 +398,11 @@ class LiveCatalog:
                 searched = renamed or any(self.is_listed(r[0]) != r[5] for r in rows)
                 listed = self.is_listed
                 unranked = [r[0] for r in rows if r[5] and (not listed(r[0]) or self._hashes[r[0]] != r[6])]
-                placed = await name_ranks.place(conn, unranked, self._ranks, listed) if unranked else None
+                placed = (
+                    await name_ranks.place(conn, unranked, self._ranks, listed, self._relabel)
+                    if unranked
+                    else None
+                )
                 ranks = await name_ranks.load(conn) if unranked and placed is None else None
         if rebuild:
             await self.rebuild(conn)
@@ -407,6 +413,19 @@ class LiveCatalog:
             self.rank_places += 1
         self._commit(epoch, current, changes, rows, product_ids, cats, ranks, searched)
         return times
+
+    def _relabel(self, lo: int, hi: int, count: int) -> bool:
+        """Widen the gap (lo, hi) for `count` names: the names around it take new ranks in the same order,
+        here and in the index (ranks.widen); False when only a full load can (the window is too big). The
+        index stays exact whatever follows: only ranks change, never the order of two names."""
+        found = name_ranks.widen(self.index.ranked_between, lo, hi, count)
+        if found is None:
+            return False
+        ids, ranks = found
+        _scatter(self._ranks, ids, ranks)
+        self.index.set_name_ranks(ids, ranks)
+        self.rank_relabels += 1
+        return True
 
     def _commit(
         self,

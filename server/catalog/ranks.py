@@ -5,13 +5,20 @@ ORDER BY name does (equal names, equal ranks). A full load spreads the dense ran
 [0, 2**61] (repo.NAME_RANKS), which leaves room between neighbours: a catch-up that brings new, renamed or
 reactivated products gives each the rank of an equal name among the other active products, or places it
 between the ranks of the names around it (their neighbours read in the catch-up's snapshot by one query on
-the name index). Only when a gap is too narrow, or too many names change at once, are all the ranks loaded
+the name index). When a gap is too narrow, the active names around it are spread anew in memory (a local
+relabel: the smallest window of ranks around the gap, growing fourfold, whose names then stand at least
+RELABEL_SPACING apart), so the order of every name stays as it was and no rank is read from SQL. Only when
+too many names change at once, or a window would hold more than RELABEL_MAX names, are all the ranks loaded
 again.
 
 A run of new names that fall into one gap takes its middle half (one name: the middle), so the gaps left on
 either side are at least a quarter of it: names arriving in either order cost the gap 1-2 bits each time,
 of the ~46 a full load leaves at 30,000 products (a sync reads items by modification time, in no name
-order; a batch of 200 names in name order into one gap costs 2 bits plus the run's own spacing).
+order; a batch of 200 names in name order into one gap costs 2 bits plus the run's own spacing). Batches
+that keep landing in the same gap (the fake Zoho's names arrive in descending order within a prefix) used
+to exhaust it every ~20 batches, and each time every process loaded every rank again (a dense_rank() over
+all products, ~60,000 rows decoded: six times per 50,000-item import); a relabel touches the names in one
+window instead.
 
 Inactive products keep whatever rank they had (they are never listed): one that becomes active again is
 placed like a new one.
@@ -22,6 +29,7 @@ from __future__ import annotations
 import logging
 from array import array
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import asyncpg
 
@@ -32,6 +40,23 @@ log = logging.getLogger("server.catalog.ranks")
 LOW, HIGH = -(1 << 62), 1 << 62
 # More names than this to place in one catch-up: one full load is cheaper than the neighbour look-ups.
 PLACE_MAX = 5000
+# A relabel spreads the names of its window this far apart at least (2**40: ~20 more runs into one gap at
+# 2 bits each), unless the window is the whole range; at most RELABEL_MAX names in a window (beyond: a full
+# load, which costs no more), and at most RELABELS_MAX relabels in one catch-up.
+RELABEL_SPACING = 1 << 40
+RELABEL_MAX = 100_000
+RELABELS_MAX = 16
+
+Relabel = Callable[[int, int, int], bool]
+RankedBetween = Callable[[int, int], tuple[list[int], list[int]]]
+
+
+class Narrow(NamedTuple):
+    """A gap with no room for `names` names between ranks `lo` and `hi` (what a relabel must widen)."""
+
+    lo: int
+    hi: int
+    names: int
 
 
 def spread(lo: int, hi: int, count: int) -> list[int] | None:
@@ -59,19 +84,43 @@ class _Group:
 
 
 def assign(
-    rows: Sequence[Sequence[int | bool | None]], ranks: array[int], listed: Callable[[int], bool]
+    rows: Sequence[Sequence[int | bool | None]],
+    ranks: array[int],
+    listed: Callable[[int], bool],
+    relabel: Relabel | None = None,
 ) -> tuple[list[int], list[int]] | None:
     """(ids, ranks) of the products to place from repo.NAME_NEIGHBOURS' rows (in name order: id, same name as
     the row before, id below, id of an equal name, id above); None when only a full load can do it (a gap
-    too narrow, or a neighbour the index does not list)."""
+    too narrow that `relabel` (a LiveCatalog's) could not widen, or a neighbour the index does not list).
+    `relabel(lo, hi, count)` spreads the names around a narrow gap anew (updating `ranks`); True when done."""
     groups: list[_Group] = []
     for pid, same, below, equal, above in rows:
         if same and groups:
             groups[-1].ids.append(int(pid))  # type: ignore[arg-type]
         else:
             groups.append(_Group(int(pid), below, equal, above))  # type: ignore[arg-type]
+    for _ in range(RELABELS_MAX + 1):
+        placed = _place(groups, ranks, listed)
+        if not isinstance(placed, Narrow):
+            return placed
+        if relabel is None or not relabel(*placed):
+            log.info(
+                "name ranks: no room for %d names between %d and %d; loading every rank",
+                placed.names,
+                placed.lo,
+                placed.hi,
+            )
+            return None
+    return None
+
+
+def _place(
+    groups: list[_Group], ranks: array[int], listed: Callable[[int], bool]
+) -> tuple[list[int], list[int]] | Narrow | None:
+    """One pass of assign over the groups, with the ranks as they are now."""
     placing = {pid for g in groups for pid in g.ids}
     for g in groups:
+        g.rank = None
         if g.equal is not None:
             if not listed(g.equal):
                 log.info("name ranks: product %d (an equal name) is not listed; loading every rank", g.equal)
@@ -90,23 +139,52 @@ def assign(
         hi = _bound(
             groups[end - 1].above, groups[end] if end < len(groups) else None, placing, ranks, listed, HIGH
         )
-        placed = None if lo is None or hi is None or lo >= hi else spread(lo, hi, end - k)
-        if placed is None:
-            log.info(
-                "name ranks: no room for %d names between %s and %s (neighbours %s, %s); loading every rank",
-                end - k,
-                lo,
-                hi,
-                groups[k].below,
-                groups[end - 1].above,
-            )
+        if lo is None or hi is None or lo >= hi:
+            # A neighbour not listed, or ranks out of SQL's order: only a full load knows.
+            log.info("name ranks: neighbours of %d names at %s and %s; loading every rank", end - k, lo, hi)
             return None
+        placed = spread(lo, hi, end - k)
+        if placed is None:
+            return Narrow(lo, hi, end - k)
         for g, rank in zip(groups[k:end], placed, strict=True):
             g.rank = rank
         k = end
     ids = [pid for g in groups for pid in g.ids]
     out = [g.rank for g in groups for _ in g.ids]
     return ids, out  # type: ignore[return-value]
+
+
+def widen(ranked_between: RankedBetween, lo: int, hi: int, count: int) -> tuple[list[int], list[int]] | None:
+    """New ranks (ids, ranks) for the active names around the gap (lo, hi) that leave room for `count` names
+    in it: the names of the smallest window [a, b] around it (growing fourfold) that then stand at least
+    RELABEL_SPACING apart (or of the whole range) are spread evenly over it, in the order they have, equal
+    ranks kept equal, with `count` free slots where the gap was. Every new rank is strictly inside (a, b),
+    so no name moves past one outside the window. None: the window would hold more than RELABEL_MAX names.
+    `ranked_between(a, b)`: CatalogIndex.ranked_between (the active names with ranks in [a, b], in order)."""
+    reach = max(hi - lo, 1 << 20)
+    while True:
+        a, b = max(LOW, lo - reach), min(HIGH, hi + reach)
+        ids, old = ranked_between(a, b)
+        if len(ids) > RELABEL_MAX:
+            return None
+        distinct = len(set(old))
+        step = (b - a) // (distinct + count + 1)
+        if step >= RELABEL_SPACING or (a == LOW and b == HIGH):
+            break
+        reach *= 4
+    if step < 2:
+        return None  # cannot happen within int64 at RELABEL_MAX names; kept as a guard
+    out: list[int] = []
+    slot = 0
+    last: int | None = None
+    for rank in old:
+        if rank != last:
+            slot += 1
+            if rank > lo and (last is None or last <= lo):
+                slot += count  # the gap's slots, before the first name above lo
+            last = rank
+        out.append(a + step * slot)
+    return ids, out
 
 
 def _bound(
@@ -136,10 +214,14 @@ async def load(conn: asyncpg.Connection) -> tuple[array[int], array[int]]:
 
 
 async def place(
-    conn: asyncpg.Connection, ids: list[int], ranks: array[int], listed: Callable[[int], bool]
+    conn: asyncpg.Connection,
+    ids: list[int],
+    ranks: array[int],
+    listed: Callable[[int], bool],
+    relabel: Relabel | None = None,
 ) -> tuple[list[int], list[int]] | None:
     """Ranks for these products (new, renamed or reactivated; those inactive in the snapshot are left out)
     between their neighbours', read in the caller's snapshot; None: load every rank instead."""
     if len(ids) > PLACE_MAX:
         return None
-    return assign(await repo.name_neighbours(conn, ids), ranks, listed)
+    return assign(await repo.name_neighbours(conn, ids), ranks, listed, relabel)

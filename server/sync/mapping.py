@@ -35,6 +35,10 @@ MAX_SKU = 200
 MAX_UNIT = 50
 MAX_DESCRIPTION = 20_000
 ZOHO_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# What parse_time accepts (ZOHO_TIME_FORMAT's shape, the offset with or without a colon, or Z), checked before
+# datetime.fromisoformat: 0.9 us a timestamp against strptime's 5.8 us (two an item: strptime was an eighth
+# of a full run's own CPU in a profile).
+_ZOHO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[+-]\d{2}:?\d{2}|Z)")
 
 
 class Invalid(ValueError):
@@ -96,8 +100,11 @@ def parse_time(value: Any) -> datetime:
     """Zoho's `2026-11-28T10:00:00+0000` (or `+00:00`) as an aware UTC datetime."""
     if not isinstance(value, str):
         raise Invalid("not a string")
+    text = value.strip()
     try:
-        parsed = datetime.strptime(value.strip(), ZOHO_TIME_FORMAT)
+        if _ZOHO_TIME.fullmatch(text) is None:
+            raise ValueError(text)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise Invalid("not a Zoho timestamp") from None
     return parsed.astimezone(UTC)

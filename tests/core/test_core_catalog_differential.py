@@ -75,6 +75,11 @@ def check(index: Any, ref: RefCatalog, queries: list[Any], bounds: list[int]) ->
         assert index.count(**filters) == len(ref.rows(**filters))
         assert index.facets(price_bounds=bounds, **filters) == ref.facets(price_bounds=bounds, **filters)
     assert index.category_counts() == ref.category_counts()
+    for low, high in ((-1, 6), (0, 0), (2, 4), (1, 3), (5, 1), (6, 9)):
+        found = sorted(
+            (p.name_rank, i) for i, p in ref.products.items() if p.active and low <= p.name_rank <= high
+        )
+        assert index.ranked_between(low, high) == ([i for _, i in found], [r for r, _ in found])
     assert len(index) == len(ref.products)
     assert index.active_count == sum(p.active for p in ref.products.values())
 

@@ -267,6 +267,22 @@ def test_set_name_ranks(impl: Impl) -> None:
     assert index.query("-price") == ([3, 2, 1], 3)
 
 
+def test_ranked_between(impl: Impl) -> None:
+    index = make(
+        impl, {1: P(rank=10), 2: P(rank=20), 3: P(rank=20), 4: P(rank=30, active=False), 5: P(rank=40)}, ROOT
+    )
+    assert index.ranked_between(15, 40) == ([2, 3, 5], [20, 20, 40])  # inclusive; inactive ones left out
+    assert index.ranked_between(-(2**63), 2**63 - 1) == ([1, 2, 3, 5], [10, 20, 20, 40])
+    assert index.ranked_between(21, 39) == ([], [])
+    assert index.ranked_between(40, 10) == ([], [])
+    index.set_name_ranks([1], [35])
+    assert index.ranked_between(30, 40) == ([1, 5], [35, 40])
+    with pytest.raises(OverflowError):
+        index.ranked_between(0, 2**63)
+    with pytest.raises(TypeError):
+        index.ranked_between(True, 5)
+
+
 def test_big_ints_are_fine_where_the_sql_allows_them(impl: Impl) -> None:
     # Product ids index the columns (they are dense serials), so a huge one is tested as a category only.
     index = impl.CatalogIndex()

@@ -114,3 +114,26 @@ def test_time_round_trip() -> None:
     when = parse_time("2026-11-28T10:00:00+0000")
     assert format_time(when) == "2026-11-28T10:00:00+0000"
     assert parse_time("2026-11-28T10:00:00+05:30") == datetime(2026, 11, 28, 4, 30, tzinfo=UTC)
+    assert parse_time(" 2026-11-28T10:00:00-0130 ") == datetime(2026, 11, 28, 11, 30, tzinfo=UTC)
+    assert parse_time("2026-11-28T10:00:00Z") == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-28",  # a date alone
+        "2026-11-28T10:00:00",  # no offset: the time is not known
+        "2026-02-30T10:00:00+0000",  # no such day
+        "2026-11-28T24:00:00+0000",
+        "2026-11-28T10:00:00+2500",  # no such offset
+        "2026-11-28 10:00:00+0000",
+        "20261128T100000+0000",
+        "2026-11-28T10:00:00.5+0000",
+        "2026-11-28T10:00:00+0000junk",
+        "",
+        17,
+    ],
+)
+def test_time_rejects_what_is_not_a_zoho_timestamp(value: object) -> None:
+    with pytest.raises(Invalid):
+        parse_time(value)
