@@ -43,6 +43,7 @@ cdef class CatalogIndex:
     cdef int _apply(self, int32_t i, int32_t cat, bint has_price, int64_t price, bint stock,
                     int64_t created, int64_t rank, bint on) except -1
     cdef int _sort_all(self, bint name_only=*) except -1
+    cdef Py_ssize_t _rank_end(self, Py_ssize_t start, int64_t hi) noexcept
     cdef int _filter(self, Filter* f, object category, object min_price, object max_price,
                      object in_stock) except -1
     cdef Py_ssize_t _scan(self, Filter* f, object only) except -1

@@ -559,24 +559,58 @@ cdef class CatalogIndex:
             free(rid)
             free(rrank)
 
-    def ranked_between(self, low, high):
-        """(ids, name ranks) of the active products whose name rank is in [low, high], in name order
-        ((rank, id) ascending): the names a local relabel spreads anew (server/catalog/ranks.py)."""
+    def ranked_count(self, low, high):
+        """How many products (active or not) have a name rank in [low, high] (two binary searches)."""
         cdef int64_t lo = _int64(low, "low", -1), hi = _int64(high, "high", -1)
-        cdef Py_ssize_t n = self._n, pos
-        cdef int32_t i
-        ids, ranks = [], []
         if lo > hi:
-            return ids, ranks
-        pos = _lower(self._by_name, 0, n, self._rank, lo, -1)
-        while pos < n:
+            return 0
+        cdef Py_ssize_t start = _lower(self._by_name, 0, self._n, self._rank, lo, -1)
+        return self._rank_end(start, hi) - start
+
+    cdef Py_ssize_t _rank_end(self, Py_ssize_t start, int64_t hi) noexcept:
+        # The first position from `start` on whose rank is above hi.
+        if hi == 0x7FFFFFFFFFFFFFFF:
+            return self._n
+        return _lower(self._by_name, start, self._n, self._rank, hi + 1, -1)
+
+    def respread_name_ranks(self, low, high, after, free):
+        """Give the products (active or not) whose name rank is in [low, high] new ranks spread evenly
+        strictly inside (low, high), in the order they have (equal ranks stay equal), with ``free`` empty
+        slots after the last rank <= ``after``; returns their (ids, new ranks) in name order. The name order
+        does not move (a local relabel of name ranks: server/catalog/ranks.py)."""
+        cdef int64_t lo = _int64(low, "low", -1), hi = _int64(high, "high", -1)
+        cdef int64_t gap = _int64(after, "after", -1)
+        cdef Py_ssize_t extra = free, start, end, pos, distinct = 0, slot = 0
+        cdef int64_t last = 0, rank, step
+        cdef int32_t i
+        if extra < 0:
+            raise ValueError("free must be >= 0")
+        if lo > hi:
+            return [], []
+        start = _lower(self._by_name, 0, self._n, self._rank, lo, -1)
+        end = self._rank_end(start, hi)
+        for pos in range(start, end):
+            rank = self._rank[self._by_name[pos]]
+            if pos == start or rank != last:
+                distinct += 1
+                last = rank
+        wide = (<object>hi - <object>lo) // (distinct + extra + 1)  # Python ints: hi - lo may pass 2**63
+        if wide < 1:
+            raise ValueError("no room for these ranks between low and high")
+        step = min(wide, 0x7FFFFFFFFFFFFFFF)
+        ids, ranks = [], []
+        for pos in range(start, end):
             i = self._by_name[pos]
-            if self._rank[i] > hi:
-                break
-            if self._flags[i] & ACTIVE:
-                ids.append(i)
-                ranks.append(self._rank[i])
-            pos += 1
+            rank = self._rank[i]
+            if pos == start or rank != last:
+                slot += 1
+                if rank > gap and (pos == start or last <= gap):
+                    slot += extra
+                last = rank
+            # In unsigned arithmetic (it wraps, the true value is within int64): step * slot may pass 2**63.
+            self._rank[i] = <int64_t>(<uint64_t>lo + <uint64_t>step * <uint64_t>slot)
+            ids.append(i)
+            ranks.append(self._rank[i])
         return ids, ranks
 
     def remove(self, product_id):

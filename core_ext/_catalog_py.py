@@ -183,22 +183,50 @@ class CatalogIndex:
             self._rank[i] = rank
         self._by_name = array("i", sorted(self._by_name, key=lambda j: (self._rank[j], j)))
 
-    def ranked_between(self, low: int, high: int) -> tuple[list[int], list[int]]:
-        """(ids, name ranks) of the active products whose name rank is in [low, high], in name order
-        ((rank, id) ascending): the names a local relabel spreads anew (server/catalog/ranks.py)."""
+    def _rank_span(self, lo: int, hi: int) -> tuple[int, int]:
+        # Positions [start, end) of the name order whose rank is in [lo, hi].
+        key = lambda j: (self._rank[j], j)  # noqa: E731
+        start = bisect_left(self._by_name, (lo, -1), key=key)
+        return start, bisect_left(self._by_name, (hi + 1, -1), lo=start, key=key)
+
+    def ranked_count(self, low: int, high: int) -> int:
+        """How many products (active or not) have a name rank in [low, high] (two binary searches)."""
         lo, hi = check_int64(low, "low"), check_int64(high, "high")
-        ids: list[int] = []
-        ranks: list[int] = []
         if lo > hi:
-            return ids, ranks
-        order = self._by_name
-        pos = bisect_left(order, (lo, -1), key=lambda j: (self._rank[j], j))
-        while pos < len(order) and self._rank[i := order[pos]] <= hi:
-            if self._flags[i] & _ACTIVE:
-                ids.append(i)
-                ranks.append(self._rank[i])
-            pos += 1
-        return ids, ranks
+            return 0
+        start, end = self._rank_span(lo, hi)
+        return end - start
+
+    def respread_name_ranks(self, low: int, high: int, after: int, free: int) -> tuple[list[int], list[int]]:
+        """Give the products (active or not) whose name rank is in [low, high] new ranks spread evenly
+        strictly inside (low, high), in the order they have (equal ranks stay equal), with ``free`` empty
+        slots after the last rank <= ``after``; returns their (ids, new ranks) in name order. The name order
+        does not move (a local relabel of name ranks: server/catalog/ranks.py)."""
+        lo, hi = check_int64(low, "low"), check_int64(high, "high")
+        gap = check_int64(after, "after")
+        if free < 0:
+            raise ValueError("free must be >= 0")
+        if lo > hi:
+            return [], []
+        start, end = self._rank_span(lo, hi)
+        span = [self._by_name[pos] for pos in range(start, end)]
+        distinct = len({self._rank[i] for i in span})
+        step = (hi - lo) // (distinct + free + 1)
+        if step < 1:
+            raise ValueError("no room for these ranks between low and high")
+        ranks: list[int] = []
+        slot = 0
+        last: int | None = None
+        for i in span:
+            rank = self._rank[i]
+            if rank != last:
+                slot += 1
+                if rank > gap and (last is None or last <= gap):
+                    slot += free
+                last = rank
+            self._rank[i] = lo + step * slot
+            ranks.append(self._rank[i])
+        return span, ranks
 
     def remove(self, product_id: int) -> bool:
         """Forget a product; False when it was not there."""

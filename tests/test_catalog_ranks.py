@@ -102,12 +102,11 @@ class Ranked:
         self.relabels = 0
 
     def relabel(self, lo: int, hi: int, count: int) -> bool:
-        found = widen(self.index.ranked_between, lo, hi, count)
+        found = widen(self.index, lo, hi, count)
         if found is None:
             return False
         for pid, rank in zip(*found, strict=True):
             self.ranks[pid] = rank
-        self.index.set_name_ranks(*found)
         self.relabels += 1
         return True
 
@@ -145,7 +144,7 @@ def test_runs_into_one_gap_in_descending_order_are_relabelled_not_reloaded() -> 
 def test_widen_keeps_the_order_and_equal_names_and_stays_inside_its_window() -> None:
     ranks = array("q", [0, 100, 100, 101, 102, 5 * 2**50, 0])  # 1 and 2 share a name; the gap is 101-102
     ranked = Ranked({1: "b", 2: "b", 3: "c", 4: "d", 5: "x"}, ranks)
-    ids, out = widen(ranked.index.ranked_between, 101, 102, 3) or ([], [])
+    ids, out = widen(ranked.index, 101, 102, 3) or ([], [])
     new = dict(zip(ids, out, strict=True))
     assert set(new) == {1, 2, 3, 4}  # 5 is outside the window: untouched
     assert new[1] == new[2] < new[3] < new[4] < ranks[5]
@@ -155,10 +154,11 @@ def test_widen_keeps_the_order_and_equal_names_and_stays_inside_its_window() -> 
 
 
 def test_widen_gives_up_on_a_window_too_big() -> None:
-    def crowded(low: int, high: int) -> tuple[list[int], list[int]]:
-        return list(range(RELABEL_MAX + 1)), list(range(RELABEL_MAX + 1))
-
+    n = RELABEL_MAX + 1  # names 1 apart: no window has room for them
+    crowded = CatalogIndex()
+    crowded.build(list(range(n)), [None] * n, [None] * n, [1] * n, [0] * n, list(range(n)), [True] * n)
     assert widen(crowded, 10, 11, 1) is None
+    assert crowded.query("name", 0, 3) == ([0, 1, 2], n)  # nothing moved
     ranks = array("q", [0, 5, 6, 0])
     refused: list[tuple[int, int, int]] = []
 

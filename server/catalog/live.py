@@ -416,14 +416,12 @@ class LiveCatalog:
 
     def _relabel(self, lo: int, hi: int, count: int) -> bool:
         """Widen the gap (lo, hi) for `count` names: the names around it take new ranks in the same order,
-        here and in the index (ranks.widen); False when only a full load can (the window is too big). The
+        in the index and here (ranks.widen); False when only a full load can (the window is too big). The
         index stays exact whatever follows: only ranks change, never the order of two names."""
-        found = name_ranks.widen(self.index.ranked_between, lo, hi, count)
+        found = name_ranks.widen(self.index, lo, hi, count)
         if found is None:
             return False
-        ids, ranks = found
-        _scatter(self._ranks, ids, ranks)
-        self.index.set_name_ranks(ids, ranks)
+        _scatter(self._ranks, *found)
         self.rank_relabels += 1
         return True
 

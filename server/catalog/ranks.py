@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from array import array
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
@@ -48,7 +48,16 @@ RELABEL_MAX = 100_000
 RELABELS_MAX = 16
 
 Relabel = Callable[[int, int, int], bool]
-RankedBetween = Callable[[int, int], tuple[list[int], list[int]]]
+
+
+class RankIndex(Protocol):
+    """What a relabel needs of core_ext.CatalogIndex."""
+
+    def ranked_count(self, low: int, high: int) -> int: ...
+
+    def respread_name_ranks(
+        self, low: int, high: int, after: int, free: int
+    ) -> tuple[list[int], list[int]]: ...
 
 
 class Narrow(NamedTuple):
@@ -154,37 +163,25 @@ def _place(
     return ids, out  # type: ignore[return-value]
 
 
-def widen(ranked_between: RankedBetween, lo: int, hi: int, count: int) -> tuple[list[int], list[int]] | None:
-    """New ranks (ids, ranks) for the active names around the gap (lo, hi) that leave room for `count` names
-    in it: the names of the smallest window [a, b] around it (growing fourfold) that then stand at least
-    RELABEL_SPACING apart (or of the whole range) are spread evenly over it, in the order they have, equal
-    ranks kept equal, with `count` free slots where the gap was. Every new rank is strictly inside (a, b),
-    so no name moves past one outside the window. None: the window would hold more than RELABEL_MAX names.
-    `ranked_between(a, b)`: CatalogIndex.ranked_between (the active names with ranks in [a, b], in order)."""
+def widen(index: RankIndex, lo: int, hi: int, count: int) -> tuple[list[int], list[int]] | None:
+    """Widen the gap (lo, hi) for `count` names: the products of the smallest window [a, b] around it
+    (growing fourfold) whose names then stand at least RELABEL_SPACING apart (or of the whole range) take
+    ranks spread evenly strictly inside it, in the order they have, equal ranks kept equal, with `count`
+    free slots where the gap was (CatalogIndex.respread_name_ranks: in the index itself, whose name order
+    does not move). Returns their (ids, new ranks); None: the window would hold more than RELABEL_MAX."""
     reach = max(hi - lo, 1 << 20)
     while True:
         a, b = max(LOW, lo - reach), min(HIGH, hi + reach)
-        ids, old = ranked_between(a, b)
-        if len(ids) > RELABEL_MAX:
+        held = index.ranked_count(a, b)
+        if held > RELABEL_MAX:
             return None
-        distinct = len(set(old))
-        step = (b - a) // (distinct + count + 1)
-        if step >= RELABEL_SPACING or (a == LOW and b == HIGH):
+        if (b - a) // (held + count + 1) >= RELABEL_SPACING or (a == LOW and b == HIGH):
             break
         reach *= 4
-    if step < 2:
-        return None  # cannot happen within int64 at RELABEL_MAX names; kept as a guard
-    out: list[int] = []
-    slot = 0
-    last: int | None = None
-    for rank in old:
-        if rank != last:
-            slot += 1
-            if rank > lo and (last is None or last <= lo):
-                slot += count  # the gap's slots, before the first name above lo
-            last = rank
-        out.append(a + step * slot)
-    return ids, out
+    try:
+        return index.respread_name_ranks(a, b, lo, count)
+    except ValueError:  # no room even over the whole range: cannot happen within int64 at RELABEL_MAX
+        return None
 
 
 def _bound(

@@ -76,10 +76,8 @@ def check(index: Any, ref: RefCatalog, queries: list[Any], bounds: list[int]) ->
         assert index.facets(price_bounds=bounds, **filters) == ref.facets(price_bounds=bounds, **filters)
     assert index.category_counts() == ref.category_counts()
     for low, high in ((-1, 6), (0, 0), (2, 4), (1, 3), (5, 1), (6, 9)):
-        found = sorted(
-            (p.name_rank, i) for i, p in ref.products.items() if p.active and low <= p.name_rank <= high
-        )
-        assert index.ranked_between(low, high) == ([i for _, i in found], [r for r, _ in found])
+        inside = sum(low <= p.name_rank <= high for p in ref.products.values())
+        assert index.ranked_count(low, high) == (inside if low <= high else 0)
     assert len(index) == len(ref.products)
     assert index.active_count == sum(p.active for p in ref.products.values())
 
@@ -150,3 +148,38 @@ def test_upsert_many_matches_one_by_one(
     )
     expected = RefCatalog({**ref.products, **dict(rows)}, ref.categories)
     check(index, expected, [query], [])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ref=catalogs(),
+    low=st.sampled_from([-(2**62), -1000, -1, 0, 2]),
+    high=st.sampled_from([1, 3, 5, 1000, 2**62]),
+    after=st.integers(-2, 6),
+    free=st.integers(0, 3),
+    queries=st.lists(QUERIES, min_size=1, max_size=4),
+)
+def test_respread_name_ranks_keeps_the_order(
+    impl: Impl, ref: RefCatalog, low: int, high: int, after: int, free: int, queries: list[Any]
+) -> None:
+    index = impl.CatalogIndex()
+    load_catalog(index, ref)
+    before = {sort: index.query(sort, 0, 100) for sort in SORTS}
+    span = sorted((p.name_rank, i) for i, p in ref.products.items() if low <= p.name_rank <= high)
+    try:
+        ids, ranks = index.respread_name_ranks(low, high, after, free)
+    except ValueError:  # no room: nothing changed
+        assert len({r for r, _ in span}) + free + 1 > high - low
+        check(index, ref, queries, [])
+        return
+    assert ids == [i for _, i in span]
+    assert all(low < r < high for r in ranks)
+    for k in range(1, len(span)):  # equal ranks stay equal, distinct ones keep their order and room
+        assert (ranks[k] == ranks[k - 1]) == (span[k][0] == span[k - 1][0])
+        assert ranks[k] >= ranks[k - 1]
+        if span[k - 1][0] <= after < span[k][0]:  # the free slots: room for `free` ranks in between
+            assert ranks[k] - ranks[k - 1] > free
+    assert {sort: index.query(sort, 0, 100) for sort in SORTS} == before  # the name order did not move
+    for i, rank in zip(ids, ranks, strict=True):
+        ref.products[i].name_rank = rank
+    check(index, ref, queries, [])

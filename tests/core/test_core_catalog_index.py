@@ -267,20 +267,27 @@ def test_set_name_ranks(impl: Impl) -> None:
     assert index.query("-price") == ([3, 2, 1], 3)
 
 
-def test_ranked_between(impl: Impl) -> None:
-    index = make(
-        impl, {1: P(rank=10), 2: P(rank=20), 3: P(rank=20), 4: P(rank=30, active=False), 5: P(rank=40)}, ROOT
-    )
-    assert index.ranked_between(15, 40) == ([2, 3, 5], [20, 20, 40])  # inclusive; inactive ones left out
-    assert index.ranked_between(-(2**63), 2**63 - 1) == ([1, 2, 3, 5], [10, 20, 20, 40])
-    assert index.ranked_between(21, 39) == ([], [])
-    assert index.ranked_between(40, 10) == ([], [])
-    index.set_name_ranks([1], [35])
-    assert index.ranked_between(30, 40) == ([1, 5], [35, 40])
+def test_ranked_count_and_respread_name_ranks(impl: Impl) -> None:
+    products = {1: P(rank=10), 2: P(rank=20), 3: P(rank=20), 4: P(rank=21, active=False), 5: P(rank=140)}
+    index = make(impl, products, ROOT)
+    assert index.ranked_count(15, 140) == 4  # inclusive; inactive products count (they hold a place)
+    assert index.ranked_count(-(2**63), 2**63 - 1) == 5
+    assert index.ranked_count(22, 139) == 0
+    assert index.ranked_count(140, 10) == 0
+    # 10 | 20 20 | 21 within [0, 100], three free slots after 20: steps of 100 // (3 + 3 + 1) = 14.
+    ids, ranks = index.respread_name_ranks(0, 100, 20, 3)
+    assert ids == [1, 2, 3, 4] and ranks == [14, 28, 28, 84]
+    assert index.query("name") == ([1, 2, 3, 5], 4)
+    assert index.ranked_count(29, 83) == 0  # the room made after 28
+    with pytest.raises(ValueError, match="no room"):
+        index.respread_name_ranks(10, 15, 0, 5)
     with pytest.raises(OverflowError):
-        index.ranked_between(0, 2**63)
+        index.ranked_count(0, 2**63)
     with pytest.raises(TypeError):
-        index.ranked_between(True, 5)
+        index.respread_name_ranks(True, 5, 0, 0)
+    ids, ranks = index.respread_name_ranks(-(2**63), 2**63 - 1, 0, 0)  # the whole int64 range
+    assert ids == [1, 2, 3, 4, 5] and ranks[0] < ranks[1] == ranks[2] < ranks[3] < ranks[4]
+    assert index.query("name") == ([1, 2, 3, 5], 4)
 
 
 def test_big_ints_are_fine_where_the_sql_allows_them(impl: Impl) -> None:
