@@ -5,11 +5,11 @@ ORDER BY name does (equal names, equal ranks). A full load spreads the dense ran
 [0, 2**61] (repo.NAME_RANKS), which leaves room between neighbours: a catch-up that brings new, renamed or
 reactivated products gives each the rank of an equal name among the other active products, or places it
 between the ranks of the names around it (their neighbours read in the catch-up's snapshot by one query on
-the name index). When a gap is too narrow, the active names around it are spread anew in memory (a local
-relabel: the smallest window of ranks around the gap, growing fourfold, whose names then stand at least
-RELABEL_SPACING apart), so the order of every name stays as it was and no rank is read from SQL. Only when
-too many names change at once, or a window would hold more than RELABEL_MAX names, are all the ranks loaded
-again.
+the name index). When a gap is too narrow, the names around it are spread anew in memory (a local
+relabel, of active and inactive products alike: the smallest window of ranks around the gap, growing
+fourfold, whose names then stand at least RELABEL_SPACING apart), so the order of every name stays as it was
+and no rank is read from SQL. Only when too many names change at once, or a window would hold more than
+RELABEL_MAX names, are all the ranks loaded again.
 
 A run of new names that fall into one gap takes its middle half (one name: the middle), so the gaps left on
 either side are at least a quarter of it: names arriving in either order cost the gap 1-2 bits each time,
