@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +26,22 @@ def db(services: Services, template_db: tuple[str, Path], tmp_path: Path) -> Dat
 
 async def _version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT version FROM catalog_state"))
+
+
+@contextlib.asynccontextmanager
+async def _listening(db: Database) -> AsyncIterator[tuple[asyncpg.Connection, asyncio.Queue[str]]]:
+    """A writer connection and the payloads of channel `catalog` as a LISTEN connection receives them."""
+    listener = await asyncpg.connect(db.url)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
+        writer = await asyncpg.connect(db.url)
+        try:
+            yield writer, got
+        finally:
+            await writer.close()
+    finally:
+        await listener.close()
 
 
 _INSERT_PRODUCTS = (
@@ -249,11 +267,7 @@ def test_triggers_prune_every_thousand_versions(db: Database) -> None:
 
 def test_notify_payload_unchanged(db: Database) -> None:
     async def go() -> None:
-        listener = await asyncpg.connect(db.url)
-        got: asyncio.Queue[str] = asyncio.Queue()
-        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
-        writer = await asyncpg.connect(db.url)
-        try:
+        async with _listening(db) as (writer, got):
             before = await _version(writer)
             await writer.execute("UPDATE products SET stock_on_hand = 3 WHERE id = 1")
             await writer.execute("UPDATE products SET is_active = NOT is_active WHERE id = 1")
@@ -264,9 +278,6 @@ def test_notify_payload_unchanged(db: Database) -> None:
                 f"{before + 2}:products",
                 f"{before + 3}:price_lists",
             ]
-        finally:
-            await writer.close()
-            await listener.close()
 
     run(go())
 
@@ -275,11 +286,7 @@ def test_many_row_updates_name_the_identity_change_of_any_row(db: Database) -> N
     # 0015 finds an identity change (zoho_item_id, is_active, id) by a set difference of the statement's
     # new and old rows, not by joining them (which could loop over one for each row of the other).
     async def go() -> None:
-        listener = await asyncpg.connect(db.url)
-        got: asyncio.Queue[str] = asyncio.Queue()
-        await listener.add_listener("catalog", lambda *a: got.put_nowait(a[3]))
-        writer = await asyncpg.connect(db.url)
-        try:
+        async with _listening(db) as (writer, got):
             ids = [r[0] for r in await writer.fetch("SELECT id FROM products ORDER BY id LIMIT 50")]
             new_id = await writer.fetchval(
                 "INSERT INTO products (zoho_item_id, name) VALUES ('feed-id-move', 'Moved') RETURNING id"
@@ -310,9 +317,6 @@ def test_many_row_updates_name_the_identity_change_of_any_row(db: Database) -> N
             # Every row the statements touched is named, once.
             changed = await writer.fetchval("SELECT ids FROM catalog_changes WHERE version = $1", before + 1)
             assert sorted(changed) == sorted(ids)
-        finally:
-            await writer.close()
-            await listener.close()
 
     run(go())
 
