@@ -1,4 +1,4 @@
-"""Search text normalisation: the Python twin of SQL `catalog_search_norm` (migration 0004).
+"""Search text normalisation: the Python twin of SQL `catalog_search_norm` (migrations 0004, 0016).
 
 Both sides map the same characters the same way, so a normalised `q` is at once the cache key and the LIKE
 term matched against `products.search_text` (name, SKU and Arabic name, normalised by the SQL function).

@@ -1,7 +1,8 @@
 """Search normalisation is defined once in SQL (`catalog_search_norm`, migration 0004) and mirrored in
 Python (server/catalog/search.py): the two must agree on every string, or the normalised `q` would miss
-rows the index holds. Checked on every BMP character at once, then on random mixed Arabic/Latin text, and
-on what the stored `products.search_text` holds."""
+rows the index holds. Checked on every BMP character at once, on each of the function's paths (0016: printable
+ASCII, printable ASCII with Arabic, anything else), on random mixed Arabic/Latin text, and on what the stored
+`products.search_text` holds."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ _INTERESTING = st.one_of(
     st.characters(exclude_categories=["Cs"], min_codepoint=0x01),
 )
 texts = st.text(_INTERESTING, max_size=40)
+# The fast paths' inputs (migration 0016): printable ASCII alone, and printable ASCII with the Arabic block.
+_PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
+_ARABIC = "".join(chr(c) for c in range(0x0600, 0x0700))
+ascii_texts = st.text(st.sampled_from(_PRINTABLE), max_size=40)
+arabic_texts = st.text(st.sampled_from(_PRINTABLE + _ARABIC), max_size=40)
 
 
 class Sql:
@@ -81,8 +87,45 @@ def test_every_bmp_character_maps_the_same_in_python_and_sql(sql: Sql) -> None:
     assert sql.norm(every) == normalise(every)
 
 
+@pytest.mark.parametrize(
+    "every",
+    [
+        _PRINTABLE,  # the ASCII path: lower() under "C"
+        _PRINTABLE + _ARABIC,  # the Arabic path: that, then 0004's Arabic entries
+        _PRINTABLE + _ARABIC + "\u00c0",  # one Latin capital more: 0004's whole translate()
+        _PRINTABLE + "\x01",  # a control character: the whole translate() too
+    ],
+)
+def test_each_path_maps_every_character_it_can_meet_as_python_does(sql: Sql, every: str) -> None:
+    assert sql.norm(every) == normalise(every)
+    assert sql.norm(every[::-1]) == normalise(every[::-1])
+
+
+def test_the_ascii_path_lowers_under_c_whatever_the_input_collation(sql: Sql) -> None:
+    # lower() under a Turkish collation maps I to a dotless i; the function's own COLLATE "C" must win
+    # (skipped where PostgreSQL was built without ICU).
+    async def go() -> tuple[str, str] | None:
+        icu = "SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'tr-TR-x-icu')"
+        if not await sql.conn.fetchval(icu):
+            return None
+        row = await sql.conn.fetchrow(
+            """SELECT lower('I' COLLATE "tr-TR-x-icu"), catalog_search_norm('I' COLLATE "tr-TR-x-icu")"""
+        )
+        assert row is not None
+        return row[0], row[1]
+
+    got = sql.loop.run_until_complete(go())
+    if got is None:
+        pytest.skip("no ICU collations in this PostgreSQL")
+    assert got == ("\u0131", "i")
+
+
+def test_null_stays_null(sql: Sql) -> None:
+    assert sql.loop.run_until_complete(sql.conn.fetchval("SELECT catalog_search_norm(NULL) IS NULL")) is True
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts)
+@given(st.one_of(texts, ascii_texts, arabic_texts))
 def test_python_and_sql_normalisers_agree(sql: Sql, text: str) -> None:
     assert normalise(text) == sql.norm(text)
     assert normalise(normalise(text)) == normalise(text)  # a normalised q is its own normal form
