@@ -24,27 +24,9 @@ from pathlib import Path
 
 import asyncpg
 
+from loadtests.sync_demo import start_fake
 from server.db.migrate import migrate
 from server.embedded import EmbeddedPostgres
-
-
-def _start_fake(items: int, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.zoho", "--items", str(items), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    env: dict[str, str] = {}
-    first = proc.stdout.readline().strip()
-    print(first, file=sys.stderr)
-    while len(env) < 6:
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit("the fake Zoho stopped")
-        key, _, value = line.strip().partition("=")
-        env[key] = value
-    return proc, env
 
 
 def _run_sync(env: dict[str, str], *args: str) -> tuple[float, float, str, int]:
@@ -118,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         pg = EmbeddedPostgres(work / "pg")
         pg.start()
         admin = pg.admin_url()
-    fake, zoho_env = _start_fake(args.items, port)
+    fake, zoho_env = start_fake(args.items, port)
     dsn = asyncio.run(_scratch(admin))
     try:
         env = {
