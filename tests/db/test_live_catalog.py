@@ -285,3 +285,70 @@ def test_a_full_gap_is_widened_in_memory_not_reloaded(big: Database) -> None:
     assert live.rank_loads == loads  # and no rank was read again from SQL
     assert live.quick >= quick + 70  # inserts alone: placed in the one-statement catch-up
     assert _orders(live) == _orders(run(_built(big)))
+
+
+def test_new_names_caught_up_in_one_statement_are_placed_like_a_fresh_build(big: Database) -> None:
+    # The one-statement catch-up's own neighbour look-up (repo.NEIGHBOUR_ROWS in CATCH_UP), on inserts alone:
+    # names equal to existing ones and to each other, runs with nothing between them (whose neighbour below
+    # comes from the row before, not from a probe), names before the first and after the last.
+    live = run(_built(big))
+    loads, quick = live.rank_loads, live.quick
+    next_id = 800_000
+    for step, names in enumerate([*INSERTED_NAMES, [f"Between {k:04d}" for k in reversed(range(0, 300, 7))]]):
+        rows = [(next_id + k, f"one-{step}-{k}", name) for k, name in enumerate(names)]
+        next_id += len(names)
+
+        async def insert(rows: list[tuple[int, str, str]] = rows) -> None:
+            conn = await asyncpg.connect(big.url)
+            try:
+                await conn.executemany(
+                    "INSERT INTO products (id, zoho_item_id, name, stock_on_hand) VALUES ($1, $2, $3, 1)",
+                    rows,
+                )
+            finally:
+                await conn.close()
+
+        run(insert())
+        _catch_up(live, big)
+        assert live.quick == quick + step + 1, step  # the one-statement path placed them
+        assert _orders(live) == _orders(run(_built(big))), step
+    assert live.rank_loads == loads
+
+
+def test_both_neighbour_queries_agree_with_a_plain_reading(big: Database) -> None:
+    # NAME_NEIGHBOURS (two probes a name, NEIGHBOUR_ROWS) against the three probes it replaced, on names that
+    # exist twice, in runs, first and last, and products of the set that are inactive.
+    plain = """
+        SELECT c.id, c.name = lag(c.name) OVER (ORDER BY c.name, c.id),
+               (SELECT p.id FROM products p WHERE p.is_active AND p.name < c.name
+                ORDER BY p.name DESC, p.id DESC LIMIT 1),
+               (SELECT p.id FROM products p WHERE p.is_active AND p.name = c.name AND p.id <> ALL($1::int[])
+                ORDER BY p.name, p.id LIMIT 1),
+               (SELECT p.id FROM products p WHERE p.is_active AND p.name > c.name
+                ORDER BY p.name, p.id LIMIT 1)
+        FROM products c WHERE c.id = ANY($1::int[]) AND c.is_active ORDER BY c.name, c.id
+    """
+
+    async def go() -> None:
+        conn = await asyncpg.connect(big.url)
+        try:
+            queries = [
+                "SELECT id FROM products ORDER BY id DESC LIMIT 400",
+                "SELECT id FROM products WHERE id % 97 = 0",
+                "SELECT id FROM products ORDER BY name, id LIMIT 50",
+                "SELECT id FROM products ORDER BY name DESC, id DESC LIMIT 50",
+                # names held twice or more, and inactive products with a few active ones
+                "SELECT id FROM products"
+                " WHERE name IN (SELECT name FROM products GROUP BY 1 HAVING count(*) > 1)",
+                "(SELECT id FROM products WHERE NOT is_active LIMIT 20)"
+                " UNION ALL (SELECT id FROM products LIMIT 20)",
+            ]
+            sets = [[r[0] for r in await conn.fetch(q)] for q in queries]
+            assert all(sets[:4]) and len(sets[0]) == 400
+            for ids in sets:
+                got = [tuple(r) for r in await repo.name_neighbours(conn, ids)]
+                assert got == [tuple(r) for r in await conn.fetch(plain, ids)]
+        finally:
+            await conn.close()
+
+    run(go())
