@@ -16,7 +16,7 @@ from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySeque
 from libc cimport errno as c
 from libc.errno cimport ENOENT, ENOTDIR
 from libc.stdint cimport int32_t, uint32_t, UINT32_MAX
-from libc.stdlib cimport calloc, free, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, strlen, strncmp
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW
 from posix.stat cimport S_ISLNK, S_ISREG, fstatat, lstat, stat, struct_stat
@@ -282,11 +282,7 @@ cdef _Names _merge_names(_Names old, _Names added, unsigned char* drop, Py_ssize
     """``old`` without the names of ids in ``drop`` and the names ``added`` holds, plus ``added`` (both
     sorted: one merge). Marks in ``touch`` the ids whose names went or came."""
     cdef _Names names = _Names.__new__(_Names)
-    cdef Py_ssize_t i = 0, j = 0, k = 0, at = 0, size
     cdef Py_ssize_t cap = (old.offsets[old.n] if old.n else 0) + (added.offsets[added.n] if added.n else 0)
-    cdef int c
-    cdef long long ident
-    cdef const char* src
     names.arena = <char*>PyMem_Malloc(cap if cap > 0 else 1)
     names.offsets = <uint32_t*>PyMem_Malloc((old.n + added.n + 1) * sizeof(uint32_t))
     names.ids = <int32_t*>PyMem_Malloc((old.n + added.n if old.n + added.n > 0 else 1) * sizeof(int32_t))
@@ -296,6 +292,18 @@ cdef _Names _merge_names(_Names old, _Names added, unsigned char* drop, Py_ssize
         raise OverflowError("the catalog's names exceed 4 GiB")
     names.offsets[0] = 0
     names.nbits = 0
+    with nogil:  # C alone from here: update_catalog in a thread leaves the event loop running meanwhile
+        _merge_into(old, added, drop, drop_bits, touch, names)
+    return names
+
+
+cdef void _merge_into(_Names old, _Names added, unsigned char* drop, Py_ssize_t drop_bits,
+                      unsigned char* touch, _Names names) noexcept nogil:
+    """The merge of _merge_names into ``names`` (its arrays allocated to fit)."""
+    cdef Py_ssize_t i = 0, j = 0, k = 0, at = 0, size
+    cdef int c
+    cdef long long ident
+    cdef const char* src
     while i < old.n or j < added.n:
         if i >= old.n:
             c = 1
@@ -337,19 +345,19 @@ cdef _Names _merge_names(_Names old, _Names added, unsigned char* drop, Py_ssize
             names.nbits = ident + 1
     names.n = k
     names.nbytes = at + (k + 1) * sizeof(uint32_t) + k * sizeof(int32_t)
-    return names
 
 
-cdef bint _served(bytes path, Py_ssize_t stem_size, const char* stem, bytes prefix):
-    """Whether the scan would count ``{stem}.jpg`` now: a regular file, or a link the image route serves."""
+cdef int _entry_kind(const char* path, Py_ssize_t stem_size, const char* stem) noexcept nogil:
+    """What the scan would see at ``path`` (the folder's ``{stem}.jpg``): 1 a regular file, 2 a symlink (the
+    caller asks _link_is_served where it leads), 0 nothing it counts."""
     cdef struct_stat st
     if stem_size <= 0 or memchr(stem, 0x2F, stem_size) is not NULL or memchr(stem, 0, stem_size) is not NULL:
-        return False  # no directory entry has this name (the scan never looks it up)
-    if lstat(PyBytes_AS_STRING(path), &st) != 0:
-        return False
+        return 0  # no directory entry has this name (the scan never looks it up)
+    if lstat(path, &st) != 0:
+        return 0
     if S_ISREG(st.st_mode):
-        return True
-    return S_ISLNK(st.st_mode) and _link_is_served(path, prefix)
+        return 1
+    return 2 if S_ISLNK(st.st_mode) else 0
 
 
 @cython.auto_pickle(False)
@@ -443,6 +451,10 @@ cdef class ImageIndex:
         cdef long long ident
         cdef unsigned char* drop = NULL
         cdef unsigned char* touch = NULL
+        cdef char* path = NULL
+        cdef char* grown
+        cdef Py_ssize_t base_size, path_cap
+        cdef int kind
         cdef _Bitset bits
         cdef unsigned char byte
         kept = [v for v in wanted if v < old.nbits]  # other ids have no name to drop
@@ -465,22 +477,43 @@ cdef class ImageIndex:
                 bits.data[b] &= ~touch[b]  # touched ids: looked at again below
             prefix = os.fsencode(os.path.join(os.path.realpath(self._folder), ""))
             base = os.path.join(self._folder_b, b"")
-            for k in range(names.n):
-                ident = names.ids[k]
-                if not (touch[ident >> 3] >> (ident & 7)) & 1 or (bits.data[ident >> 3] >> (ident & 7)) & 1:
-                    continue
-                size = names.offsets[k + 1] - names.offsets[k]
-                stem = PyBytes_FromStringAndSize(names.arena + names.offsets[k], size)
-                if _served(base + stem + b".jpg", size, names.arena + names.offsets[k], prefix):
-                    bits.data[ident >> 3] |= <unsigned char>(1 << (ident & 7))
-            for b in range(bits.nbytes):
-                byte = bits.data[b]
-                while byte:
-                    byte &= byte - 1
-                    bits.count += 1
+            base_size = len(base)
+            path_cap = base_size + 256
+            path = <char*>malloc(path_cap)
+            if path is NULL:
+                raise MemoryError()
+            memcpy(path, PyBytes_AS_STRING(base), base_size)
+            # Each touched name's file, looked at without the GIL (a path built in place, one lstat), so that
+            # update_catalog run in a thread (server/catalog/feed.py) holds the event loop only to build
+            # `added`; a symlink, rare, takes the GIL back to be followed as the scan follows it.
+            with nogil:
+                for k in range(names.n):
+                    ident = names.ids[k]
+                    if not (touch[ident >> 3] >> (ident & 7)) & 1 or (bits.data[ident >> 3] >> (ident & 7)) & 1:
+                        continue
+                    size = names.offsets[k + 1] - names.offsets[k]
+                    if base_size + size + 5 > path_cap:
+                        grown = <char*>realloc(path, base_size + size + 5)
+                        if grown is NULL:
+                            continue  # no memory for this one path: counted as no image, as a failed stat
+                        path, path_cap = grown, base_size + size + 5
+                    memcpy(path + base_size, names.arena + names.offsets[k], size)
+                    memcpy(path + base_size + size, b".jpg", 5)  # with its NUL
+                    kind = _entry_kind(path, size, names.arena + names.offsets[k])
+                    if kind == 2:
+                        with gil:
+                            kind = _link_is_served(PyBytes_FromStringAndSize(path, base_size + size + 4), prefix)
+                    if kind == 1:
+                        bits.data[ident >> 3] |= <unsigned char>(1 << (ident & 7))
+                for b in range(bits.nbytes):
+                    byte = bits.data[b]
+                    while byte:
+                        byte &= byte - 1
+                        bits.count += 1
         finally:
             free(drop)
             free(touch)
+            free(path)
         bits.seal()
         return names, bits
 

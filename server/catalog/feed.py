@@ -283,8 +283,10 @@ class CatalogFeed:
             changed = sorted({i for _, tbl, ids in changes if tbl == "products" for i in ids or ()})
             rows = await repo.catalog_map_rows(conn, changed) if changed else []
         # Drop every changed product, add back the active ones: a deleted or deactivated product loses its
-        # name, a renamed one its old name.
-        self.images.update_catalog([(r[0], r[1]) for r in rows if r[2]], changed)
+        # name, a renamed one its old name. In a thread: the compiled index merges the names (every name,
+        # ~1 ms at 60,000) and looks at the changed ones' files without the GIL, so the event loop serves
+        # meanwhile (it swaps in the new map whole; readers see the old one or the new one).
+        await asyncio.to_thread(self.images.update_catalog, [(r[0], r[1]) for r in rows if r[2]], changed)
         self._map_at = at
         self.state.map_updates += 1
         return True
