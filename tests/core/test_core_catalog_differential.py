@@ -137,6 +137,8 @@ def test_upsert_many_matches_one_by_one(
 ) -> None:
     index = impl.CatalogIndex()
     load_catalog(index, ref)
+    sort, offset, limit, filters = query
+    index.query(sort, offset, limit, **filters)  # a cached filter the batch must keep exact
     index.upsert_many(
         [i for i, _ in rows],
         [p.category for _, p in rows],

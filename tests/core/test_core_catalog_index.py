@@ -172,6 +172,53 @@ def test_updates_move_only_what_changed(impl: Impl) -> None:
         assert index.query(sort, 0, 100) == ref.query(sort, 0, 100)
 
 
+@pytest.mark.parametrize("size", [7, 8, 200, 2048, 2049])
+@pytest.mark.parametrize("beyond", [False, True], ids=["ids-inside", "ids-beyond"])
+def test_batches_of_every_path_equal_one_by_one(impl: Impl, size: int, beyond: bool) -> None:
+    """Each of upsert_many's three ways (one by one, merged in, re-sorted: the compiled build's thresholds at
+    8 and 2,048 rows) gives what one by one does: new ids among old ones, moved keys, a repeated id (its
+    last row wins), prices gained and lost, and cached filters kept exact through it."""
+    rnd = random.Random(size)
+
+    def product() -> RefProduct:
+        return P(
+            category=rnd.choice([None, 1, 2]),
+            price=rnd.choice([None, rnd.randrange(50)]),
+            stock=rnd.randrange(-1, 2),
+            created=rnd.randrange(40),
+            rank=rnd.randrange(300),
+            active=rnd.random() > 0.1,
+        )
+
+    ref = RefCatalog({i: product() for i in range(0, 6000, 2)}, {1: (None, True), 2: (1, True)})
+    index = impl.CatalogIndex()
+    load_catalog(index, ref)
+    # New ids inside the columns' capacity (odd ones) keep the cached filters; ids beyond it grow them.
+    fresh = (lambda: 6000 + rnd.randrange(400)) if beyond else (lambda: rnd.randrange(1, 5999, 2))
+    filters: list[dict[str, Any]] = [{"category": 1}, {"in_stock": True}, {"min_price": 10, "max_price": 30}]
+    for f in filters:
+        index.query("name", 0, 10, **f)  # cached now: the batch must keep their bits and totals
+    ids = [rnd.choice([rnd.randrange(0, 6000, 2), fresh()]) for _ in range(size - 1)]
+    rows = [(i, product()) for i in [*ids, ids[0]]]  # the first id again, last: its second row wins
+    index.upsert_many(
+        [i for i, _ in rows],
+        [p.category for _, p in rows],
+        [p.price for _, p in rows],
+        [p.stock for _, p in rows],
+        [p.created_us for _, p in rows],
+        [p.name_rank for _, p in rows],
+        [p.active for _, p in rows],
+    )
+    ref.products.update(rows)
+    assert len(index) == len(ref.products)
+    assert index.active_count == sum(p.active for p in ref.products.values())
+    for sort in SORTS:
+        assert index.query(sort, 0, 10**6) == ref.query(sort, 0, 10**6)
+        for f in filters:
+            assert index.query(sort, 0, 10**6, **f) == ref.query(sort, 0, 10**6, **f)
+    assert index.category_counts() == ref.category_counts()
+
+
 def test_large_batch_equals_one_by_one(impl: Impl) -> None:
     """Beyond a few thousand rows the compiled build re-sorts once instead of moving rows one by one."""
     rnd = random.Random(5)
