@@ -317,3 +317,16 @@ def load_catalog(index: Any, ref: RefCatalog) -> None:
 def upsert(index: Any, i: int, p: RefProduct) -> None:
     """index.upsert() of one reference product."""
     index.upsert(i, p.category, p.price, p.stock, p.created_us, p.name_rank, p.active)
+
+
+def upsert_rows(index: Any, rows: Sequence[tuple[int, RefProduct]]) -> None:
+    """index.upsert_many() of (id, reference product) rows, in order."""
+    index.upsert_many(
+        [i for i, _ in rows],
+        [p.category for _, p in rows],
+        [p.price for _, p in rows],
+        [p.stock for _, p in rows],
+        [p.created_us for _, p in rows],
+        [p.name_rank for _, p in rows],
+        [p.active for _, p in rows],
+    )

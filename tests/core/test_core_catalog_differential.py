@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from core_ext_testlib import Impl, RefCatalog, RefProduct, load_catalog, upsert
+from core_ext_testlib import Impl, RefCatalog, RefProduct, load_catalog, upsert, upsert_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,15 +139,7 @@ def test_upsert_many_matches_one_by_one(
     load_catalog(index, ref)
     sort, offset, limit, filters = query
     index.query(sort, offset, limit, **filters)  # a cached filter the batch must keep exact
-    index.upsert_many(
-        [i for i, _ in rows],
-        [p.category for _, p in rows],
-        [p.price for _, p in rows],
-        [p.stock for _, p in rows],
-        [p.created_us for _, p in rows],
-        [p.name_rank for _, p in rows],
-        [p.active for _, p in rows],
-    )
+    upsert_rows(index, rows)
     expected = RefCatalog({**ref.products, **dict(rows)}, ref.categories)
     check(index, expected, [query], [])
 

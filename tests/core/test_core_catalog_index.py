@@ -9,7 +9,7 @@ from array import array
 from typing import Any
 
 import pytest
-from core_ext_testlib import Impl, RefCatalog, RefProduct, load_catalog
+from core_ext_testlib import Impl, RefCatalog, RefProduct, load_catalog, upsert_rows
 
 SORTS = ("name", "-name", "price", "-price", "newest")
 
@@ -172,6 +172,18 @@ def test_updates_move_only_what_changed(impl: Impl) -> None:
         assert index.query(sort, 0, 100) == ref.query(sort, 0, 100)
 
 
+def random_product(rnd: random.Random) -> RefProduct:
+    """A product of the batch tests: few categories, prices and ranks, so keys tie often."""
+    return P(
+        category=rnd.choice([None, 1, 2]),
+        price=rnd.choice([None, rnd.randrange(50)]),
+        stock=rnd.randrange(-1, 2),
+        created=rnd.randrange(40),
+        rank=rnd.randrange(300),
+        active=rnd.random() > 0.1,
+    )
+
+
 @pytest.mark.parametrize("size", [7, 8, 200, 2048, 2049])
 @pytest.mark.parametrize("beyond", [False, True], ids=["ids-inside", "ids-beyond"])
 def test_batches_of_every_path_equal_one_by_one(impl: Impl, size: int, beyond: bool) -> None:
@@ -181,14 +193,7 @@ def test_batches_of_every_path_equal_one_by_one(impl: Impl, size: int, beyond: b
     rnd = random.Random(size)
 
     def product() -> RefProduct:
-        return P(
-            category=rnd.choice([None, 1, 2]),
-            price=rnd.choice([None, rnd.randrange(50)]),
-            stock=rnd.randrange(-1, 2),
-            created=rnd.randrange(40),
-            rank=rnd.randrange(300),
-            active=rnd.random() > 0.1,
-        )
+        return random_product(rnd)
 
     ref = RefCatalog({i: product() for i in range(0, 6000, 2)}, {1: (None, True), 2: (1, True)})
     index = impl.CatalogIndex()
@@ -200,15 +205,7 @@ def test_batches_of_every_path_equal_one_by_one(impl: Impl, size: int, beyond: b
         index.query("name", 0, 10, **f)  # cached now: the batch must keep their bits and totals
     ids = [rnd.choice([rnd.randrange(0, 6000, 2), fresh()]) for _ in range(size - 1)]
     rows = [(i, product()) for i in [*ids, ids[0]]]  # the first id again, last: its second row wins
-    index.upsert_many(
-        [i for i, _ in rows],
-        [p.category for _, p in rows],
-        [p.price for _, p in rows],
-        [p.stock for _, p in rows],
-        [p.created_us for _, p in rows],
-        [p.name_rank for _, p in rows],
-        [p.active for _, p in rows],
-    )
+    upsert_rows(index, rows)
     ref.products.update(rows)
     assert len(index) == len(ref.products)
     assert index.active_count == sum(p.active for p in ref.products.values())
@@ -224,28 +221,13 @@ def test_large_batch_equals_one_by_one(impl: Impl) -> None:
     rnd = random.Random(5)
 
     def product() -> RefProduct:
-        return P(
-            category=rnd.choice([None, 1, 2]),
-            price=rnd.choice([None, rnd.randrange(50)]),
-            stock=rnd.randrange(-1, 2),
-            created=rnd.randrange(40),
-            rank=rnd.randrange(300),
-            active=rnd.random() > 0.1,
-        )
+        return random_product(rnd)
 
     ref = RefCatalog({i: product() for i in range(0, 6000, 2)}, {1: (None, True), 2: (1, True)})
     index = impl.CatalogIndex()
     load_catalog(index, ref)
     rows = [(rnd.randrange(7000), product()) for _ in range(5000)]
-    index.upsert_many(
-        [i for i, _ in rows],
-        [p.category for _, p in rows],
-        [p.price for _, p in rows],
-        [p.stock for _, p in rows],
-        [p.created_us for _, p in rows],
-        [p.name_rank for _, p in rows],
-        [p.active for _, p in rows],
-    )
+    upsert_rows(index, rows)
     ref.products.update(rows)
     present = sorted(ref.products)
     ranks = [rnd.randrange(100) for _ in present]
