@@ -43,6 +43,18 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+class _ListenerShutdownNote(logging.Filter):
+    """On stop the pool shuts the listening socket down while Actix still accepts (server/workers.py), and
+    Actix reports the `accept()` that then fails (EINVAL, the one way accept fails on a socket that is not
+    listening) as an error: it is the stop working, logged at INFO in words that say so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "(os error 22)" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "listening socket shut down: new connections are refused", None
+        return True
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s rid=%(request_id)s %(message)s"
 
 
@@ -59,3 +71,6 @@ def configure(level: str, fmt: str = "text") -> None:
     # Robyn logs every request at INFO; our wrapper logs what matters (slow requests, errors).
     for noisy in ("robyn", "actix_server", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    accept = logging.getLogger("actix_server.accept")
+    if not any(isinstance(f, _ListenerShutdownNote) for f in accept.filters):
+        accept.addFilter(_ListenerShutdownNote())

@@ -12,10 +12,11 @@ workers (several). We keep Robyn's building blocks (`SocketHeld`, `spawn_process
   replaced (immediately, or with a growing delay when workers die right after starting).
 - A table in shared memory (inherited across fork) holds each worker's pid and state; `/ready` reads it to
   report live/expected processes.
-- Stop (SIGTERM/SIGINT to the master): the master closes its copy of the socket and sends SIGTERM to each
-  worker. In a worker, SIGTERM reaches Actix too (its graceful stop: no new connections, existing ones keep
-  being served) and our handler ends the event loop at a callback boundary, so Robyn runs the shutdown
-  handler, which first waits for in-flight requests (`drain`) and then closes the resources.
+- Stop (SIGTERM/SIGINT to the master): the master shuts the socket down (connecting is refused from then
+  on) and sends SIGTERM to each worker. In a worker, SIGTERM reaches Actix too (its graceful stop: no new
+  connections, existing ones keep being served) and our handler ends the event loop at a callback
+  boundary, so Robyn runs the shutdown handler, which first waits for in-flight requests (`drain`) and
+  then closes the resources.
 """
 
 from __future__ import annotations
@@ -170,9 +171,9 @@ def _on_stop_signal(signum: int, _frame: FrameType | None) -> None:
     log.info("received %s, draining", signal.Signals(signum).name)
     if os.getppid() != ctx.master:
         # The master died and the supervisor starts a new tree beside us: stop this tree's socket from
-        # taking connections that nobody would accept any more (as the master does on a normal stop).
-        # (after Actix stopped accepting: it logs an error if the socket goes under it)
-        ctx.loop.call_soon_threadsafe(ctx.loop.call_later, 0.2, _shutdown_listener, _find_listener(ctx.port))
+        # taking connections that nobody would accept any more, before Actix stops accepting (as the master
+        # does on a normal stop).
+        _shutdown_listener(_find_listener(ctx.port))
     # Raised from a loop callback, not from here: here it could land inside a request's task and kill it.
     ctx.loop.call_soon_threadsafe(_raise_interrupt)
 
@@ -325,15 +326,17 @@ class WorkerPool:
         self.due[slot] = time.monotonic() + delay
 
     def _stop(self) -> None:
+        # The socket is shut down first, while every worker still accepts: from now on connecting is refused
+        # at once (a balancer or client retries elsewhere, nothing was sent), and the queue it drops is the
+        # one the workers keep empty. Stopping Actix first would leave the port taking connections nobody
+        # accepts, each reset (its request sent, never answered) at the shutdown: 6 of 6 under a client
+        # opening new connections (tests/test_supervisor.py). shutdown() acts on the socket itself, for
+        # every process holding it; closing our copy would not. Actix then logs its accept error, which
+        # server/log.py turns into one INFO line, and the workers finish the connections they have.
+        _shutdown_listener(self.listen_fd)
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
-        time.sleep(0.2)  # let Actix stop accepting first: it logs an error if the socket goes under it
-        # Every worker holds a copy of the socket until it exits, so closing ours would leave the port
-        # listening with nobody accepting: new connections would wait in the queue and be reset at exit.
-        # shutdown() acts on the socket itself: from now on connecting is refused at once (a balancer or
-        # client retries elsewhere), while the workers finish the connections they already have.
-        _shutdown_listener(self.listen_fd)
         self.socket = None
         deadline = time.monotonic() + self.grace_s + 1.0
         for proc in self.procs.values():

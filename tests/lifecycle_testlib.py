@@ -18,19 +18,22 @@ class TableLock:
         self.conn: asyncpg.Connection = self.loop.run_until_complete(asyncpg.connect(db.url))
         self.loop.run_until_complete(self.conn.execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE"))
 
-    def waiting(self) -> int:
-        """Server queries waiting for this lock."""
+    def waiters(self) -> list[str]:
+        """The statements of the server's queries waiting for this lock."""
         # Inside a transaction pg_stat_activity is read once and kept: drop that snapshot each time.
         self.loop.run_until_complete(self.conn.execute("SELECT pg_stat_clear_snapshot()"))
-        return int(
-            self.loop.run_until_complete(
-                self.conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'"
-                    " AND application_name = 'catalog-api'",
-                    self.db.name,
-                )
+        rows = self.loop.run_until_complete(
+            self.conn.fetch(
+                "SELECT left(query, 200) q FROM pg_stat_activity"
+                " WHERE datname = $1 AND wait_event_type = 'Lock' AND application_name = 'catalog-api'",
+                self.db.name,
             )
         )
+        return [r["q"] for r in rows]
+
+    def waiting(self) -> int:
+        """Server queries waiting for this lock."""
+        return len(self.waiters())
 
     def wait_for_waiters(self, n: int, timeout: float = 15) -> None:
         """Until n server queries are blocked on the lock."""
