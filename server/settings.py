@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     # The share of a run's wall time its catalog writes may take (server/sync/pace.py): after a batch that
     # took w seconds it pauses w * (1 - share) / share, while the serving processes catch up. 1: no pauses.
     ZOHO_SYNC_WRITE_SHARE: float = Field(0.5, gt=0, le=1)
+    # While tasks on the host wait for a CPU more than this share of the time (Linux's /proc/pressure/cpu),
+    # a run writes less often: its share falls, down to 1/16 of the setting, until the pressure is back
+    # under this (server/sync/pace.py). 0: the share alone.
+    ZOHO_SYNC_CPU_PRESSURE: float = Field(0.1, ge=0, le=1)
 
     # The service's own sync schedule (server/sync/schedule.py), off while Zoho credentials are unset: an
     # incremental run every ZOHO_SYNC_INTERVAL_S seconds (0: none) and a full reconcile every day at

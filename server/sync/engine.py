@@ -44,6 +44,7 @@ def options_from_settings(settings: Settings) -> Options:
         pricebooks_every_run=settings.ZOHO_SYNC_PRICEBOOKS_EVERY_RUN,
         concurrency=settings.ZOHO_MAX_CONCURRENCY,
         write_share=settings.ZOHO_SYNC_WRITE_SHARE,
+        cpu_pressure=settings.ZOHO_SYNC_CPU_PRESSURE,
     )
 
 
@@ -144,7 +145,7 @@ async def _run(
         options=options,
         result=result,
         progress=progress,
-        pacer=Pacer(options.write_share),
+        pacer=Pacer(options.write_share, pressure_limit=options.cpu_pressure),
     )
     job.report("start", 0)  # also takes the client's call counts as this run's zero
     try:
@@ -170,4 +171,5 @@ async def _run(
         status, error = "failed", runs.clean_error(exc)
     job.count_calls()
     result.paused_s = job.pacer.paused_s
+    result.pressure_paused_s = job.pacer.pressure_paused_s
     return await _end(conn, result, status, error, started)

@@ -60,6 +60,7 @@ class Options:
     pricebooks_every_run: bool
     concurrency: int
     write_share: float = 1.0  # ZOHO_SYNC_WRITE_SHARE (server/sync/pace.py)
+    cpu_pressure: float = 0.0  # ZOHO_SYNC_CPU_PRESSURE (server/sync/pace.py)
     per_page: int = PER_PAGE
 
 

@@ -68,6 +68,7 @@ class RunResult:
     error: str | None = None
     seconds: float = 0.0
     paused_s: float = 0.0  # pauses after writes (ZOHO_SYNC_WRITE_SHARE, server/sync/pace.py)
+    pressure_paused_s: float = 0.0  # of those, the part the host's CPU pressure added
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -83,6 +84,7 @@ class RunResult:
             f"fetched, {c.images_removed} removed, {c.images_failed} failed, {c.images_deferred} waiting; "
             f"{c.calls} calls, {c.throttles} throttled"
             + (f"; writes paced: {self.paused_s:.1f} s of pauses" if self.paused_s >= 0.05 else "")
+            + (f" ({self.pressure_paused_s:.1f} s for CPU pressure)" if self.pressure_paused_s else "")
         )
         return line + (f"; error: {self.error}" if self.error else "")
 

@@ -77,6 +77,8 @@ def make_env(db: Database, fake: FakeZoho, **overrides: Any) -> SyncEnv:
         "ZOHO_RATE_PER_MIN": 10_000,
         "ZOHO_SYNC_IMAGES_PER_RUN": 0,
         "ZOHO_MAX_RETRIES": 0,
+        # A run's pauses must not follow the CI host's load: pacing by CPU pressure is tested in test_pace.py.
+        "ZOHO_SYNC_CPU_PRESSURE": 0,
         **overrides,
     }
     return SyncEnv(db, fake, zoho_settings(fake, **values))

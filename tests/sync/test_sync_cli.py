@@ -41,6 +41,7 @@ def _cli_env(env: SyncEnv, **extra: str) -> dict[str, str]:
         "ZOHO_RATE_PER_MIN": "10000",
         "ZOHO_MAX_RETRIES": "0",
         "ZOHO_SYNC_IMAGES_PER_RUN": "0",
+        "ZOHO_SYNC_CPU_PRESSURE": "0",
         "LOG_LEVEL": "WARNING",
         **extra,
     }
