@@ -16,8 +16,10 @@ not lack CPU on average (the host was ~60 % busy), they waited for one whenever 
 catch-ups they cause held both (a probe of a worker's event loop: its stalls over 5 ms were mostly time on
 the run queue, not its own work). Linux counts exactly that wait: /proc/pressure/cpu's `some` total is the
 time during which at least one runnable task had no CPU. After each write the pacer reads how much of the
-time since it last judged (at least a second: several writes) was such time; above ZOHO_SYNC_CPU_PRESSURE
-the run's share is divided by 1.5 (to 1/16 of the setting at most), at or below it grows back by a tenth.
+time since it last judged (0.25 s at least: a shorter window is noise, one burst of a 0.1 s write reads as
+pressure) was such time; above ZOHO_SYNC_CPU_PRESSURE the run's share is divided by 1.5 (to 1/16 of the
+setting at most), at or below it grows back by 1.25, so that a window over the limit now and then does not
+drag it down (it falls only while over a third of the windows are over).
 A run alone on the host (a few % of pressure) is not slowed; one beside a busy API slows until the
 pressure falls to the setting.
 Without the file (another OS, an old kernel, a container that hides it) the pacing is the share alone.
@@ -39,7 +41,7 @@ PSI_CPU = Path("/proc/pressure/cpu")
 SLOWER = 1.5
 RECOVER = 1.25
 SLOWEST = 16
-# The pressure is judged over a second at least (several writes and their pauses).
+# The pressure is judged over this long at least (a write and its pause, or several).
 WINDOW_S = 0.25
 
 
