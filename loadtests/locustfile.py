@@ -8,6 +8,7 @@ from the service at test start, never hard-coded.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,7 @@ def _final_csv(**_kw: Any) -> None:
         writer.requests_csv(csv.writer(fh))
     with open(f"{prefix}_final_failures.csv", "w", newline="") as fh:
         writer.failures_csv(csv.writer(fh))
+    # Every request's time, in Locust's buckets (ms: exact below 100, then 10s, then 100s), so that several
+    # runs' percentiles can be taken over all their requests at once (run_load.pooled_percentile).
+    with open(f"{prefix}_response_times.json", "w") as fh:
+        json.dump(env.stats.total.response_times, fh)

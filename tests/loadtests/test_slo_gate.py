@@ -83,6 +83,15 @@ def test_gate_passes_and_leaves_reports(server: ServerProcess, tmp_path: Path) -
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "304" in output  # the returning users revalidated
+    # Every request's time is kept, so that runs can be pooled: one run alone gives Locust's own figures.
+    from loadtests.run_load import aggregate, pooled_percentile, response_times  # the source tree's
+
+    times = response_times(tmp_path / "load")
+    final = aggregate(tmp_path / "load")
+    assert sum(times.values()) == final["requests"]
+    assert pooled_percentile([times], 99) == final["p99_ms"]
+    assert pooled_percentile([times], 50) == final["p50_ms"]
+    assert pooled_percentile([times, times], 99) == final["p99_ms"]  # the same run twice: the same shape
 
 
 def test_gate_fails_naming_the_objective(server: ServerProcess, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from catalog_testlib import Database, ServerProcess, Services
 from fakes.zoho import FakeZoho
-from sync.zoho_testlib import unique_org
+from sync.zoho_testlib import QUIET_RUN, unique_org
 
 PROBLEM = "application/problem+json"
 SYNC = "/api/admin/sync"
@@ -25,12 +25,9 @@ def sync_server(
         fake.organization_id = unique_org()
     settings = {
         **fake.settings_env(),
-        "ZOHO_RATE_PER_MIN": "100000",
-        "ZOHO_MAX_RETRIES": "0",
-        "ZOHO_SYNC_IMAGES_PER_RUN": "0",
+        **QUIET_RUN,
         "ZOHO_SYNC_INTERVAL_S": "0",
         "ZOHO_SYNC_FULL_AT": "",
-        "ZOHO_SYNC_CPU_PRESSURE": "0",  # a run's length must not follow the CI host's load (test_pace.py)
         **env,
     }
     return ServerProcess(database, services, workdir, **settings).start()

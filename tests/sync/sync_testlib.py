@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from catalog_testlib import Database
 from fakes.zoho import FakeZoho
-from sync.zoho_testlib import unique_org, zoho_settings
+from sync.zoho_testlib import QUIET_RUN, unique_org, zoho_settings
 
 from server.settings import Settings
 from server.sync.engine import run_sync
@@ -74,11 +74,7 @@ def make_env(db: Database, fake: FakeZoho, **overrides: Any) -> SyncEnv:
     fake.organization_id = unique_org()
     values: dict[str, Any] = {
         "UPLOADS_DIR": str(db.uploads),
-        "ZOHO_RATE_PER_MIN": 10_000,
-        "ZOHO_SYNC_IMAGES_PER_RUN": 0,
-        "ZOHO_MAX_RETRIES": 0,
-        # A run's pauses must not follow the CI host's load: pacing by CPU pressure is tested in test_pace.py.
-        "ZOHO_SYNC_CPU_PRESSURE": 0,
+        **QUIET_RUN,
         **overrides,
     }
     return SyncEnv(db, fake, zoho_settings(fake, **values))

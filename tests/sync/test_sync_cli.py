@@ -16,6 +16,7 @@ import pytest
 from catalog_testlib import Database, Services, drop_database, make_database
 from fakes.zoho import FakeZoho
 from sync.sync_testlib import SyncEnv, make_env, synced
+from sync.zoho_testlib import QUIET_RUN
 
 from server.sync.runs import LOCK_KEY
 
@@ -38,10 +39,7 @@ def _cli_env(env: SyncEnv, **extra: str) -> dict[str, str]:
         "ZOHO_ORGANIZATION_ID": env.fake.organization_id,
         "DATABASE_URL": env.db.url,
         "UPLOADS_DIR": str(env.db.uploads),
-        "ZOHO_RATE_PER_MIN": "10000",
-        "ZOHO_MAX_RETRIES": "0",
-        "ZOHO_SYNC_IMAGES_PER_RUN": "0",
-        "ZOHO_SYNC_CPU_PRESSURE": "0",
+        **QUIET_RUN,
         "LOG_LEVEL": "WARNING",
         **extra,
     }

@@ -14,6 +14,16 @@ from fakes.zoho import FakeZoho, LoggedRequest
 from server.settings import Settings, load_settings
 from server.sync.zoho import ZohoClient
 
+# What a sync test's run leaves out, unless the test says otherwise: Zoho's per-minute budget (the fake is
+# local), retries (a test names the failure it provokes), image downloads, and pacing by the host's CPU
+# pressure (a run's length must not follow the CI host's load: test_pace.py tests that rule).
+QUIET_RUN = {
+    "ZOHO_RATE_PER_MIN": "100000",
+    "ZOHO_MAX_RETRIES": "0",
+    "ZOHO_SYNC_IMAGES_PER_RUN": "0",
+    "ZOHO_SYNC_CPU_PRESSURE": "0",
+}
+
 
 def zoho_settings(fake: FakeZoho, **overrides: Any) -> Settings:
     """Settings pointing at the fake, with a Redis key prefix of their own."""
