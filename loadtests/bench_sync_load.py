@@ -196,17 +196,18 @@ def _psi_totals() -> dict[str, int]:
     return out
 
 
-async def _checkpoints(dsn: str) -> tuple[int, float]:
-    """(checkpoints so far, ms they spent writing and syncing) from pg_stat_bgwriter."""
+async def _checkpoints(dsn: str) -> tuple[int, float, int]:
+    """(checkpoints begun so far, ms they spent in fsync, buffers they wrote) from pg_stat_bgwriter. Their
+    write time is not given: a checkpoint spreads its writes over most of checkpoint_timeout on purpose."""
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
-            "SELECT checkpoints_timed + checkpoints_req AS n, "
-            "checkpoint_write_time + checkpoint_sync_time AS ms FROM pg_stat_bgwriter"
+            "SELECT checkpoints_timed + checkpoints_req AS n, checkpoint_sync_time AS ms, "
+            "buffers_checkpoint AS written FROM pg_stat_bgwriter"
         )
     finally:
         await conn.close()
-    return int(row["n"]), float(row["ms"])
+    return int(row["n"]), float(row["ms"]), int(row["written"])
 
 
 def _role(cmdline: bytes, dbname: str) -> str:
@@ -261,15 +262,18 @@ def _cpu_spent(before: dict[int, tuple[str, float]], dbname: str) -> str:
     return ", ".join(f"{role} {s:.1f}" for role, s in ranked if s >= 0.1)
 
 
-def _host(before: tuple[float, dict[str, int], tuple[int, float]], dsn: str) -> str:
+def _host(before: tuple[float, dict[str, int], tuple[int, float, int]], dsn: str) -> str:
     """What the host did during a phase begun at `before`: CPU and I/O pressure (share of the wall time some
     task waited), PostgreSQL checkpoints in it. A phase with no sync and much pressure is the host's own."""
-    began, psi, (ckpts, ckpt_ms) = before
+    began, psi, (ckpts, ckpt_ms, written) = before
     wall = time.monotonic() - began
-    now, (ckpts2, ckpt_ms2) = _psi_totals(), asyncio.run(_checkpoints(dsn))
+    now, (ckpts2, ckpt_ms2, written2) = _psi_totals(), asyncio.run(_checkpoints(dsn))
     shares = ", ".join(f"{k} {(now[k] - v) / 1e6 / wall:.0%}" for k, v in psi.items() if k in now)
-    spent = (ckpt_ms2 - ckpt_ms) / 1000
-    return f"pressure {shares or 'unknown'}; checkpoints {ckpts2 - ckpts} ({spent:.1f} s)"
+    fsync = (ckpt_ms2 - ckpt_ms) / 1000
+    return (
+        f"pressure {shares or 'unknown'}; checkpoints begun {ckpts2 - ckpts}, "
+        f"their buffers written {written2 - written:,}, fsync {fsync:.1f} s"
+    )
 
 
 def _locust(base: str, out: Path, name: str, args: argparse.Namespace, dsn: str) -> dict[str, Any]:

@@ -94,7 +94,6 @@ class Pacer:
         self.pressure_limit = pressure_limit
         self.pressure = pressure if pressure is not None else CpuPressure() if pressure_limit > 0 else None
         self.effective = share  # the share now: below `share` while the host is under pressure
-        self.writes = 0
         self.paused_s = 0.0  # the run's pauses, in all
         self.pressure_paused_s = 0.0  # of those, the part the pressure added
 
@@ -118,7 +117,6 @@ class Pacer:
         CPU pressure say (not when it raised: the run is ending)."""
         started = time.monotonic()
         yield
-        self.writes += 1
         worked = time.monotonic() - started
         if self.pressure is not None:
             self.adapt(self.pressure.since_last())
