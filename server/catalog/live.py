@@ -17,8 +17,9 @@ RSS at ~650 MB after a build at 1M products), and a full load streams its rows i
 
 Fine-grained cache keys: every product has a row version, the catalog version of the last change to it that
 this process applied (or the version of the last rebuild), and `structure` is the version of the last change
-to what every answer shows (categories, or a rebuild). An answer computed from the index is keyed by its
-query, its ids, their row versions and its counts (`stamp`), under the generation
+to what every answer shows (a category that existed, or a rebuild: categories that only arrive change no
+row, and the categories pages that list them change their totals). An answer computed from the index is
+keyed by its query, its ids, their row versions and its counts (`stamp`), under the generation
 `epoch:structure:images`: a stock change to one product changes the keys of the answers showing it and of
 the answers whose ids or counts it changes, and no other. A (product id, row version) pair names one state
 of the row in every process (the row as of that version), so processes at different versions share a key
@@ -137,12 +138,15 @@ class LiveCatalog:
         self.price_list = price_list
         self._answer_entries = answer_entries
         # Serialized list items and detail bodies by product id (rows.py): new ones whenever what every row
-        # shows changes (category names, the price list: a rebuild or a category change).
+        # shows changes (category names, the price list: a rebuild or a change to a category that existed).
         self._row_store_bytes = row_store_bytes
         self.items = RowStore(row_store_bytes)
         self.details = RowStore(row_store_bytes)
         # (position in the categories' order, name, name_ar) of every category, active or not, by id.
         self._category_names: dict[int, tuple[int, str, str | None]] = {}
+        # Every category's record but its position (parent, active, Zoho id, name, name_ar, sort order), by
+        # id: what a category change is compared with (_shows_same_categories).
+        self._category_rows: dict[int, tuple[Any, ...]] = {}
         self.hits = SearchHits(0, 0) if hits is None else hits  # searches' ids per version (service)
         self._make_index = make_index  # the tests pass each build's class
         self.index = make_index()
@@ -209,7 +213,20 @@ class LiveCatalog:
         # What every stored row shows changed (or may have): start empty stores.
         self.items = RowStore(self._row_store_bytes)
         self.details = RowStore(self._row_store_bytes)
+        self._set_categories(cats)
+
+    def _set_categories(self, cats: Sequence[asyncpg.Record]) -> None:
         self._category_names = {r[0]: (r[7], r[4], r[5]) for r in cats}
+        self._category_rows = {r[0]: tuple(r[1:7]) for r in cats}
+
+    def _shows_same_categories(self, cats: Sequence[asyncpg.Record]) -> bool:
+        """True when every category known before is as it was (only new ones came): then no stored row and
+        no answer shows anything else, since a row shows its own, existing category, and the old ones keep
+        their order (position follows sort order, name and id, all unchanged). A new category's place in a
+        categories page changes that page's total (IndexedCategories.key); facets and lists name it only
+        once products are in it, which changes their stamps."""
+        rows = {r[0]: tuple(r[1:7]) for r in cats}
+        return bool(self._category_rows) and all(rows.get(c) == old for c, old in self._category_rows.items())
 
     def remembered(self, key: str) -> Any | None:
         """The answer kept for `key` at the version the index reflects now, or None."""
@@ -438,10 +455,14 @@ class LiveCatalog:
     ) -> None:
         """Apply what a catch-up read and move to `current`."""
         try:
+            shown_same = cats is not None and self._shows_same_categories(cats)
             if cats is not None:
                 self.index.set_categories([r[0] for r in cats], [r[1] for r in cats], [r[2] for r in cats])
                 self._categories = category_lists(cats)
-                self._new_rows(cats)
+                if shown_same:  # new categories only: every stored row and answer stays exact
+                    self._set_categories(cats)
+                else:
+                    self._new_rows(cats)
                 self.category_loads += 1
             if ranks is not None:
                 # Every rank may shift when one name changes; products not yet indexed get theirs below.
@@ -459,7 +480,7 @@ class LiveCatalog:
         except BaseException:
             self.version = -1  # half applied: no page from it, and the next catch-up rebuilds
             raise
-        if cats is not None:
+        if cats is not None and not shown_same:
             self.structure = current
         if searched:
             self.search_version = current

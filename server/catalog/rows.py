@@ -5,7 +5,8 @@ ids, this store gives their bytes, `core_ext.join_items` writes the page. An ent
 product's row version (LiveCatalog) and its image flag: the bytes are served only while both are the same,
 so no write can leave a stale entry behind (a stock change moves the row version, an image added or removed
 flips the flag). Category names and the price list are in the bytes too: LiveCatalog starts new stores
-when either changes (a rebuild or a category change), so no tag needs to hold them.
+when either changes (a rebuild, or a change to a category that existed: new categories alone change no
+row), so no tag needs to hold them.
 
 Bounded in bytes: two generations (a write goes to the young one; when it is full it becomes the old one,
 and the old one is dropped). A hit in the old generation moves to the young one, so what is shown stays and

@@ -175,6 +175,56 @@ def test_a_category_rename_reaches_every_stored_row(
         same_as_sql(client, sql, detail)
 
 
+def test_a_new_category_keeps_every_stored_row_and_answer(
+    server: ServerProcess, reference: ServerProcess, database: Database
+) -> None:
+    # A category that did not exist changes no row (a row shows its product's own category) and no answer
+    # but the categories pages that list it: the stores and the index generation stay (a sync's first
+    # import creates its categories while the API serves). Once it exists, a change to it is a change.
+    categories = "/api/consumer/categories?page_size=200"
+    with server.client() as client, reference.client() as sql:
+        items = client.get(PAGE).json()["items"]
+        target = items[3]
+        detail = f"{PRODUCTS}/{target['id']}"
+        client.get(detail)
+        assert timing(client.get(PAGE))[0] == 0  # every row kept
+        before = index_report(client)
+        cid = run(
+            database.fetch(
+                "INSERT INTO categories (zoho_category_id, name, sort_order) "
+                "VALUES ('t-new-cat', 'A new one', 0) RETURNING id"
+            )
+        )[0]["id"]
+        try:
+            settle(client, categories, lambda doc: any(c["id"] == cid for c in doc["items"]))
+            after = index_report(client)
+            assert after["category_loads"] == before["category_loads"] + 1
+            assert after["structure"] == before["structure"]
+            assert timing(client.get(PAGE))[0] == 0 and timing(client.get(detail))[0] == 0  # still kept
+            for url in (PAGE, detail, categories):
+                same_as_sql(client, sql, url)
+            # A product moved into it shows it (only its row is fetched again).
+            run(database.execute("UPDATE products SET category_id = $1 WHERE id = $2", cid, target["id"]))
+            settle(client, detail, lambda doc: doc["category"]["id"] == cid)
+            same_as_sql(client, sql, PAGE)
+            # Renamed, it existed before the change: every row and answer follows.
+            run(database.execute("UPDATE categories SET name = 'Renamed' WHERE id = $1", cid))
+            settle(
+                client,
+                PAGE,
+                lambda doc: any(i["category"] and i["category"]["name"] == "Renamed" for i in doc["items"]),
+            )
+            assert index_report(client)["structure"] > after["structure"]
+            for url in (PAGE, detail, categories):
+                same_as_sql(client, sql, url)
+        finally:
+            category = target["category"]["id"] if target["category"] else None
+            run(
+                database.execute("UPDATE products SET category_id = $1 WHERE id = $2", category, target["id"])
+            )
+            run(database.execute("DELETE FROM categories WHERE id = $1", cid))
+
+
 def test_an_image_added_or_removed_reaches_stored_rows(
     server: ServerProcess, reference: ServerProcess, database: Database
 ) -> None:
