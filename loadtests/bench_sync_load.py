@@ -15,14 +15,15 @@ the whole load window (a run that ends early measures less than it claims).
 With --locust the load is `make load`'s instead (its Locust scenarios and 50 users, rate limits on: the
 measure the issue names), alternating `alone` and `sync` phases --rounds times: the first sync phase is the
 first import; before each later round every synced product is made to differ from Zoho (its stock moved by
-one, then a pause for the catch-ups), so that round's full run rewrites all of them. Each sync phase starts
-after the greedy users' rate-limit buckets refilled, as each alone phase does. The verdict compares the p99
+one, then a pause for the catch-ups), so that round's full run rewrites all of them. With --fresh every
+round is a first import instead, each on a new database and service (warm-up, alone, sync). Every phase
+starts after the greedy users' rate-limit buckets refilled (12 s). The verdict compares the p99
 of all the alone phases' requests taken together with that of all the sync phases' (one phase's p99 moves
 by a fifth with no sync at all); each round's ratio, the first import's among them, is printed beside it,
 with what the host did in each phase: CPU and I/O pressure, PostgreSQL checkpoints, CPU seconds by process.
 
     python -m loadtests.bench_sync_load [--items 20000] [--duration 8s] [-c 16]      (make sync-load)
-    python -m loadtests.bench_sync_load --locust [--phase 10s] [--rounds 3] [--users 50]
+    python -m loadtests.bench_sync_load --locust [--phase 10s] [--rounds 3] [--users 50] [--fresh]
 """
 
 from __future__ import annotations
@@ -292,9 +293,11 @@ def _locust(base: str, out: Path, name: str, args: argparse.Namespace, dsn: str)
     }
 
 
-def _locust_rounds(base: str, key: str, dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """A warm-up, then alone / sync phases, --rounds times; each sync phase a full run started just before its
-    load."""
+def _locust_rounds(
+    base: str, key: str, dsn: str, args: argparse.Namespace, first: int, rounds: int
+) -> list[dict[str, Any]]:
+    """On one service: a warm-up, then alone / sync phases `rounds` times (numbered from `first`); each sync
+    phase a full run started just before its load."""
     out = Path(tempfile.mkdtemp(prefix="bench-sync-load-"))
     results: list[dict[str, Any]] = []
     # Not measured: the service's first minutes of load fill its caches (the first alone phase's p99 was
@@ -303,15 +306,16 @@ def _locust_rounds(base: str, key: str, dsn: str, args: argparse.Namespace) -> l
         json.dumps({k: v for k, v in _locust(base, out, "warm-up", args, dsn).items() if k != "times"}),
         flush=True,
     )
-    for n in range(1, args.rounds + 1):
-        if n > 1:
+    for n in range(first, first + rounds):
+        if n > first:
             changed = asyncio.run(_make_differ(dsn))
             _settle(base, dsn)  # the catch-ups of that write, outside both phases
             print(f"round {n}: {changed:,} synced products made to differ from Zoho", flush=True)
+        # Every phase starts with the greedy users' rate-limit buckets full (the phase before emptied them):
+        # otherwise the phase that follows another at once serves fewer of their cheap refusals.
+        time.sleep(REFILL_S)
         results.append(_locust(base, out, f"alone{n}", args, dsn))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "times"}), flush=True)
-        # The greedy users emptied their rate-limit buckets: let them refill, as they did before the alone
-        # phase (its start follows a run's end and a settle), so both phases start from the same quotas.
         time.sleep(REFILL_S)
         status, location, doc = _request(f"{base}/api/admin/sync", key, b'{"full": true}')
         assert status == 202, (status, doc)
@@ -333,6 +337,25 @@ def _locust_rounds(base: str, key: str, dsn: str, args: argparse.Namespace) -> l
     return results
 
 
+def _locust_services(admin: str, env: dict[str, str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--locust: the rounds on one service and database, or with --fresh each round on a new one (every
+    sync phase then a first import)."""
+    env = {**LOAD_ENV, **env}  # as `make load` starts its service: rate limits on
+    results: list[dict[str, Any]] = []
+    for first, rounds in [(n, 1) for n in range(1, args.rounds + 1)] if args.fresh else [(1, args.rounds)]:
+        dsn = asyncio.run(_scratch(admin))
+        svc = LocalService(products=10_000, processes=2, env={**env, "DATABASE_URL": dsn})
+        try:
+            svc.start()
+            # Signed-in scenarios read the verification mails the service writes (as run_load.target does).
+            os.environ["LOAD_MAIL_DIR"] = str(svc.data_dir / "mail") if svc.data_dir else ""
+            results += _locust_rounds(svc.url, asyncio.run(_key(dsn)), dsn, args, first, rounds)
+        finally:
+            svc.stop()
+            asyncio.run(_drop(admin, dsn))
+    return results
+
+
 def _print_locust(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     alone = [r["p99_ms"] for r in results if r["phase"].startswith("alone")]
     during = [r["p99_ms"] for r in results if r["phase"].startswith("sync")]
@@ -350,7 +373,7 @@ def _print_locust(results: list[dict[str, Any]], args: argparse.Namespace) -> No
     print(f"catalog p99 alone {alone} ms, during a full sync {during} ms")
     print(
         f"each round's ratio {', '.join(f'{r:.2f}' for r in rounds)}: median {statistics.median(rounds):.2f} "
-        f"(the first is the first import: {rounds[0]:.2f})"
+        + ("(each a first import)" if args.fresh else f"(the first is the first import: {rounds[0]:.2f})")
     )
     # The verdict takes every request of the alone phases together, and every one of the sync phases: one
     # phase's p99 (its ~30 slowest requests) moves by a fifth between phases with no sync at all.
@@ -386,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", default="10s", help="--locust: length of each phase")
     ap.add_argument("--rounds", type=int, default=3, help="--locust: alone / sync rounds")
     ap.add_argument("--users", type=int, default=50, help="--locust: Locust users (make load's default)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="--locust: every round a first import, on a new database and service (the hardest full run)",
+    )
     args = ap.parse_args(argv)
     admin = os.environ.get("DATABASE_URL")
     if not admin:
@@ -395,7 +423,6 @@ def main(argv: list[str] | None = None) -> int:
     # on a real deployment, so it runs at the sync child's priority (ZOHO_SYNC_NICE), below the workers.
     extra = parse_env(args.env)
     os.setpriority(os.PRIO_PROCESS, fake.pid, int(extra.get("ZOHO_SYNC_NICE", NICE_DEFAULT)))
-    dsn = asyncio.run(_scratch(admin))
     env = {
         **zoho_env,
         "ZOHO_RATE_PER_MIN": str(args.rate),
@@ -405,21 +432,22 @@ def main(argv: list[str] | None = None) -> int:
         "LOG_LEVEL": "WARNING",
         **extra,
     }
-    env["DATABASE_URL"] = dsn
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
     if args.locust:
-        env = {**LOAD_ENV, **env}  # as `make load` starts its service: rate limits on
+        try:
+            _print_locust(_locust_services(admin, env, args), args)
+        finally:
+            fake.terminate()
+            fake.wait(10)
+        return 0
+    dsn = asyncio.run(_scratch(admin))
+    env["DATABASE_URL"] = dsn
     svc = LocalService(products=10_000, processes=2, env=env)
     try:
         svc.start()
         key = asyncio.run(_key(dsn))
         base = svc.url
-        if args.locust:
-            # Signed-in scenarios read the verification mails the service writes (as run_load.target does).
-            os.environ["LOAD_MAIL_DIR"] = str(svc.data_dir / "mail") if svc.data_dir else ""
-            _print_locust(_locust_rounds(base, key, dsn, args), args)
-            return 0
         detail_id = _first_id(base)
         _load(base, detail_id, args.threads, args.conns, "2s")  # warm caches and connections
         rows: list[tuple[str, list[Result], str]] = [
