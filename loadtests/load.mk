@@ -10,7 +10,7 @@
 #   make bench-metrics [METRICS_ARGS="-d 5s --passes 5"]  (metrics+trace on vs off, exactness)
 #   make bench-sync [SYNC_ITEMS=50000] [SYNC_IMAGES=500]  (full Zoho sync from the fake: time, peak RSS)
 #   make sync-demo [SYNC_ITEMS=2000]   (the fake Zoho, then a full sync of the demo database)
-#   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100 | --locust --phase 20s --rounds 3"]
+#   make sync-load [SYNC_ITEMS=20000] [SYNC_LOAD_ARGS="-c 4 --rate 100 | --locust --phase 20s --rounds 3 [--fresh]"]
 #                                     (catalog p99 while a full sync runs: wrk, or make load's Locust run)
 #   make bench-logins [LOGINS_ARGS="--phase 20s --rounds 2 --logins 200"]  (make load's p99 during a sign-in flood)
 #   make bench-orders [BENCH_ORDERS_ARGS="--duration 10s --connections 32"]  (the orders table: correctness, orders/s, p99)
