@@ -293,6 +293,11 @@ def _locust(base: str, out: Path, name: str, args: argparse.Namespace, dsn: str)
     }
 
 
+def _show(result: dict[str, Any]) -> None:
+    """A phase's figures as one JSON line, as they come (its requests' times left out)."""
+    print(json.dumps({k: v for k, v in result.items() if k != "times"}), flush=True)
+
+
 def _locust_rounds(
     base: str, key: str, dsn: str, args: argparse.Namespace, first: int, rounds: int
 ) -> list[dict[str, Any]]:
@@ -302,10 +307,7 @@ def _locust_rounds(
     results: list[dict[str, Any]] = []
     # Not measured: the service's first minutes of load fill its caches (the first alone phase's p99 was
     # twice the others'), which would flatter the first import's ratio.
-    print(
-        json.dumps({k: v for k, v in _locust(base, out, "warm-up", args, dsn).items() if k != "times"}),
-        flush=True,
-    )
+    _show(_locust(base, out, "warm-up", args, dsn))
     for n in range(first, first + rounds):
         if n > first:
             changed = asyncio.run(_make_differ(dsn))
@@ -315,7 +317,7 @@ def _locust_rounds(
         # otherwise the phase that follows another at once serves fewer of their cheap refusals.
         time.sleep(REFILL_S)
         results.append(_locust(base, out, f"alone{n}", args, dsn))
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "times"}), flush=True)
+        _show(results[-1])
         time.sleep(REFILL_S)
         status, location, doc = _request(f"{base}/api/admin/sync", key, b'{"full": true}')
         assert status == 202, (status, doc)
@@ -333,7 +335,7 @@ def _locust_rounds(
         result["fresh"] = _freshness(base)
         results.append(result)
         _settle(base, dsn)
-        print(json.dumps({k: v for k, v in results[-1].items() if k != "times"}), flush=True)
+        _show(results[-1])
     return results
 
 
